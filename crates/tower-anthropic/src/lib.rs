@@ -1,1 +1,40 @@
-//! x
+//! Tower layers and a resilient client for the Anthropic Messages API.
+//!
+//! Calls to Claude meet rate limits (429), overload (529), server errors, dropped
+//! connections and slow generations. Each concern here is its own `tower::Layer`, usable
+//! around any HTTP service to the API, and [`Client`] assembles a sound default stack:
+//!
+//! ```text
+//! typed Messages API     CreateMessageRequest -> ApiResponse<Message> | Error
+//!   classify             non-2xx -> typed Error (bounded body read), 2xx passes through
+//!     transport          hyper-util client over rustls (ring), connection pool
+//! ```
+//!
+//! Quick start:
+//!
+//! ```no_run
+//! use tower_anthropic::{Client, messages::CreateMessageRequest};
+//!
+//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+//! let client = Client::from_env()?;
+//! let req = CreateMessageRequest::new("claude-sonnet-4-6", 1024).user("Hello, Claude");
+//! let msg = client.messages().create(req).await?;
+//! println!("{}", msg.text());
+//! # Ok(()) }
+//! ```
+//!
+//! Every failure is an [`Error`] to match on; see [`error`] for the status table.
+
+pub mod classify;
+pub mod client;
+pub mod error;
+pub mod messages;
+pub mod rate_limit;
+pub mod transport;
+
+mod builder;
+
+pub use builder::ServiceBuilderExt;
+pub use client::{Client, ClientBuilder, ConfigError};
+pub use error::{ApiError, ApiErrorKind, BoxError, Error};
+pub use messages::{ApiResponse, CreateMessageRequest, Message};

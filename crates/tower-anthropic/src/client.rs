@@ -1,0 +1,244 @@
+//! [`Client`]: the default stack in one line, and [`ClientBuilder`] to tune it.
+
+use std::fmt;
+
+use http::{HeaderName, HeaderValue, Request, Response};
+use hyper::body::Incoming;
+use tower::util::BoxCloneSyncService;
+use tower::{ServiceBuilder, ServiceExt};
+
+use crate::classify::{ClassifyLayer, DEFAULT_MAX_ERROR_BODY};
+use crate::error::Error;
+use crate::messages::{
+    ApiResponse, CountTokensRequest, CreateMessageRequest, DEFAULT_MAX_RESPONSE_BODY, Message,
+    MessagesService, TokenCount,
+};
+use crate::transport::{
+    ApiKey, DEFAULT_API_VERSION, DEFAULT_BASE_URL, Endpoint, InvalidBaseUrl, RequestBody,
+    TransportConfig, http_client,
+};
+
+/// The HTTP-level stack of a [`Client`], boxed: complete requests in, classified responses out.
+pub type HttpStack = BoxCloneSyncService<Request<RequestBody>, Response<Incoming>, Error>;
+
+/// A client for the Messages API with the default resilience stack.
+///
+/// `Clone + Send + Sync` and cheap to clone (the connection pool and all shared state are
+/// behind `Arc`s), so it drops into axum state as it is.
+///
+/// ```no_run
+/// use tower_anthropic::{Client, messages::CreateMessageRequest};
+///
+/// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+/// let client = Client::from_env()?;
+/// let req = CreateMessageRequest::new("claude-sonnet-4-6", 1024).user("Hello, Claude");
+/// let msg = client.messages().create(req).await?;
+/// println!("{} [{}]", msg.text(), msg.request_id().unwrap_or("-"));
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct Client {
+    service: MessagesService<HttpStack>,
+}
+
+impl fmt::Debug for Client {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Client")
+            .field("endpoint", self.service.endpoint())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Client {
+    /// A client configured from `ANTHROPIC_API_KEY` and, if set, `ANTHROPIC_BASE_URL`.
+    pub fn from_env() -> Result<Client, ConfigError> {
+        let mut b = Client::builder();
+        match std::env::var("ANTHROPIC_API_KEY") {
+            Ok(k) => b = b.api_key(k),
+            Err(_) => return Err(ConfigError::MissingApiKey),
+        }
+        if let Ok(url) = std::env::var("ANTHROPIC_BASE_URL") {
+            if !url.trim().is_empty() {
+                b = b.base_url(url);
+            }
+        }
+        b.build()
+    }
+
+    /// A builder with the defaults.
+    pub fn builder() -> ClientBuilder {
+        ClientBuilder::default()
+    }
+
+    /// The Messages API.
+    pub fn messages(&self) -> Messages<'_> {
+        Messages { client: self }
+    }
+
+    /// The typed service behind the client, to compose further with tower.
+    pub fn service(&self) -> MessagesService<HttpStack> {
+        self.service.clone()
+    }
+}
+
+/// The Messages API of a [`Client`].
+#[derive(Debug, Clone, Copy)]
+pub struct Messages<'a> {
+    client: &'a Client,
+}
+
+impl Messages<'_> {
+    /// `POST /v1/messages`: a whole `Message`, or a typed error.
+    pub async fn create(&self, req: CreateMessageRequest) -> Result<ApiResponse<Message>, Error> {
+        self.client.service.clone().oneshot(req).await
+    }
+
+    /// `POST /v1/messages/count_tokens`.
+    pub async fn count_tokens(
+        &self,
+        req: impl Into<CountTokensRequest>,
+    ) -> Result<ApiResponse<TokenCount>, Error> {
+        self.client.service.clone().oneshot(req.into()).await
+    }
+}
+
+impl From<CreateMessageRequest> for CountTokensRequest {
+    fn from(r: CreateMessageRequest) -> Self {
+        CountTokensRequest::from(&r)
+    }
+}
+
+/// Why a client could not be built.
+#[derive(Debug, Clone, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// No API key was given (nor `ANTHROPIC_API_KEY` set).
+    #[error("no API key: set ANTHROPIC_API_KEY or call ClientBuilder::api_key")]
+    MissingApiKey,
+    /// The key is empty or not a valid header value.
+    #[error("the API key is empty or contains characters not allowed in a header")]
+    InvalidApiKey,
+    /// The base URL cannot be used.
+    #[error(transparent)]
+    InvalidBaseUrl(#[from] InvalidBaseUrl),
+    /// A header name or value is invalid.
+    #[error("invalid header {0:?}")]
+    InvalidHeader(String),
+}
+
+/// Builds a [`Client`].
+///
+/// | setting | default |
+/// |---|---|
+/// | `base_url` | `https://api.anthropic.com` |
+/// | `anthropic_version` | `2023-06-01` |
+/// | `connect_timeout` | 5 s |
+/// | `pool_idle_timeout` | 90 s |
+/// | `max_error_body` | 64 KiB |
+/// | `max_response_body` | 64 MiB |
+#[derive(Clone, Default)]
+pub struct ClientBuilder {
+    api_key: Option<String>,
+    base_url: Option<String>,
+    version: Option<String>,
+    headers: Vec<(String, String)>,
+    transport: TransportConfig,
+    max_error_body: Option<usize>,
+    max_response_body: Option<usize>,
+}
+
+impl fmt::Debug for ClientBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ClientBuilder")
+            .field("api_key", &self.api_key.as_ref().map(|_| "<redacted>"))
+            .field("base_url", &self.base_url)
+            .field("version", &self.version)
+            .field(
+                "headers",
+                &self.headers.iter().map(|(k, _)| k).collect::<Vec<_>>(),
+            )
+            .field("transport", &self.transport)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ClientBuilder {
+    /// The API key (required).
+    pub fn api_key(mut self, key: impl Into<String>) -> Self {
+        self.api_key = Some(key.into());
+        self
+    }
+    /// The base URL; `http://` works for a local server, and a path prefix is kept.
+    pub fn base_url(mut self, url: impl Into<String>) -> Self {
+        self.base_url = Some(url.into());
+        self
+    }
+    /// The `anthropic-version` header.
+    pub fn anthropic_version(mut self, version: impl Into<String>) -> Self {
+        self.version = Some(version.into());
+        self
+    }
+    /// A header sent with every request (e.g. `anthropic-beta`).
+    pub fn default_header(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
+        self.headers.push((name.into(), value.into()));
+        self
+    }
+    /// How long connecting may take.
+    pub fn connect_timeout(mut self, d: std::time::Duration) -> Self {
+        self.transport.connect_timeout = d;
+        self
+    }
+    /// How long idle pooled connections are kept.
+    pub fn pool_idle_timeout(mut self, d: std::time::Duration) -> Self {
+        self.transport.pool_idle_timeout = d;
+        self
+    }
+    /// Idle pooled connections kept per host.
+    pub fn pool_max_idle_per_host(mut self, n: usize) -> Self {
+        self.transport.pool_max_idle_per_host = n;
+        self
+    }
+    /// How much of an error body is read.
+    pub fn max_error_body(mut self, bytes: usize) -> Self {
+        self.max_error_body = Some(bytes);
+        self
+    }
+    /// How much of a successful body is read.
+    pub fn max_response_body(mut self, bytes: usize) -> Self {
+        self.max_response_body = Some(bytes);
+        self
+    }
+
+    pub(crate) fn endpoint(&self) -> Result<Endpoint, ConfigError> {
+        let key = self.api_key.as_deref().ok_or(ConfigError::MissingApiKey)?;
+        let key = ApiKey::new(key).ok_or(ConfigError::InvalidApiKey)?;
+        let mut endpoint =
+            Endpoint::new(self.base_url.as_deref().unwrap_or(DEFAULT_BASE_URL), key)?;
+        let version = self.version.as_deref().unwrap_or(DEFAULT_API_VERSION);
+        let headers = std::iter::once(("anthropic-version", version))
+            .chain(self.headers.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+        for (k, v) in headers {
+            let name =
+                HeaderName::try_from(k).map_err(|_| ConfigError::InvalidHeader(k.to_owned()))?;
+            let value =
+                HeaderValue::try_from(v).map_err(|_| ConfigError::InvalidHeader(k.to_owned()))?;
+            endpoint.set_header(name, value);
+        }
+        Ok(endpoint)
+    }
+
+    /// Builds the client; fails on a missing or empty key or an unusable base URL.
+    pub fn build(self) -> Result<Client, ConfigError> {
+        let endpoint = self.endpoint()?;
+        let http = http_client(&self.transport);
+        let stack = ServiceBuilder::new()
+            .layer(
+                ClassifyLayer::new()
+                    .max_error_body(self.max_error_body.unwrap_or(DEFAULT_MAX_ERROR_BODY)),
+            )
+            .service(http);
+        let service = MessagesService::new(BoxCloneSyncService::new(stack), endpoint)
+            .max_response_body(self.max_response_body.unwrap_or(DEFAULT_MAX_RESPONSE_BODY));
+        Ok(Client { service })
+    }
+}

@@ -1,0 +1,250 @@
+//! The typed service: a [`CreateMessageRequest`] in, an [`ApiResponse<Message>`] out.
+
+use std::future::Future;
+use std::ops::Deref;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use http::{HeaderMap, Request, Response};
+use http_body::Body;
+use http_body_util::{BodyExt, Limited};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use tower::Service;
+
+use super::types::{CountTokensRequest, CreateMessageRequest, Message, TokenCount};
+use crate::classify;
+use crate::error::{BoxError, DecodeError, Error, InvalidRequestError};
+use crate::rate_limit::RateLimitHeaders;
+use crate::transport::{Endpoint, RequestBody};
+
+/// Largest successful response body read by default (64 MiB).
+pub const DEFAULT_MAX_RESPONSE_BODY: usize = 64 * 1024 * 1024;
+
+/// How many attempts a call took; set as a response extension by the retry layer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Attempts(pub u32);
+
+/// A decoded response with what its headers said.
+#[derive(Debug, Clone)]
+pub struct ApiResponse<T> {
+    value: T,
+    request_id: Option<String>,
+    rate_limits: RateLimitHeaders,
+    headers: HeaderMap,
+    attempts: u32,
+}
+
+impl<T> ApiResponse<T> {
+    /// The `request-id` header.
+    pub fn request_id(&self) -> Option<&str> {
+        self.request_id.as_deref()
+    }
+    /// The `anthropic-ratelimit-*` headers.
+    pub fn rate_limits(&self) -> &RateLimitHeaders {
+        &self.rate_limits
+    }
+    /// All response headers.
+    pub fn headers(&self) -> &HeaderMap {
+        &self.headers
+    }
+    /// How many attempts the call took (1 when the first succeeded).
+    pub fn attempts(&self) -> u32 {
+        self.attempts
+    }
+    /// The decoded value.
+    pub fn into_inner(self) -> T {
+        self.value
+    }
+}
+
+impl<T> Deref for ApiResponse<T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        &self.value
+    }
+}
+
+/// The typed Messages service over any HTTP service to the API.
+///
+/// The inner service gets complete `http::Request`s (URL, key, version, JSON body) and may be
+/// any stack of layers over any HTTP client; when it has no [`ClassifyLayer`] an error status
+/// is still turned into a typed error here.
+///
+/// [`ClassifyLayer`]: crate::classify::ClassifyLayer
+#[derive(Debug, Clone)]
+pub struct MessagesService<S> {
+    inner: S,
+    endpoint: Endpoint,
+    max_body: usize,
+}
+
+impl<S> MessagesService<S> {
+    /// Sends through `inner` to `endpoint`.
+    pub fn new(inner: S, endpoint: Endpoint) -> Self {
+        Self {
+            inner,
+            endpoint,
+            max_body: DEFAULT_MAX_RESPONSE_BODY,
+        }
+    }
+    /// Reads at most `bytes` of a successful response body.
+    pub fn max_response_body(mut self, bytes: usize) -> Self {
+        self.max_body = bytes;
+        self
+    }
+    /// The endpoint.
+    pub fn endpoint(&self) -> &Endpoint {
+        &self.endpoint
+    }
+    /// The inner service.
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+    /// The inner service, mutably.
+    pub fn get_mut(&mut self) -> &mut S {
+        &mut self.inner
+    }
+    /// The inner service, consuming the wrapper.
+    pub fn into_inner(self) -> S {
+        self.inner
+    }
+}
+
+/// The future of [`MessagesService`].
+pub type ResponseFuture<T> = Pin<Box<dyn Future<Output = Result<ApiResponse<T>, Error>> + Send>>;
+
+impl<S, RB> MessagesService<S>
+where
+    S: Service<Request<RequestBody>, Response = Response<RB>> + Clone + Send + 'static,
+    S::Future: Send,
+    S::Error: Into<BoxError>,
+    RB: Body + Send + 'static,
+    RB::Data: Send,
+    RB::Error: Into<BoxError>,
+{
+    fn send<B: Serialize, T: DeserializeOwned + Send + 'static>(
+        &mut self,
+        path: &str,
+        body: &B,
+    ) -> ResponseFuture<T> {
+        let json = match serde_json::to_vec(body) {
+            Ok(j) => Bytes::from(j),
+            Err(e) => {
+                let e = Error::InvalidRequest(InvalidRequestError::new(format!(
+                    "cannot serialize the request: {e}"
+                )));
+                return Box::pin(std::future::ready(Err(e)));
+            }
+        };
+        let req = self.endpoint.post(path, json);
+        // Call the service that was made ready, leave a fresh clone in its place.
+        let clone = self.inner.clone();
+        let mut inner = std::mem::replace(&mut self.inner, clone);
+        let max_body = self.max_body;
+        Box::pin(async move {
+            let resp = inner.call(req).await.map_err(Error::from_service_error)?;
+            read_response(resp, max_body).await
+        })
+    }
+}
+
+/// Reads and decodes a response; a non-2xx becomes a typed error even without the classify
+/// layer.
+async fn read_response<RB, T>(resp: Response<RB>, max_body: usize) -> Result<ApiResponse<T>, Error>
+where
+    RB: Body,
+    RB::Error: Into<BoxError>,
+    T: DeserializeOwned,
+{
+    let (parts, body) = resp.into_parts();
+    let limit = if parts.status.is_success() {
+        max_body
+    } else {
+        classify::DEFAULT_MAX_ERROR_BODY
+    };
+    let bytes = match Limited::new(body, limit).collect().await {
+        Ok(c) => c.to_bytes(),
+        Err(e) if e.is::<http_body_util::LengthLimitError>() && !parts.status.is_success() => {
+            Bytes::new()
+        }
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => {
+            let msg = format!("response body larger than {limit} bytes");
+            return Err(Error::Decode(DecodeError::new(msg, &[], Some(e))));
+        }
+        Err(e) => return Err(Error::from_service_error(e)),
+    };
+    if !parts.status.is_success() {
+        return Err(classify::api_error(parts, &bytes));
+    }
+    let value: T = serde_json::from_slice(&bytes).map_err(|e| {
+        let what = std::any::type_name::<T>()
+            .rsplit("::")
+            .next()
+            .unwrap_or("value");
+        Error::Decode(DecodeError::new(
+            format!("the response body is not a {what}"),
+            &bytes,
+            Some(Box::new(e)),
+        ))
+    })?;
+    let attempts = parts.extensions.get::<Attempts>().map_or(1, |a| a.0);
+    Ok(ApiResponse {
+        value,
+        request_id: classify::parse_request_id(&parts.headers),
+        rate_limits: RateLimitHeaders::from_headers(&parts.headers),
+        headers: parts.headers,
+        attempts,
+    })
+}
+
+impl<S, RB> Service<CreateMessageRequest> for MessagesService<S>
+where
+    S: Service<Request<RequestBody>, Response = Response<RB>> + Clone + Send + 'static,
+    S::Future: Send,
+    S::Error: Into<BoxError>,
+    RB: Body + Send + 'static,
+    RB::Data: Send,
+    RB::Error: Into<BoxError>,
+{
+    type Response = ApiResponse<Message>;
+    type Error = Error;
+    type Future = ResponseFuture<Message>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
+        self.inner.poll_ready(cx).map_err(Error::from_service_error)
+    }
+
+    fn call(&mut self, req: CreateMessageRequest) -> Self::Future {
+        if req.stream == Some(true) {
+            let e = InvalidRequestError::new(
+                "`stream: true` needs the streaming call; `create` returns a whole Message",
+            );
+            return Box::pin(std::future::ready(Err(Error::InvalidRequest(e))));
+        }
+        self.send("/v1/messages", &req)
+    }
+}
+
+impl<S, RB> Service<CountTokensRequest> for MessagesService<S>
+where
+    S: Service<Request<RequestBody>, Response = Response<RB>> + Clone + Send + 'static,
+    S::Future: Send,
+    S::Error: Into<BoxError>,
+    RB: Body + Send + 'static,
+    RB::Data: Send,
+    RB::Error: Into<BoxError>,
+{
+    type Response = ApiResponse<TokenCount>;
+    type Error = Error;
+    type Future = ResponseFuture<TokenCount>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
+        self.inner.poll_ready(cx).map_err(Error::from_service_error)
+    }
+
+    fn call(&mut self, req: CountTokensRequest) -> Self::Future {
+        self.send("/v1/messages/count_tokens", &req)
+    }
+}

@@ -1,0 +1,204 @@
+//! The `anthropic-ratelimit-*` response headers, parsed.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use http::HeaderMap;
+
+/// One limit: its size, what is left, and when the bucket is full again.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RateLimit {
+    /// `...-limit`.
+    pub limit: Option<u64>,
+    /// `...-remaining`.
+    pub remaining: Option<u64>,
+    /// `...-reset`, an RFC 3339 instant.
+    pub reset: Option<SystemTime>,
+}
+
+/// The twelve `anthropic-ratelimit-*` headers. Absent or unparsable values are `None`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RateLimitHeaders {
+    /// `anthropic-ratelimit-requests-*`.
+    pub requests: RateLimit,
+    /// `anthropic-ratelimit-tokens-*` (the most restrictive token limit in effect).
+    pub tokens: RateLimit,
+    /// `anthropic-ratelimit-input-tokens-*`.
+    pub input_tokens: RateLimit,
+    /// `anthropic-ratelimit-output-tokens-*`.
+    pub output_tokens: RateLimit,
+}
+
+impl RateLimitHeaders {
+    /// Parses the headers of a response.
+    pub fn from_headers(headers: &HeaderMap) -> Self {
+        let one = |name: &str| {
+            let get = |field: &str| {
+                headers
+                    .get(format!("anthropic-ratelimit-{name}-{field}"))
+                    .and_then(|v| v.to_str().ok())
+                    .map(str::trim)
+            };
+            RateLimit {
+                limit: get("limit").and_then(|v| v.parse().ok()),
+                remaining: get("remaining").and_then(|v| v.parse().ok()),
+                reset: get("reset").and_then(parse_rfc3339),
+            }
+        };
+        Self {
+            requests: one("requests"),
+            tokens: one("tokens"),
+            input_tokens: one("input-tokens"),
+            output_tokens: one("output-tokens"),
+        }
+    }
+
+    /// Whether any of the headers was present.
+    pub fn is_empty(&self) -> bool {
+        *self == Self::default()
+    }
+}
+
+/// Parses an RFC 3339 timestamp (`2025-08-21T12:40:59Z`, fractions and offsets allowed).
+pub fn parse_rfc3339(s: &str) -> Option<SystemTime> {
+    let b = s.as_bytes();
+    if b.len() < 20
+        || b[4] != b'-'
+        || b[7] != b'-'
+        || !matches!(b[10], b'T' | b't' | b' ')
+        || b[13] != b':'
+        || b[16] != b':'
+    {
+        return None;
+    }
+    let num = |r: std::ops::Range<usize>| -> Option<i64> {
+        let part = s.get(r)?;
+        if part.bytes().all(|c| c.is_ascii_digit()) {
+            part.parse().ok()
+        } else {
+            None
+        }
+    };
+    let (year, month, day) = (num(0..4)?, num(5..7)?, num(8..10)?);
+    let (hour, min, sec) = (num(11..13)?, num(14..16)?, num(17..19)?);
+    if !(1..=12).contains(&month) || !(1..=31).contains(&day) || hour > 23 || min > 59 || sec > 60 {
+        return None;
+    }
+    let mut rest = &s[19..];
+    let mut nanos = 0u32;
+    if let Some(frac) = rest.strip_prefix('.') {
+        let digits = frac.bytes().take_while(u8::is_ascii_digit).count();
+        if digits == 0 {
+            return None;
+        }
+        let scaled: String = frac[..digits]
+            .chars()
+            .chain(std::iter::repeat('0'))
+            .take(9)
+            .collect();
+        nanos = scaled.parse().ok()?;
+        rest = &frac[digits..];
+    }
+    let offset_secs: i64 = match rest {
+        "Z" | "z" => 0,
+        _ if rest.len() == 6
+            && (rest.starts_with('+') || rest.starts_with('-'))
+            && &rest[3..4] == ":" =>
+        {
+            let h: i64 = rest[1..3].parse().ok()?;
+            let m: i64 = rest[4..6].parse().ok()?;
+            let v = h * 3600 + m * 60;
+            if rest.starts_with('-') { -v } else { v }
+        }
+        _ => return None,
+    };
+    let days = days_from_civil(year, month, day);
+    let secs = days * 86_400 + hour * 3600 + min * 60 + sec - offset_secs;
+    let secs = u64::try_from(secs).ok()?;
+    Some(UNIX_EPOCH + Duration::new(secs, nanos))
+}
+
+/// Howard Hinnant's civil-to-days algorithm.
+fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y.rem_euclid(400);
+    let mp = (m + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http::HeaderValue;
+
+    #[test]
+    fn parses_rfc3339() {
+        let t = |s| parse_rfc3339(s).map(|t| t.duration_since(UNIX_EPOCH).unwrap());
+        assert_eq!(
+            t("2025-08-21T12:40:59Z"),
+            Some(Duration::from_secs(1_755_780_059))
+        );
+        assert_eq!(t("1970-01-01T00:00:00Z"), Some(Duration::ZERO));
+        assert_eq!(
+            t("2000-02-29T00:00:00.5Z"),
+            Some(Duration::from_millis(951_782_400_500))
+        );
+        assert_eq!(
+            t("2025-08-21T14:40:59+02:00"),
+            Some(Duration::from_secs(1_755_780_059))
+        );
+        for bad in [
+            "",
+            "2025-08-21",
+            "2025-13-01T00:00:00Z",
+            "2025-08-21T12:40:59",
+            "garbage-garbage-ga",
+            "2025-08-21T12:40:59.Z",
+        ] {
+            assert_eq!(t(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn parses_the_twelve_headers() {
+        let mut h = HeaderMap::new();
+        for (k, v) in [
+            ("requests", "50"),
+            ("tokens", "9000"),
+            ("input-tokens", "8000"),
+            ("output-tokens", "1000"),
+        ] {
+            h.insert(
+                format!("anthropic-ratelimit-{k}-limit")
+                    .parse::<http::HeaderName>()
+                    .unwrap(),
+                HeaderValue::from_static(v),
+            );
+            h.insert(
+                format!("anthropic-ratelimit-{k}-remaining")
+                    .parse::<http::HeaderName>()
+                    .unwrap(),
+                HeaderValue::from_static("7"),
+            );
+            h.insert(
+                format!("anthropic-ratelimit-{k}-reset")
+                    .parse::<http::HeaderName>()
+                    .unwrap(),
+                HeaderValue::from_static("2025-08-21T12:40:59Z"),
+            );
+        }
+        let r = RateLimitHeaders::from_headers(&h);
+        assert_eq!(r.requests.limit, Some(50));
+        assert_eq!(r.output_tokens.limit, Some(1000));
+        assert_eq!(r.input_tokens.remaining, Some(7));
+        assert!(r.tokens.reset.is_some());
+        h.insert(
+            "anthropic-ratelimit-requests-limit",
+            HeaderValue::from_static("lots"),
+        );
+        assert_eq!(RateLimitHeaders::from_headers(&h).requests.limit, None);
+        assert!(RateLimitHeaders::from_headers(&HeaderMap::new()).is_empty());
+    }
+}

@@ -1,0 +1,224 @@
+//! The HTTP transport (hyper-util's pooled client over rustls with the `ring` provider) and
+//! the [`Endpoint`] that turns an API path and a JSON body into a ready `http::Request`:
+//! base URL, `x-api-key` (marked sensitive), `anthropic-version`, `content-type`,
+//! `user-agent`.
+
+use std::fmt;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::header::{CONTENT_TYPE, USER_AGENT};
+use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Uri};
+use http_body_util::Full;
+use hyper_rustls::HttpsConnector;
+use hyper_util::client::legacy::Client as HyperClient;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+
+/// The default base URL.
+pub const DEFAULT_BASE_URL: &str = "https://api.anthropic.com";
+/// The default `anthropic-version`.
+pub const DEFAULT_API_VERSION: &str = "2023-06-01";
+/// `user-agent` sent by default.
+pub const USER_AGENT_VALUE: &str = concat!("tower-anthropic/", env!("CARGO_PKG_VERSION"));
+
+/// The request body every layer sees: whole bytes, so a request can be replayed on retry.
+pub type RequestBody = Full<Bytes>;
+
+/// The pooled HTTP client: HTTP/1.1 and HTTP/2 (by ALPN) over rustls, or plain HTTP.
+pub type HttpClient = HyperClient<HttpsConnector<HttpConnector>, RequestBody>;
+
+/// Settings of the HTTP client.
+#[derive(Debug, Clone)]
+pub struct TransportConfig {
+    /// How long connecting may take (TCP and TLS). Default 5 s, as the Python SDK.
+    pub connect_timeout: Duration,
+    /// How long an idle pooled connection is kept. Default 90 s. Really enforced: the pool
+    /// has a timer.
+    pub pool_idle_timeout: Duration,
+    /// Idle connections kept per host. Default: no limit.
+    pub pool_max_idle_per_host: usize,
+}
+
+impl Default for TransportConfig {
+    fn default() -> Self {
+        Self {
+            connect_timeout: Duration::from_secs(5),
+            pool_idle_timeout: Duration::from_secs(90),
+            pool_max_idle_per_host: usize::MAX,
+        }
+    }
+}
+
+/// Builds the pooled HTTP client. Needs a tokio runtime when used, not when built.
+pub fn http_client(config: &TransportConfig) -> HttpClient {
+    let mut http = HttpConnector::new();
+    http.enforce_http(false);
+    http.set_nodelay(true);
+    http.set_connect_timeout(Some(config.connect_timeout));
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let https = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_provider_and_webpki_roots(provider)
+        .expect("the ring provider supports the default TLS versions")
+        .https_or_http()
+        .enable_http1()
+        .enable_http2()
+        .wrap_connector(http);
+    HyperClient::builder(TokioExecutor::new())
+        .timer(TokioTimer::new())
+        // Without a pool timer hyper-util never evicts idle connections.
+        .pool_timer(TokioTimer::new())
+        .pool_idle_timeout(config.pool_idle_timeout)
+        .pool_max_idle_per_host(config.pool_max_idle_per_host)
+        .build(https)
+}
+
+/// An API key. Its `Debug` never shows it, and the header made from it is marked sensitive.
+#[derive(Clone, PartialEq, Eq)]
+pub struct ApiKey(HeaderValue);
+
+impl ApiKey {
+    /// Wraps a key; `None` if it is empty or not a valid header value.
+    pub fn new(key: &str) -> Option<Self> {
+        let key = key.trim();
+        if key.is_empty() {
+            return None;
+        }
+        let mut v = HeaderValue::from_str(key).ok()?;
+        v.set_sensitive(true);
+        Some(ApiKey(v))
+    }
+}
+
+impl fmt::Debug for ApiKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("ApiKey(<redacted>)")
+    }
+}
+
+/// Where and how requests are sent: base URL (with any path prefix), key, version, and any
+/// default headers. Builds `http::Request`s for the layers below.
+#[derive(Clone)]
+pub struct Endpoint {
+    base: String,
+    api_key: ApiKey,
+    headers: HeaderMap,
+}
+
+impl fmt::Debug for Endpoint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Endpoint")
+            .field("base_url", &self.base)
+            .field("api_key", &self.api_key)
+            .field("headers", &self.headers.keys().collect::<Vec<_>>())
+            .finish()
+    }
+}
+
+/// A base URL that cannot be used.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("invalid base URL {url:?}: {reason}")]
+pub struct InvalidBaseUrl {
+    url: String,
+    reason: &'static str,
+}
+
+impl Endpoint {
+    /// An endpoint at `base_url` (`http` or `https`; a path prefix is kept, so
+    /// `http://host:8080/prefix` sends to `/prefix/v1/messages`).
+    pub fn new(base_url: &str, api_key: ApiKey) -> Result<Self, InvalidBaseUrl> {
+        let bad = |reason| InvalidBaseUrl {
+            url: base_url.to_owned(),
+            reason,
+        };
+        let uri: Uri = base_url.parse().map_err(|_| bad("not a URL"))?;
+        match uri.scheme_str() {
+            Some("http") | Some("https") => {}
+            _ => return Err(bad("the scheme must be http or https")),
+        }
+        if uri.authority().is_none() {
+            return Err(bad("no host"));
+        }
+        if uri.query().is_some() {
+            return Err(bad("a query string is not allowed"));
+        }
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            "anthropic-version",
+            HeaderValue::from_static(DEFAULT_API_VERSION),
+        );
+        headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        headers.insert(USER_AGENT, HeaderValue::from_static(USER_AGENT_VALUE));
+        Ok(Self {
+            base: base_url.trim_end_matches('/').to_owned(),
+            api_key,
+            headers,
+        })
+    }
+
+    /// The base URL, without a trailing slash.
+    pub fn base_url(&self) -> &str {
+        &self.base
+    }
+
+    /// Sets a header sent with every request (replacing any default of the same name), e.g.
+    /// `anthropic-version` or `anthropic-beta`.
+    pub fn set_header(&mut self, name: HeaderName, value: HeaderValue) {
+        self.headers.insert(name, value);
+    }
+
+    /// A `POST {base}{path}` request with the JSON `body` and every header.
+    pub fn post(&self, path: &str, body: Bytes) -> Request<RequestBody> {
+        let mut req = Request::new(Full::new(body));
+        *req.method_mut() = Method::POST;
+        *req.uri_mut() = format!("{}{}", self.base, path)
+            .parse()
+            .expect("a valid base URL and a static path make a valid URI");
+        let h = req.headers_mut();
+        h.clone_from(&self.headers);
+        h.insert("x-api-key", self.api_key.0.clone());
+        req
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn builds_requests_with_prefix_and_headers() {
+        let key = ApiKey::new("sk-ant-secret").unwrap();
+        let e = Endpoint::new("http://127.0.0.1:9/prefix/", key).unwrap();
+        let req = e.post("/v1/messages", Bytes::from_static(b"{}"));
+        assert_eq!(req.uri(), "http://127.0.0.1:9/prefix/v1/messages");
+        assert_eq!(req.method(), Method::POST);
+        assert!(req.headers()["x-api-key"].is_sensitive());
+        assert_eq!(req.headers()["anthropic-version"], DEFAULT_API_VERSION);
+        assert_eq!(req.headers()["content-type"], "application/json");
+        assert!(
+            req.headers()["user-agent"]
+                .to_str()
+                .unwrap()
+                .starts_with("tower-anthropic/")
+        );
+        assert!(!format!("{e:?} {req:?}").contains("secret"));
+    }
+
+    #[test]
+    fn rejects_bad_base_urls_and_keys() {
+        let key = || ApiKey::new("k").unwrap();
+        for bad in [
+            "",
+            "api.anthropic.com",
+            "ftp://host",
+            "http://",
+            "http://h/?q=1",
+            "not a url",
+        ] {
+            assert!(Endpoint::new(bad, key()).is_err(), "{bad}");
+        }
+        assert!(ApiKey::new("").is_none());
+        assert!(ApiKey::new("  ").is_none());
+        assert!(ApiKey::new("bad\nkey").is_none());
+    }
+}
