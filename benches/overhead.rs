@@ -3,6 +3,9 @@
 //!
 //! `cargo bench --bench overhead`
 
+// criterion's macros generate undocumented functions.
+#![allow(missing_docs)]
+
 use bytes::Bytes;
 use criterion::{Criterion, criterion_group, criterion_main};
 use http_body_util::{BodyExt, Full};
@@ -11,14 +14,24 @@ use hyper_util::rt::TokioExecutor;
 use tower_anthropic::Client;
 use tower_anthropic::messages::CreateMessageRequest;
 
-const BODY: &str = r#"{"model":"claude-bench","max_tokens":16,"messages":[{"role":"user","content":"Hello"}]}"#;
+const BODY: &str =
+    r#"{"model":"claude-bench","max_tokens":16,"messages":[{"role":"user","content":"Hello"}]}"#;
 
 fn overhead(c: &mut Criterion) {
     // The mock runs on its own runtime so the client's runtime measures only the client.
-    let mock_rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
-    let mock = mock_rt.block_on(anthropic_mock::MockServer::start(Default::default())).unwrap();
+    let mock_rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let mock = mock_rt
+        .block_on(anthropic_mock::MockServer::start(Default::default()))
+        .unwrap();
     let url = mock.url();
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
 
     let mut group = c.benchmark_group("create_concurrency_1");
     let bare: HyperClient<_, Full<Bytes>> = HyperClient::builder(TokioExecutor::new()).build_http();
@@ -42,7 +55,13 @@ fn overhead(c: &mut Criterion) {
             }
         })
     });
-    let client = rt.block_on(async { Client::builder().api_key("sk-bench").base_url(&url).build().unwrap() });
+    let client = rt.block_on(async {
+        Client::builder()
+            .api_key("sk-bench")
+            .base_url(&url)
+            .build()
+            .unwrap()
+    });
     group.bench_function("tower_anthropic_client", |b| {
         b.to_async(&rt).iter(|| {
             let client = client.clone();

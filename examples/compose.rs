@@ -24,15 +24,27 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let http: HyperClient<_, Full<Bytes>> = HyperClient::builder(TokioExecutor::new()).build_http();
     let stack = ServiceBuilder::new().classify_responses().service(http);
 
-    let mut endpoint = Endpoint::new(&mock.url(), ApiKey::new("sk-ant-mock").expect("a non-empty key"))?;
+    let mut endpoint = Endpoint::new(
+        &mock.url(),
+        ApiKey::new("sk-ant-mock").expect("a non-empty key"),
+    )?;
     endpoint.set_header("x-mock-key".parse()?, "compose".parse()?);
     let mut messages = MessagesService::new(stack, endpoint);
 
     for _ in 0..2 {
-        let req = CreateMessageRequest::new("claude-sonnet-4-6", 32).user("Hello through my own stack");
-        match ServiceExt::<CreateMessageRequest>::ready(&mut messages).await?.call(req).await {
+        let req =
+            CreateMessageRequest::new("claude-sonnet-4-6", 32).user("Hello through my own stack");
+        match ServiceExt::<CreateMessageRequest>::ready(&mut messages)
+            .await?
+            .call(req)
+            .await
+        {
             Ok(msg) => println!("ok:  {} [{}]", msg.text(), msg.request_id().unwrap_or("-")),
-            Err(e) => println!("err: {e} (kind {:?}, retryable: {})", e.kind(), e.is_retryable()),
+            Err(e) => println!(
+                "err: {e} (kind {:?}, retryable: {})",
+                e.kind(),
+                e.is_retryable()
+            ),
         }
     }
     Ok(())

@@ -33,13 +33,26 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
         _ => {
             let config = MockConfig {
-                faults: RandomFaults { p529: 0.25, seed: 7, ..Default::default() },
+                faults: RandomFaults {
+                    p529: 0.25,
+                    seed: 7,
+                    ..Default::default()
+                },
                 ..Default::default()
             };
             let mock = MockServer::start(config).await?;
             // The first request is rate limited with a server-directed wait.
-            mock.script("quickstart", [ScriptEntry::status_with_headers(429, [("retry-after", "1")])]);
-            println!("no ANTHROPIC_API_KEY: using the embedded mock at {} (random 529s, one 429)", mock.url());
+            mock.script(
+                "quickstart",
+                [ScriptEntry::status_with_headers(
+                    429,
+                    [("retry-after", "1")],
+                )],
+            );
+            println!(
+                "no ANTHROPIC_API_KEY: using the embedded mock at {} (random 529s, one 429)",
+                mock.url()
+            );
             let client = Client::builder()
                 .api_key("sk-ant-mock-key")
                 .base_url(mock.url())
@@ -74,7 +87,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                     Error::Api(api) => format!("{:?}", api.kind()),
                     Error::Connection(_) => "Connection".to_owned(),
                     Error::Timeout(_) => "Timeout".to_owned(),
-                    other => format!("{other:?}").split('(').next().unwrap_or("Other").to_owned(),
+                    other => format!("{other:?}")
+                        .split('(')
+                        .next()
+                        .unwrap_or("Other")
+                        .to_owned(),
                 };
                 println!(
                     "{}. err  [{what}, retryable: {}, after {} attempt(s)] {e}",
@@ -88,13 +105,19 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     let failed: usize = failures.values().sum();
     let detail: Vec<String> = failures.iter().map(|(k, n)| format!("{n} {k}")).collect();
-    let mut summary = format!("summary: {} requests, {answered} answered, {failed} failed", PROMPTS.len());
+    let mut summary = format!(
+        "summary: {} requests, {answered} answered, {failed} failed",
+        PROMPTS.len()
+    );
     if !detail.is_empty() {
         summary.push_str(&format!(" ({})", detail.join(", ")));
     }
     if let Some(mock) = &mock {
         let stats = mock.stats();
-        summary.push_str(&format!("; the mock saw {} HTTP requests {:?}", stats.requests, stats.by_status));
+        summary.push_str(&format!(
+            "; the mock saw {} HTTP requests {:?}",
+            stats.requests, stats.by_status
+        ));
     }
     println!("{summary}");
     Ok(())

@@ -554,7 +554,7 @@ async fn api_outcome(
             request_id,
         ));
     }
-    if !state.config.api_keys.is_empty() && !state.config.api_keys.iter().any(|k| *k == key) {
+    if !state.config.api_keys.is_empty() && !state.config.api_keys.contains(&key) {
         return Respond(error_response(
             StatusCode::UNAUTHORIZED,
             "authentication_error",

@@ -165,6 +165,9 @@ async fn success_has_the_apis_shape_and_headers() {
     assert_eq!(r.json()["input_tokens"], 10 + 1 + 3);
 }
 
+/// Request headers, body, expected status, error type, and a word the message must hold.
+type Case<'a> = (Vec<(&'a str, &'a str)>, String, u16, &'a str, &'a str);
+
 #[tokio::test]
 async fn every_validation_error_names_its_field() {
     let config = MockConfig {
@@ -181,7 +184,7 @@ async fn every_validation_error_names_its_field() {
     ];
     let user = json!({"role": "user", "content": "hi"});
     let asst = json!({"role": "assistant", "content": "yo"});
-    let cases: Vec<(Vec<(&str, &str)>, String, u16, &str, &str)> = vec![
+    let cases: Vec<Case> = vec![
         (
             vec![("anthropic-version", "2023-06-01")],
             msg_body(8, false),

@@ -267,7 +267,7 @@ mod tests {
         status: u16,
         headers: &[(&str, &str)],
         body: &str,
-    ) -> Result<Error, Response<Full<Bytes>>> {
+    ) -> Result<Error, Box<Response<Full<Bytes>>>> {
         let mut b = Response::builder().status(status);
         for (k, v) in headers {
             b = b.header(*k, *v);
@@ -279,7 +279,7 @@ mod tests {
         });
         let fut = Classify::new(svc).call(Request::new(()));
         match futures_lite(fut) {
-            Ok(r) => Err(r),
+            Ok(r) => Err(Box::new(r)),
             Err(e) => Ok(e),
         }
     }
@@ -328,7 +328,9 @@ mod tests {
         }
         let ok = respond(200, &[], "hello").unwrap_err();
         assert_eq!(ok.status(), 200);
-        let body = futures_lite(ok.into_body().collect()).unwrap().to_bytes();
+        let body = futures_lite((*ok).into_body().collect())
+            .unwrap()
+            .to_bytes();
         assert_eq!(body, "hello", "a 2xx body is passed on unread");
     }
 
