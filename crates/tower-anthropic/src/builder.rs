@@ -4,6 +4,7 @@ use tower::ServiceBuilder;
 use tower::layer::util::Stack;
 
 use crate::classify::ClassifyLayer;
+use crate::retry::{RetryLayer, RetryPolicy};
 
 /// Adds this crate's layers to a `tower::ServiceBuilder`.
 ///
@@ -16,11 +17,16 @@ use crate::classify::ClassifyLayer;
 pub trait ServiceBuilderExt<L>: sealed::Sealed {
     /// Adds a [`ClassifyLayer`] with the defaults: non-2xx responses become typed errors.
     fn classify_responses(self) -> ServiceBuilder<Stack<ClassifyLayer, L>>;
+    /// Adds a [`RetryLayer`] with `policy`; needs a classify layer below it.
+    fn retry_api_errors(self, policy: RetryPolicy) -> ServiceBuilder<Stack<RetryLayer, L>>;
 }
 
 impl<L> ServiceBuilderExt<L> for ServiceBuilder<L> {
     fn classify_responses(self) -> ServiceBuilder<Stack<ClassifyLayer, L>> {
         self.layer(ClassifyLayer::new())
+    }
+    fn retry_api_errors(self, policy: RetryPolicy) -> ServiceBuilder<Stack<RetryLayer, L>> {
+        self.layer(RetryLayer::new(policy))
     }
 }
 

@@ -13,6 +13,7 @@ use crate::messages::{
     ApiResponse, CountTokensRequest, CreateMessageRequest, DEFAULT_MAX_RESPONSE_BODY, Message,
     MessagesService, TokenCount,
 };
+use crate::retry::{RetryBudget, RetryLayer, RetryPolicy};
 use crate::transport::{
     ApiKey, DEFAULT_API_VERSION, DEFAULT_BASE_URL, Endpoint, InvalidBaseUrl, RequestBody,
     TransportConfig, http_client,
@@ -136,6 +137,8 @@ pub enum ConfigError {
 /// | `pool_idle_timeout` | 90 s |
 /// | `max_error_body` | 64 KiB |
 /// | `max_response_body` | 64 MiB |
+/// | `max_retries` | 2 |
+/// | retry policy | [`RetryPolicy::default`]: backoff 0.5 s doubling to 8 s, jitter 25%, waits over 60 s returned, budget 20% |
 #[derive(Clone, Default)]
 pub struct ClientBuilder {
     api_key: Option<String>,
@@ -145,6 +148,7 @@ pub struct ClientBuilder {
     transport: TransportConfig,
     max_error_body: Option<usize>,
     max_response_body: Option<usize>,
+    retry: RetryPolicy,
 }
 
 impl fmt::Debug for ClientBuilder {
@@ -158,6 +162,7 @@ impl fmt::Debug for ClientBuilder {
                 &self.headers.iter().map(|(k, _)| k).collect::<Vec<_>>(),
             )
             .field("transport", &self.transport)
+            .field("retry", &self.retry)
             .finish_non_exhaustive()
     }
 }
@@ -209,6 +214,22 @@ impl ClientBuilder {
         self
     }
 
+    /// At most `n` retries per call (default 2, as the SDKs).
+    pub fn max_retries(mut self, n: u32) -> Self {
+        self.retry = self.retry.max_retries(n);
+        self
+    }
+    /// The whole retry policy (backoff, cap on server-directed waits, budget, jitter source).
+    pub fn retry_policy(mut self, policy: RetryPolicy) -> Self {
+        self.retry = policy;
+        self
+    }
+    /// The retry budget shared by all clones of the client; `None` turns it off.
+    pub fn retry_budget(mut self, budget: Option<RetryBudget>) -> Self {
+        self.retry = self.retry.budget(budget);
+        self
+    }
+
     pub(crate) fn endpoint(&self) -> Result<Endpoint, ConfigError> {
         let key = self.api_key.as_deref().ok_or(ConfigError::MissingApiKey)?;
         let key = ApiKey::new(key).ok_or(ConfigError::InvalidApiKey)?;
@@ -232,6 +253,7 @@ impl ClientBuilder {
         let endpoint = self.endpoint()?;
         let http = http_client(&self.transport);
         let stack = ServiceBuilder::new()
+            .layer(RetryLayer::new(self.retry))
             .layer(
                 ClassifyLayer::new()
                     .max_error_body(self.max_error_body.unwrap_or(DEFAULT_MAX_ERROR_BODY)),

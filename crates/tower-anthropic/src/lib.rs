@@ -6,8 +6,9 @@
 //!
 //! ```text
 //! typed Messages API     CreateMessageRequest -> ApiResponse<Message> | Error
-//!   classify             non-2xx -> typed Error (bounded body read), 2xx passes through
-//!     transport          hyper-util client over rustls (ring), connection pool
+//!   retry + budget       tower::retry::Policy; SDK rules, backoff with jitter, retry-after
+//!     classify           non-2xx -> typed Error (bounded body read), 2xx passes through
+//!       transport        hyper-util client over rustls (ring), connection pool
 //! ```
 //!
 //! Quick start:
@@ -30,6 +31,7 @@ pub mod client;
 pub mod error;
 pub mod messages;
 pub mod rate_limit;
+pub mod retry;
 pub mod transport;
 
 mod builder;

@@ -1,5 +1,5 @@
-//! The foundation end to end: the default `Client` and the layers one by one, against the
-//! mock server on loopback.
+//! The foundation end to end: the `Client` (retries off, so each error is seen as it comes)
+//! and the layers one by one, against the mock server on loopback.
 
 use std::time::Duration;
 
@@ -19,6 +19,7 @@ fn client(server: &MockServer, mock_key: &str) -> Client {
         .api_key(KEY)
         .base_url(server.url())
         .default_header("x-mock-key", mock_key)
+        .max_retries(0)
         .build()
         .unwrap()
 }
@@ -158,6 +159,7 @@ async fn a_10_mb_error_body_is_read_only_up_to_the_bound() {
         .base_url(s.url())
         .default_header("x-mock-key", "big")
         .max_error_body(4096)
+        .max_retries(0)
         .build()
         .unwrap();
     let huge = format!(

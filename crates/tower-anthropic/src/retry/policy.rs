@@ -1,0 +1,242 @@
+//! The retry policy: which errors are retried, and how long to wait.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use http::{HeaderName, HeaderValue, Request, Response};
+use tokio::time::{Instant, Sleep};
+
+use super::budget::RetryBudget;
+use crate::error::Error;
+use crate::messages::Attempts;
+
+/// The header carrying the attempt number, as the official SDKs send it.
+pub const RETRY_COUNT_HEADER: &str = "x-stainless-retry-count";
+
+/// An overall deadline for one call, as a request extension. The retry policy never starts a
+/// wait that would end after it (the deadline layer sets it; a caller may too).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Deadline(pub Instant);
+
+/// Per-request retry state, kept in the request's extensions (never in the shared policy):
+/// the index of the attempt this copy of the request would be.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct AttemptIndex(pub(crate) u32);
+
+/// A uniform random source for jitter that tests can seed; clones share it.
+#[derive(Debug, Clone)]
+pub struct JitterSource(Arc<AtomicU64>);
+
+impl JitterSource {
+    /// A source seeded with `seed`: the same seed gives the same draws in the same order.
+    pub fn seeded(seed: u64) -> Self {
+        Self(Arc::new(AtomicU64::new(seed)))
+    }
+
+    /// A source seeded from the process's random hasher keys.
+    pub fn from_entropy() -> Self {
+        use std::hash::{BuildHasher, Hasher};
+        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+        h.write_u64(0x5EED);
+        Self::seeded(h.finish())
+    }
+
+    /// The next draw, uniform in [0, 1) (SplitMix64).
+    pub fn next_f64(&self) -> f64 {
+        let mut z = self
+            .0
+            .fetch_add(0x9E37_79B9_7F4A_7C15, Ordering::Relaxed)
+            .wrapping_add(0x9E37_79B9_7F4A_7C15);
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^= z >> 31;
+        (z >> 11) as f64 * (1.0 / (1u64 << 53) as f64)
+    }
+}
+
+/// The SDK-compatible retry policy, with this crate's safer defaults.
+///
+/// | setting | default |
+/// |---|---|
+/// | `max_retries` | 2 (3 attempts) |
+/// | backoff | `min(0.5 s * 2^n, 8 s) * (1 - 0.25 * U)` |
+/// | `max_retry_after` | 60 s: a longer server-directed wait is returned, not slept |
+/// | budget | [`RetryBudget::default`], shared by clones |
+/// | retry-count header | `x-stainless-retry-count` |
+#[derive(Debug, Clone)]
+pub struct RetryPolicy {
+    pub(crate) max_retries: u32,
+    pub(crate) base: Duration,
+    pub(crate) max_backoff: Duration,
+    pub(crate) jitter: f64,
+    pub(crate) max_retry_after: Duration,
+    pub(crate) budget: Option<RetryBudget>,
+    pub(crate) rng: JitterSource,
+    pub(crate) header: Option<HeaderName>,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        Self {
+            max_retries: 2,
+            base: Duration::from_millis(500),
+            max_backoff: Duration::from_secs(8),
+            jitter: 0.25,
+            max_retry_after: Duration::from_secs(60),
+            budget: Some(RetryBudget::default()),
+            rng: JitterSource::from_entropy(),
+            header: Some(HeaderName::from_static(RETRY_COUNT_HEADER)),
+        }
+    }
+}
+
+impl RetryPolicy {
+    /// The defaults.
+    pub fn new() -> Self {
+        Self::default()
+    }
+    /// At most `n` retries (`n + 1` attempts).
+    pub fn max_retries(mut self, n: u32) -> Self {
+        self.max_retries = n;
+        self
+    }
+    /// Backoff `min(base * 2^n, max) * (1 - jitter * U)`.
+    pub fn backoff(mut self, base: Duration, max: Duration, jitter: f64) -> Self {
+        self.base = base;
+        self.max_backoff = max.max(base);
+        self.jitter = if jitter.is_finite() {
+            jitter.clamp(0.0, 1.0)
+        } else {
+            0.0
+        };
+        self
+    }
+    /// A server-directed wait longer than this is not slept: the error is returned at once
+    /// with `retry_after()` set.
+    pub fn max_retry_after(mut self, cap: Duration) -> Self {
+        self.max_retry_after = cap;
+        self
+    }
+    /// The retry budget; `None` turns it off.
+    pub fn budget(mut self, budget: Option<RetryBudget>) -> Self {
+        self.budget = budget;
+        self
+    }
+    /// The random source of the jitter.
+    pub fn jitter_source(mut self, rng: JitterSource) -> Self {
+        self.rng = rng;
+        self
+    }
+    /// The header carrying the attempt number; `None` sends none.
+    pub fn retry_count_header(mut self, header: Option<HeaderName>) -> Self {
+        self.header = header;
+        self
+    }
+
+    /// The backoff before retry `n` (0-based), with a fresh jitter draw.
+    pub fn backoff_delay(&self, n: u32) -> Duration {
+        let exp = self.base.as_secs_f64() * 2f64.powi(n.min(62) as i32);
+        let capped = exp.min(self.max_backoff.as_secs_f64());
+        Duration::from_secs_f64(capped * (1.0 - self.jitter * self.rng.next_f64()))
+    }
+
+    pub(crate) fn mark_attempt<B>(&self, req: &mut Request<B>, index: u32) {
+        req.extensions_mut().insert(AttemptIndex(index));
+        if let Some(h) = &self.header {
+            req.headers_mut()
+                .insert(h.clone(), HeaderValue::from(index));
+        }
+    }
+
+    /// Decides about one finished attempt: `Some(wait)` to retry after `wait`.
+    fn decide<B>(&self, req: &Request<B>, error: &Error) -> Option<(Duration, &'static str)> {
+        let attempts = req.extensions().get::<AttemptIndex>().map_or(1, |a| a.0);
+        if !error.is_retryable() {
+            return None;
+        }
+        if attempts > self.max_retries {
+            return None;
+        }
+        let (wait, source) = match error.retry_after() {
+            Some(server) if server > self.max_retry_after => {
+                tracing::info!(wait = ?server, cap = ?self.max_retry_after, request_id = error.request_id(),
+                    "server-directed wait over the cap: returning the error");
+                return None;
+            }
+            Some(server) => (server, "retry-after"),
+            None => (self.backoff_delay(attempts - 1), "backoff"),
+        };
+        if let Some(Deadline(deadline)) = req.extensions().get::<Deadline>() {
+            if Instant::now() + wait > *deadline {
+                tracing::info!(wait = ?wait, request_id = error.request_id(),
+                    "the wait would end after the deadline: returning the error");
+                return None;
+            }
+        }
+        if let Some(budget) = &self.budget {
+            if !budget.withdraw() {
+                tracing::warn!(
+                    request_id = error.request_id(),
+                    "retry budget spent: returning the error"
+                );
+                return None;
+            }
+        }
+        Some((wait, source))
+    }
+}
+
+impl<B: Clone, RB> tower::retry::Policy<Request<B>, Response<RB>, Error> for RetryPolicy {
+    type Future = Sleep;
+
+    fn retry(
+        &mut self,
+        req: &mut Request<B>,
+        result: &mut Result<Response<RB>, Error>,
+    ) -> Option<Sleep> {
+        // `req` is the stored copy for the next attempt: its index is the attempts made so far.
+        let attempts = req.extensions().get::<AttemptIndex>().map_or(1, |a| a.0);
+        match result {
+            Ok(resp) => {
+                resp.extensions_mut().insert(Attempts(attempts));
+                None
+            }
+            Err(error) => match self.decide(req, error) {
+                Some((wait, source)) => {
+                    tracing::warn!(
+                        attempt = attempts,
+                        wait = ?wait,
+                        wait_from = source,
+                        reason = %error,
+                        request_id = error.request_id(),
+                        "retrying"
+                    );
+                    Some(tokio::time::sleep(wait))
+                }
+                None => {
+                    error.set_attempts(attempts);
+                    None
+                }
+            },
+        }
+    }
+
+    fn clone_request(&mut self, req: &Request<B>) -> Option<Request<B>> {
+        let index = req.extensions().get::<AttemptIndex>().map_or(0, |a| a.0);
+        if index == 0 {
+            // The first attempt of a new request: it earns the budget its share.
+            if let Some(b) = &self.budget {
+                b.deposit();
+            }
+        }
+        let mut next = Request::new(req.body().clone());
+        *next.method_mut() = req.method().clone();
+        *next.uri_mut() = req.uri().clone();
+        *next.version_mut() = req.version();
+        *next.headers_mut() = req.headers().clone();
+        *next.extensions_mut() = req.extensions().clone();
+        self.mark_attempt(&mut next, index + 1);
+        Some(next)
+    }
+}
