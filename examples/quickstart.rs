@@ -26,10 +26,12 @@ const PROMPTS: &[&str] = &[
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let (client, mock) = match std::env::var("ANTHROPIC_API_KEY") {
+    // The last prompt goes through `capped`: on the mock, an account over its spend limit.
+    let (client, capped, mock) = match std::env::var("ANTHROPIC_API_KEY") {
         Ok(key) if !key.trim().is_empty() => {
             println!("ANTHROPIC_API_KEY is set: talking to the real API");
-            (Client::from_env()?, None)
+            let client = Client::from_env()?;
+            (client.clone(), client, None)
         }
         _ => {
             let config = MockConfig {
@@ -49,16 +51,23 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                     [("retry-after", "1")],
                 )],
             );
+            let spend_limit = serde_json::json!({"kind": "status", "status": 429,
+                "error_code": "enforced_spend_limit_reached",
+                "message": "You have reached your specified workspace API usage limits."});
+            mock.script("capped", [serde_json::from_value(spend_limit)?]);
             println!(
-                "no ANTHROPIC_API_KEY: using the embedded mock at {} (random 529s, one 429)",
+                "no ANTHROPIC_API_KEY: using the embedded mock at {} (random 529s, a 429 with retry-after, a spend limit)",
                 mock.url()
             );
-            let client = Client::builder()
+            let builder = Client::builder()
                 .api_key("sk-ant-mock-key")
-                .base_url(mock.url())
+                .base_url(mock.url());
+            let client = builder
+                .clone()
                 .default_header("x-mock-key", "quickstart")
                 .build()?;
-            (client, Some(mock))
+            let capped = builder.default_header("x-mock-key", "capped").build()?;
+            (client, capped, Some(mock))
         }
     };
     let model = std::env::var("ANTHROPIC_MODEL").unwrap_or_else(|_| "claude-sonnet-4-6".to_owned());
@@ -67,6 +76,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut failures: BTreeMap<String, usize> = BTreeMap::new();
     for (i, prompt) in PROMPTS.iter().enumerate() {
         let req = CreateMessageRequest::new(&model, 128).user(*prompt);
+        let client = if i + 1 == PROMPTS.len() {
+            &capped
+        } else {
+            &client
+        };
         match client.messages().create(req).await {
             Ok(msg) => {
                 answered += 1;
