@@ -1,28 +1,49 @@
 //! [`Client`]: the default stack in one line, and [`ClientBuilder`] to tune it.
 
 use std::fmt;
+use std::time::Duration;
 
 use http::{HeaderName, HeaderValue, Request, Response};
-use hyper::body::Incoming;
+use http_body_util::BodyExt;
 use tower::util::BoxCloneSyncService;
 use tower::{ServiceBuilder, ServiceExt};
 
+use crate::body::ResponseBody;
 use crate::classify::{ClassifyLayer, DEFAULT_MAX_ERROR_BODY};
 use crate::error::Error;
+use crate::limit::ConcurrencyLimitLayer;
 use crate::messages::{
     ApiResponse, CountTokensRequest, CreateMessageRequest, DEFAULT_MAX_RESPONSE_BODY, Message,
     MessagesService, TokenCount,
 };
 use crate::retry::{RetryBudget, RetryLayer, RetryPolicy};
+use crate::timeout::{
+    AttemptTimeoutLayer, DEFAULT_ATTEMPT_TIMEOUT, OverallDeadlineLayer, StreamIdleTimeoutLayer,
+};
 use crate::transport::{
     ApiKey, DEFAULT_API_VERSION, DEFAULT_BASE_URL, Endpoint, InvalidBaseUrl, RequestBody,
     TransportConfig, http_client,
 };
 
-/// The HTTP-level stack of a [`Client`], boxed: complete requests in, classified responses out.
-pub type HttpStack = BoxCloneSyncService<Request<RequestBody>, Response<Incoming>, Error>;
+/// The HTTP-level stack of a [`Client`], boxed: complete requests in, classified responses
+/// (non-streaming bodies already read) out.
+pub type HttpStack = BoxCloneSyncService<Request<RequestBody>, Response<ResponseBody>, Error>;
 
-/// A client for the Messages API with the default resilience stack.
+/// Default gap allowed between chunks of a stream.
+pub const DEFAULT_STREAM_IDLE_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// A client for the Messages API with the default resilience stack, outermost first:
+///
+/// ```text
+/// typed Messages API     CreateMessageRequest -> ApiResponse<Message> | Error
+///   overall deadline     whole call, waits included (off unless set)
+///     retry + budget     SDK rules, backoff with jitter, retry-after, shared budget
+///       attempt timeout  600 s; non-streaming bodies read inside the attempt
+///         idle timeout   gap between chunks of a stream (120 s)
+///           limit        concurrency permit held until the body ends (off unless set)
+///             classify   non-2xx -> typed Error
+///               transport  hyper-util over rustls, pooled
+/// ```
 ///
 /// `Clone + Send + Sync` and cheap to clone (the connection pool and all shared state are
 /// behind `Arc`s), so it drops into axum state as it is.
@@ -40,12 +61,14 @@ pub type HttpStack = BoxCloneSyncService<Request<RequestBody>, Response<Incoming
 #[derive(Clone)]
 pub struct Client {
     service: MessagesService<HttpStack>,
+    limit: ConcurrencyLimitLayer,
 }
 
 impl fmt::Debug for Client {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Client")
             .field("endpoint", self.service.endpoint())
+            .field("concurrency_limit", &self.limit.max())
             .finish_non_exhaustive()
     }
 }
@@ -79,6 +102,11 @@ impl Client {
     /// The typed service behind the client, to compose further with tower.
     pub fn service(&self) -> MessagesService<HttpStack> {
         self.service.clone()
+    }
+
+    /// Concurrency permits free now (all clones share them).
+    pub fn available_permits(&self) -> usize {
+        self.limit.available_permits()
     }
 }
 
@@ -135,10 +163,14 @@ pub enum ConfigError {
 /// | `anthropic_version` | `2023-06-01` |
 /// | `connect_timeout` | 5 s |
 /// | `pool_idle_timeout` | 90 s |
-/// | `max_error_body` | 64 KiB |
-/// | `max_response_body` | 64 MiB |
+/// | `timeout` (per attempt) | 600 s; while not set explicitly, non-streaming calls whose `max_tokens` would need over 10 minutes are refused (stream them) |
+/// | `deadline` (whole call) | none |
+/// | `stream_idle_timeout` | 120 s |
+/// | `concurrency_limit` | none; with `load_shed`, fail fast when full |
 /// | `max_retries` | 2 |
 /// | retry policy | [`RetryPolicy::default`]: backoff 0.5 s doubling to 8 s, jitter 25%, waits over 60 s returned, budget 20% |
+/// | `max_error_body` | 64 KiB |
+/// | `max_response_body` | 64 MiB |
 #[derive(Clone, Default)]
 pub struct ClientBuilder {
     api_key: Option<String>,
@@ -149,6 +181,11 @@ pub struct ClientBuilder {
     max_error_body: Option<usize>,
     max_response_body: Option<usize>,
     retry: RetryPolicy,
+    timeout: Option<Duration>,
+    deadline: Option<Duration>,
+    stream_idle_timeout: Option<Duration>,
+    concurrency_limit: Option<usize>,
+    load_shed: bool,
 }
 
 impl fmt::Debug for ClientBuilder {
@@ -163,6 +200,11 @@ impl fmt::Debug for ClientBuilder {
             )
             .field("transport", &self.transport)
             .field("retry", &self.retry)
+            .field("timeout", &self.timeout)
+            .field("deadline", &self.deadline)
+            .field("stream_idle_timeout", &self.stream_idle_timeout)
+            .field("concurrency_limit", &self.concurrency_limit)
+            .field("load_shed", &self.load_shed)
             .finish_non_exhaustive()
     }
 }
@@ -189,12 +231,12 @@ impl ClientBuilder {
         self
     }
     /// How long connecting may take.
-    pub fn connect_timeout(mut self, d: std::time::Duration) -> Self {
+    pub fn connect_timeout(mut self, d: Duration) -> Self {
         self.transport.connect_timeout = d;
         self
     }
     /// How long idle pooled connections are kept.
-    pub fn pool_idle_timeout(mut self, d: std::time::Duration) -> Self {
+    pub fn pool_idle_timeout(mut self, d: Duration) -> Self {
         self.transport.pool_idle_timeout = d;
         self
     }
@@ -213,7 +255,6 @@ impl ClientBuilder {
         self.max_response_body = Some(bytes);
         self
     }
-
     /// At most `n` retries per call (default 2, as the SDKs).
     pub fn max_retries(mut self, n: u32) -> Self {
         self.retry = self.retry.max_retries(n);
@@ -229,20 +270,46 @@ impl ClientBuilder {
         self.retry = self.retry.budget(budget);
         self
     }
+    /// The timeout of one attempt (default 600 s). Setting it also lifts the long-request
+    /// guard, as in the SDKs.
+    pub fn timeout(mut self, d: Duration) -> Self {
+        self.timeout = Some(d);
+        self
+    }
+    /// A deadline for each whole call, waits between attempts included.
+    pub fn deadline(mut self, d: Duration) -> Self {
+        self.deadline = Some(d);
+        self
+    }
+    /// The longest gap allowed between chunks of a stream (default 120 s).
+    pub fn stream_idle_timeout(mut self, d: Duration) -> Self {
+        self.stream_idle_timeout = Some(d);
+        self
+    }
+    /// At most `n` calls in flight at once across all clones; a stream counts until it ends.
+    pub fn concurrency_limit(mut self, n: usize) -> Self {
+        self.concurrency_limit = Some(n);
+        self
+    }
+    /// With a concurrency limit: fail fast with [`Error::LimitReached`] when it is full,
+    /// instead of waiting in line.
+    pub fn load_shed(mut self, on: bool) -> Self {
+        self.load_shed = on;
+        self
+    }
 
     pub(crate) fn endpoint(&self) -> Result<Endpoint, ConfigError> {
         let key = self.api_key.as_deref().ok_or(ConfigError::MissingApiKey)?;
         let key = ApiKey::new(key).ok_or(ConfigError::InvalidApiKey)?;
-        let mut endpoint =
-            Endpoint::new(self.base_url.as_deref().unwrap_or(DEFAULT_BASE_URL), key)?;
+        let base = self.base_url.as_deref().unwrap_or(DEFAULT_BASE_URL);
+        let mut endpoint = Endpoint::new(base, key)?;
         let version = self.version.as_deref().unwrap_or(DEFAULT_API_VERSION);
         let headers = std::iter::once(("anthropic-version", version))
             .chain(self.headers.iter().map(|(k, v)| (k.as_str(), v.as_str())));
         for (k, v) in headers {
-            let name =
-                HeaderName::try_from(k).map_err(|_| ConfigError::InvalidHeader(k.to_owned()))?;
-            let value =
-                HeaderValue::try_from(v).map_err(|_| ConfigError::InvalidHeader(k.to_owned()))?;
+            let bad = || ConfigError::InvalidHeader(k.to_owned());
+            let name = HeaderName::try_from(k).map_err(|_| bad())?;
+            let value = HeaderValue::try_from(v).map_err(|_| bad())?;
             endpoint.set_header(name, value);
         }
         Ok(endpoint)
@@ -252,15 +319,33 @@ impl ClientBuilder {
     pub fn build(self) -> Result<Client, ConfigError> {
         let endpoint = self.endpoint()?;
         let http = http_client(&self.transport);
+        let max_body = self.max_response_body.unwrap_or(DEFAULT_MAX_RESPONSE_BODY);
+        let limit = ConcurrencyLimitLayer::new(
+            self.concurrency_limit
+                .unwrap_or(tokio::sync::Semaphore::MAX_PERMITS),
+        )
+        .load_shed(self.load_shed);
         let stack = ServiceBuilder::new()
+            .option_layer(self.deadline.map(OverallDeadlineLayer::new))
             .layer(RetryLayer::new(self.retry))
+            .map_response(|r: Response<_>| r.map(|b| BodyExt::boxed_unsync(b)))
+            .layer(
+                AttemptTimeoutLayer::new(self.timeout.unwrap_or(DEFAULT_ATTEMPT_TIMEOUT))
+                    .max_body(max_body),
+            )
+            .layer(StreamIdleTimeoutLayer::new(
+                self.stream_idle_timeout
+                    .unwrap_or(DEFAULT_STREAM_IDLE_TIMEOUT),
+            ))
+            .layer(limit.clone())
             .layer(
                 ClassifyLayer::new()
                     .max_error_body(self.max_error_body.unwrap_or(DEFAULT_MAX_ERROR_BODY)),
             )
             .service(http);
         let service = MessagesService::new(BoxCloneSyncService::new(stack), endpoint)
-            .max_response_body(self.max_response_body.unwrap_or(DEFAULT_MAX_RESPONSE_BODY));
-        Ok(Client { service })
+            .max_response_body(max_body)
+            .long_request_guard(self.timeout.is_none());
+        Ok(Client { service, limit })
     }
 }

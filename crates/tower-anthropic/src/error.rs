@@ -58,6 +58,9 @@ pub enum Error {
     /// Refused before sending.
     #[error(transparent)]
     InvalidRequest(InvalidRequestError),
+    /// The local concurrency limit was full and load shedding is on.
+    #[error(transparent)]
+    LimitReached(LimitReachedError),
 }
 
 impl Error {
@@ -65,6 +68,8 @@ impl Error {
     pub fn as_api(&self) -> Option<&ApiError> {
         match self {
             Error::Api(e) => Some(e),
+            // A deadline that stopped retries keeps the last error it cut short.
+            Error::Timeout(t) => t.last_error().and_then(Error::as_api),
             _ => None,
         }
     }
@@ -97,7 +102,7 @@ impl Error {
             Error::Api(e) => e.is_retryable(),
             Error::Connection(_) => true,
             Error::Timeout(t) => t.kind() != TimeoutKind::Deadline,
-            Error::Decode(_) | Error::InvalidRequest(_) => false,
+            Error::Decode(_) | Error::InvalidRequest(_) | Error::LimitReached(_) => false,
         }
     }
 
@@ -108,7 +113,7 @@ impl Error {
             Error::Connection(e) => e.attempts,
             Error::Timeout(e) => e.attempts,
             Error::Decode(e) => e.attempts,
-            Error::InvalidRequest(_) => 0,
+            Error::InvalidRequest(_) | Error::LimitReached(_) => 0,
         }
     }
 
@@ -118,7 +123,7 @@ impl Error {
             Error::Connection(e) => e.attempts = n,
             Error::Timeout(e) => e.attempts = n,
             Error::Decode(e) => e.attempts = n,
-            Error::InvalidRequest(_) => {}
+            Error::InvalidRequest(_) | Error::LimitReached(_) => {}
         }
     }
 
@@ -490,10 +495,11 @@ pub enum TimeoutKind {
 }
 
 /// A timeout fired.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct TimeoutError {
     kind: TimeoutKind,
     after: Option<Duration>,
+    last: Option<Box<Error>>,
     pub(crate) attempts: u32,
 }
 
@@ -503,9 +509,27 @@ impl TimeoutError {
         Self {
             kind,
             after,
+            last: None,
             attempts: 1,
         }
     }
+
+    /// The deadline left only `left`, not enough to wait and retry after `last`.
+    pub(crate) fn deadline_after(last: Error, left: Duration) -> Self {
+        let attempts = last.attempts();
+        Self {
+            kind: TimeoutKind::Deadline,
+            after: Some(left),
+            last: Some(Box::new(last)),
+            attempts,
+        }
+    }
+
+    /// For a deadline that stopped retries: the last attempt's error (also its `source()`).
+    pub fn last_error(&self) -> Option<&Error> {
+        self.last.as_deref()
+    }
+
     /// Which timeout fired.
     pub fn kind(&self) -> TimeoutKind {
         self.kind
@@ -523,14 +547,48 @@ impl fmt::Display for TimeoutError {
             TimeoutKind::Deadline => "deadline exceeded",
             TimeoutKind::StreamIdle => "stream idle timeout",
         };
-        match self.after {
-            Some(d) => write!(f, "{which} after {d:?}"),
-            None => f.write_str(which),
+        match (&self.last, self.after) {
+            (Some(_), Some(left)) => write!(
+                f,
+                "{which}: {left:?} left, not enough to retry the last error"
+            ),
+            (None, Some(d)) => write!(f, "{which} after {d:?}"),
+            _ => f.write_str(which),
         }
     }
 }
 
-impl std::error::Error for TimeoutError {}
+impl std::error::Error for TimeoutError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.last
+            .as_deref()
+            .map(|e| e as &(dyn std::error::Error + 'static))
+    }
+}
+
+/// The local concurrency limit was full (load shedding).
+#[derive(Debug, Clone)]
+pub struct LimitReachedError {
+    max: usize,
+}
+
+impl LimitReachedError {
+    pub(crate) fn new(max: usize) -> Self {
+        Self { max }
+    }
+    /// The limit that was full.
+    pub fn max(&self) -> usize {
+        self.max
+    }
+}
+
+impl fmt::Display for LimitReachedError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "concurrency limit of {} reached: request shed", self.max)
+    }
+}
+
+impl std::error::Error for LimitReachedError {}
 
 /// A 2xx whose body is not what the API promises.
 #[derive(Debug)]

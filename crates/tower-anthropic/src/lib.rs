@@ -26,12 +26,15 @@
 //!
 //! Every failure is an [`Error`] to match on; see [`error`] for the status table.
 
+pub mod body;
 pub mod classify;
 pub mod client;
 pub mod error;
+pub mod limit;
 pub mod messages;
 pub mod rate_limit;
 pub mod retry;
+pub mod timeout;
 pub mod transport;
 
 mod builder;

@@ -78,6 +78,7 @@ pub struct MessagesService<S> {
     inner: S,
     endpoint: Endpoint,
     max_body: usize,
+    long_request_guard: bool,
 }
 
 impl<S> MessagesService<S> {
@@ -87,11 +88,18 @@ impl<S> MessagesService<S> {
             inner,
             endpoint,
             max_body: DEFAULT_MAX_RESPONSE_BODY,
+            long_request_guard: false,
         }
     }
     /// Reads at most `bytes` of a successful response body.
     pub fn max_response_body(mut self, bytes: usize) -> Self {
         self.max_body = bytes;
+        self
+    }
+    /// Refuse non-streaming calls whose `max_tokens` would take longer than 10 minutes
+    /// (`3600 * max_tokens / 128000` s), as the SDKs do when no explicit timeout is set.
+    pub fn long_request_guard(mut self, on: bool) -> Self {
+        self.long_request_guard = on;
         self
     }
     /// The endpoint.
@@ -148,6 +156,23 @@ where
             read_response(resp, max_body).await
         })
     }
+}
+
+/// Longest expected generation time of a non-streaming call without an explicit timeout.
+const MAX_NON_STREAMING: f64 = 600.0;
+
+/// The SDKs' guard: `3600 * max_tokens / 128000` seconds must not exceed 10 minutes.
+pub(crate) fn check_expected_time(max_tokens: u32) -> Result<(), Error> {
+    let expected = 3600.0 * f64::from(max_tokens) / 128_000.0;
+    if expected > MAX_NON_STREAMING {
+        let msg = format!(
+            "max_tokens {max_tokens} may take about {:.0} minutes, longer than the 10-minute \
+             limit for a non-streaming call: stream it, or set an explicit timeout",
+            expected / 60.0
+        );
+        return Err(Error::InvalidRequest(InvalidRequestError::new(msg)));
+    }
+    Ok(())
 }
 
 /// Reads and decodes a response; a non-2xx becomes a typed error even without the classify
@@ -222,6 +247,11 @@ where
                 "`stream: true` needs the streaming call; `create` returns a whole Message",
             );
             return Box::pin(std::future::ready(Err(Error::InvalidRequest(e))));
+        }
+        if self.long_request_guard {
+            if let Err(e) = check_expected_time(req.max_tokens) {
+                return Box::pin(std::future::ready(Err(e)));
+            }
         }
         self.send("/v1/messages", &req)
     }

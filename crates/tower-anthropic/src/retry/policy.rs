@@ -149,20 +149,18 @@ impl RetryPolicy {
         }
     }
 
-    /// Decides about one finished attempt: `Some(wait)` to retry after `wait`.
-    fn decide<B>(&self, req: &Request<B>, error: &Error) -> Option<(Duration, &'static str)> {
+    /// Decides about one finished attempt: `Ok(wait)` to retry after `wait`; `Err(true)` when
+    /// only the deadline stood in the way.
+    fn decide<B>(&self, req: &Request<B>, error: &Error) -> Result<(Duration, &'static str), bool> {
         let attempts = req.extensions().get::<AttemptIndex>().map_or(1, |a| a.0);
-        if !error.is_retryable() {
-            return None;
-        }
-        if attempts > self.max_retries {
-            return None;
+        if !error.is_retryable() || attempts > self.max_retries {
+            return Err(false);
         }
         let (wait, source) = match error.retry_after() {
             Some(server) if server > self.max_retry_after => {
                 tracing::info!(wait = ?server, cap = ?self.max_retry_after, request_id = error.request_id(),
                     "server-directed wait over the cap: returning the error");
-                return None;
+                return Err(false);
             }
             Some(server) => (server, "retry-after"),
             None => (self.backoff_delay(attempts - 1), "backoff"),
@@ -171,7 +169,7 @@ impl RetryPolicy {
             if Instant::now() + wait > *deadline {
                 tracing::info!(wait = ?wait, request_id = error.request_id(),
                     "the wait would end after the deadline: returning the error");
-                return None;
+                return Err(true);
             }
         }
         if let Some(budget) = &self.budget {
@@ -180,10 +178,10 @@ impl RetryPolicy {
                     request_id = error.request_id(),
                     "retry budget spent: returning the error"
                 );
-                return None;
+                return Err(false);
             }
         }
-        Some((wait, source))
+        Ok((wait, source))
     }
 }
 
@@ -203,7 +201,7 @@ impl<B: Clone, RB> tower::retry::Policy<Request<B>, Response<RB>, Error> for Ret
                 None
             }
             Err(error) => match self.decide(req, error) {
-                Some((wait, source)) => {
+                Ok((wait, source)) => {
                     tracing::warn!(
                         attempt = attempts,
                         wait = ?wait,
@@ -214,8 +212,21 @@ impl<B: Clone, RB> tower::retry::Policy<Request<B>, Response<RB>, Error> for Ret
                     );
                     Some(tokio::time::sleep(wait))
                 }
-                None => {
+                Err(deadline) => {
                     error.set_attempts(attempts);
+                    if deadline {
+                        // Surface the deadline as such, the last error kept as its source.
+                        let Some(Deadline(at)) = req.extensions().get::<Deadline>().copied() else {
+                            return None;
+                        };
+                        let last = std::mem::replace(
+                            error,
+                            Error::InvalidRequest(crate::error::InvalidRequestError::new("")),
+                        );
+                        let left = at.saturating_duration_since(Instant::now());
+                        *error =
+                            Error::Timeout(crate::error::TimeoutError::deadline_after(last, left));
+                    }
                     None
                 }
             },

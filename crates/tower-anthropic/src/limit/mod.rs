@@ -1,0 +1,209 @@
+//! A concurrency limit whose permit is held until the response body is finished or dropped.
+//!
+//! tower's `ConcurrencyLimit` releases its permit when the response head arrives, so a
+//! streaming response escapes the limit. [`ConcurrencyLimitLayer`] moves the permit into the
+//! response body ([`PermitBody`]): a stream counts until its end. Waiting requests are served
+//! in arrival order (tokio's semaphore is fair). With [`ConcurrencyLimitLayer::load_shed`] a
+//! full limit fails fast with [`Error::LimitReached`] instead of queueing.
+//!
+//! Place it below retry, so a request waiting between attempts holds no permit. All services
+//! made by one layer share its limit.
+//!
+//! ```
+//! use tower::ServiceBuilder;
+//! use tower_anthropic::limit::ConcurrencyLimitLayer;
+//!
+//! let limit = ConcurrencyLimitLayer::new(8);
+//! let builder = ServiceBuilder::new().layer(limit.clone());
+//! assert_eq!(limit.available_permits(), 8);
+//! # let _ = builder;
+//! ```
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll, ready};
+
+use http::{Request, Response};
+use http_body::{Body, Frame, SizeHint};
+use pin_project_lite::pin_project;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio_util::sync::PollSemaphore;
+use tower::{Layer, Service};
+
+use crate::error::{BoxError, Error, LimitReachedError};
+
+/// Limits concurrent calls; see the [module docs](self).
+#[derive(Debug, Clone)]
+pub struct ConcurrencyLimitLayer {
+    semaphore: Arc<Semaphore>,
+    max: usize,
+    load_shed: bool,
+}
+
+impl ConcurrencyLimitLayer {
+    /// At most `max` calls at once (at least 1), queueing the rest in arrival order.
+    pub fn new(max: usize) -> Self {
+        let max = max.max(1);
+        Self {
+            semaphore: Arc::new(Semaphore::new(max)),
+            max,
+            load_shed: false,
+        }
+    }
+
+    /// Fail fast with [`Error::LimitReached`] when full instead of queueing.
+    pub fn load_shed(mut self, on: bool) -> Self {
+        self.load_shed = on;
+        self
+    }
+
+    /// Permits free now.
+    pub fn available_permits(&self) -> usize {
+        self.semaphore.available_permits()
+    }
+
+    /// The limit.
+    pub fn max(&self) -> usize {
+        self.max
+    }
+}
+
+impl<S> Layer<S> for ConcurrencyLimitLayer {
+    type Service = ConcurrencyLimit<S>;
+    fn layer(&self, inner: S) -> ConcurrencyLimit<S> {
+        ConcurrencyLimit {
+            inner,
+            semaphore: PollSemaphore::new(self.semaphore.clone()),
+            permit: None,
+            max: self.max,
+            load_shed: self.load_shed,
+        }
+    }
+}
+
+/// The service of [`ConcurrencyLimitLayer`].
+#[derive(Debug)]
+pub struct ConcurrencyLimit<S> {
+    inner: S,
+    semaphore: PollSemaphore,
+    permit: Option<OwnedSemaphorePermit>,
+    max: usize,
+    load_shed: bool,
+}
+
+impl<S: Clone> Clone for ConcurrencyLimit<S> {
+    /// A clone shares the limit but holds no permit.
+    fn clone(&self) -> Self {
+        Self {
+            inner: self.inner.clone(),
+            semaphore: self.semaphore.clone(),
+            permit: None,
+            max: self.max,
+            load_shed: self.load_shed,
+        }
+    }
+}
+
+impl<S, B, RB> Service<Request<B>> for ConcurrencyLimit<S>
+where
+    S: Service<Request<B>, Response = Response<RB>>,
+    S::Error: Into<BoxError>,
+{
+    type Response = Response<PermitBody<RB>>;
+    type Error = Error;
+    type Future = ResponseFuture<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
+        if self.permit.is_none() {
+            if self.load_shed {
+                match self.semaphore.clone_inner().try_acquire_owned() {
+                    Ok(p) => self.permit = Some(p),
+                    Err(_) => {
+                        return Poll::Ready(Err(Error::LimitReached(LimitReachedError::new(
+                            self.max,
+                        ))));
+                    }
+                }
+            } else {
+                let permit =
+                    ready!(self.semaphore.poll_acquire(cx)).expect("the semaphore is never closed");
+                self.permit = Some(permit);
+            }
+        }
+        // The permit is held while the inner service gets ready: a queue in arrival order.
+        self.inner.poll_ready(cx).map_err(Error::from_service_error)
+    }
+
+    fn call(&mut self, req: Request<B>) -> Self::Future {
+        let permit = self
+            .permit
+            .take()
+            .expect("poll_ready must return Ready before call");
+        ResponseFuture {
+            future: self.inner.call(req),
+            permit: Some(permit),
+        }
+    }
+}
+
+pin_project! {
+    /// Future of [`ConcurrencyLimit`]: moves the permit into the body.
+    #[derive(Debug)]
+    pub struct ResponseFuture<F> {
+        #[pin]
+        future: F,
+        permit: Option<OwnedSemaphorePermit>,
+    }
+}
+
+impl<F, RB, E> Future for ResponseFuture<F>
+where
+    F: Future<Output = Result<Response<RB>, E>>,
+    E: Into<BoxError>,
+{
+    type Output = Result<Response<PermitBody<RB>>, Error>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let resp = ready!(this.future.poll(cx)).map_err(Error::from_service_error)?;
+        let permit = this.permit.take();
+        Poll::Ready(Ok(resp.map(|inner| PermitBody { inner, permit })))
+    }
+}
+
+pin_project! {
+    /// A body holding a concurrency permit until it ends or is dropped.
+    #[derive(Debug)]
+    pub struct PermitBody<B> {
+        #[pin]
+        inner: B,
+        permit: Option<OwnedSemaphorePermit>,
+    }
+}
+
+impl<B: Body> Body for PermitBody<B> {
+    type Data = B::Data;
+    type Error = B::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<B::Data>, B::Error>>> {
+        let this = self.project();
+        let r = ready!(this.inner.poll_frame(cx));
+        if matches!(r, None | Some(Err(_))) {
+            // Finished (or broken): free the slot now, not when the caller drops the body.
+            this.permit.take();
+        }
+        Poll::Ready(r)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
