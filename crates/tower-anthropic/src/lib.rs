@@ -5,10 +5,14 @@
 //! around any HTTP service to the API, and [`Client`] assembles a sound default stack:
 //!
 //! ```text
-//! typed Messages API     CreateMessageRequest -> ApiResponse<Message> | Error
-//!   retry + budget       tower::retry::Policy; SDK rules, backoff with jitter, retry-after
-//!     classify           non-2xx -> typed Error (bounded body read), 2xx passes through
-//!       transport        hyper-util client over rustls (ring), connection pool
+//! typed Messages API       CreateMessageRequest -> ApiResponse<Message> | Error
+//!   overall deadline       whole call, waits included            (timeout::OverallDeadlineLayer)
+//!     retry + budget       SDK rules, backoff, retry-after, cap  (retry::RetryLayer)
+//!       attempt timeout    one attempt, body read included       (timeout::AttemptTimeoutLayer)
+//!         idle timeout     gaps between chunks of a stream       (timeout::StreamIdleTimeoutLayer)
+//!           limit          permit held until the body ends       (limit::ConcurrencyLimitLayer)
+//!             classify     non-2xx -> typed Error                (classify::ClassifyLayer)
+//!               transport  hyper-util over rustls (ring), pooled (transport)
 //! ```
 //!
 //! Quick start:
