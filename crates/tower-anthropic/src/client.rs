@@ -17,6 +17,7 @@ use crate::messages::{
     MessagesService, TokenCount,
 };
 use crate::retry::{RetryBudget, RetryLayer, RetryPolicy};
+use crate::stream::MessageStream;
 use crate::timeout::{
     AttemptTimeoutLayer, DEFAULT_ATTEMPT_TIMEOUT, OverallDeadlineLayer, StreamIdleTimeoutLayer,
 };
@@ -62,6 +63,8 @@ pub const DEFAULT_STREAM_IDLE_TIMEOUT: Duration = Duration::from_secs(120);
 pub struct Client {
     service: MessagesService<HttpStack>,
     limit: ConcurrencyLimitLayer,
+    /// Re-sends streams that fail before content; shares the stack's budget.
+    stream_retry: Option<RetryPolicy>,
 }
 
 impl fmt::Debug for Client {
@@ -120,6 +123,21 @@ impl Messages<'_> {
     /// `POST /v1/messages`: a whole `Message`, or a typed error.
     pub async fn create(&self, req: CreateMessageRequest) -> Result<ApiResponse<Message>, Error> {
         self.client.service.clone().oneshot(req).await
+    }
+
+    /// `POST /v1/messages` with `stream: true`: typed events as they arrive. Errors before
+    /// the stream starts are returned here (after retries); a stream that fails before its
+    /// first content is re-sent transparently; see [`crate::stream`].
+    pub async fn stream(&self, req: CreateMessageRequest) -> Result<MessageStream, Error> {
+        let svc = &self.client.service;
+        let stack = svc.get_ref().clone();
+        MessageStream::start(
+            stack,
+            svc.endpoint().clone(),
+            req,
+            self.client.stream_retry.clone(),
+        )
+        .await
     }
 
     /// `POST /v1/messages/count_tokens`.
@@ -186,6 +204,7 @@ pub struct ClientBuilder {
     stream_idle_timeout: Option<Duration>,
     concurrency_limit: Option<usize>,
     load_shed: bool,
+    no_stream_retry: bool,
 }
 
 impl fmt::Debug for ClientBuilder {
@@ -298,6 +317,12 @@ impl ClientBuilder {
         self
     }
 
+    /// Whether a stream that fails before its first content is re-sent (default: yes).
+    pub fn retry_streams_before_content(mut self, on: bool) -> Self {
+        self.no_stream_retry = !on;
+        self
+    }
+
     pub(crate) fn endpoint(&self) -> Result<Endpoint, ConfigError> {
         let key = self.api_key.as_deref().ok_or(ConfigError::MissingApiKey)?;
         let key = ApiKey::new(key).ok_or(ConfigError::InvalidApiKey)?;
@@ -327,7 +352,7 @@ impl ClientBuilder {
         .load_shed(self.load_shed);
         let stack = ServiceBuilder::new()
             .option_layer(self.deadline.map(OverallDeadlineLayer::new))
-            .layer(RetryLayer::new(self.retry))
+            .layer(RetryLayer::new(self.retry.clone()))
             .map_response(|r: Response<_>| r.map(|b| BodyExt::boxed_unsync(b)))
             .layer(
                 AttemptTimeoutLayer::new(self.timeout.unwrap_or(DEFAULT_ATTEMPT_TIMEOUT))
@@ -346,6 +371,11 @@ impl ClientBuilder {
         let service = MessagesService::new(BoxCloneSyncService::new(stack), endpoint)
             .max_response_body(max_body)
             .long_request_guard(self.timeout.is_none());
-        Ok(Client { service, limit })
+        let stream_retry = (!self.no_stream_retry).then_some(self.retry);
+        Ok(Client {
+            service,
+            limit,
+            stream_retry,
+        })
     }
 }

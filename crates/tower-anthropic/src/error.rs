@@ -61,6 +61,10 @@ pub enum Error {
     /// The local concurrency limit was full and load shedding is on.
     #[error(transparent)]
     LimitReached(LimitReachedError),
+    /// A stream broke after its 200: an `event: error` (typed by its `error.type`), an end
+    /// before `message_stop`, or an event that could not be read.
+    #[error(transparent)]
+    Stream(Box<StreamError>),
 }
 
 impl Error {
@@ -74,9 +78,13 @@ impl Error {
         }
     }
 
-    /// The kind of API error, if the API answered with an error status.
+    /// The kind of API error: from the status of an error response, or from the
+    /// `error.type` of an error event in a stream.
     pub fn kind(&self) -> Option<ApiErrorKind> {
-        self.as_api().map(ApiError::kind)
+        match self {
+            Error::Stream(s) => s.kind(),
+            _ => self.as_api().map(ApiError::kind),
+        }
     }
 
     /// The HTTP status, if there was a response.
@@ -86,7 +94,10 @@ impl Error {
 
     /// The `request-id` of the response, if there was one.
     pub fn request_id(&self) -> Option<&str> {
-        self.as_api().and_then(ApiError::request_id)
+        match self {
+            Error::Stream(s) => s.request_id(),
+            _ => self.as_api().and_then(ApiError::request_id),
+        }
     }
 
     /// How long the server asked to wait before retrying (`retry-after-ms` or `retry-after`).
@@ -103,6 +114,7 @@ impl Error {
             Error::Connection(_) => true,
             Error::Timeout(t) => t.kind() != TimeoutKind::Deadline,
             Error::Decode(_) | Error::InvalidRequest(_) | Error::LimitReached(_) => false,
+            Error::Stream(s) => s.is_retryable(),
         }
     }
 
@@ -113,6 +125,7 @@ impl Error {
             Error::Connection(e) => e.attempts,
             Error::Timeout(e) => e.attempts,
             Error::Decode(e) => e.attempts,
+            Error::Stream(e) => e.attempts,
             Error::InvalidRequest(_) | Error::LimitReached(_) => 0,
         }
     }
@@ -123,6 +136,7 @@ impl Error {
             Error::Connection(e) => e.attempts = n,
             Error::Timeout(e) => e.attempts = n,
             Error::Decode(e) => e.attempts = n,
+            Error::Stream(e) => e.attempts = n,
             Error::InvalidRequest(_) | Error::LimitReached(_) => {}
         }
     }
@@ -650,6 +664,142 @@ impl fmt::Display for InvalidRequestError {
 }
 
 impl std::error::Error for InvalidRequestError {}
+
+/// How a stream broke after its 200.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum StreamFailure {
+    /// The server sent `event: error`.
+    ErrorEvent,
+    /// The stream ended before `message_stop`: the answer is incomplete.
+    Truncated,
+    /// An event could not be read as the API's JSON.
+    InvalidEvent,
+    /// A line or event went past the decoder's bound.
+    TooLarge,
+}
+
+/// A stream that broke after its 200.
+#[derive(Debug)]
+pub struct StreamError {
+    failure: StreamFailure,
+    kind: Option<ApiErrorKind>,
+    error_type: Option<String>,
+    message: String,
+    request_id: Option<String>,
+    after_content: bool,
+    source: Option<BoxError>,
+    pub(crate) attempts: u32,
+}
+
+impl StreamError {
+    pub(crate) fn new(failure: StreamFailure, message: impl Into<String>) -> Self {
+        Self {
+            failure,
+            kind: None,
+            error_type: None,
+            message: message.into(),
+            request_id: None,
+            after_content: false,
+            source: None,
+            attempts: 1,
+        }
+    }
+
+    /// From an `event: error` with this `error.type`.
+    pub(crate) fn error_event(error_type: Option<String>, message: String) -> Self {
+        let mut e = Self::new(StreamFailure::ErrorEvent, message);
+        e.kind = Some(
+            error_type
+                .as_deref()
+                .map_or(ApiErrorKind::Other, ApiErrorKind::from_error_type),
+        );
+        e.error_type = error_type;
+        e
+    }
+
+    pub(crate) fn with_source(mut self, source: impl Into<BoxError>) -> Self {
+        self.source = Some(source.into());
+        self
+    }
+
+    pub(crate) fn set_request_id(&mut self, id: Option<String>) {
+        if self.request_id.is_none() {
+            self.request_id = id;
+        }
+    }
+
+    pub(crate) fn set_after_content(&mut self, after: bool) {
+        self.after_content = after;
+    }
+
+    /// How the stream broke.
+    pub fn failure(&self) -> StreamFailure {
+        self.failure
+    }
+    /// For an error event: the kind from its `error.type` (an `overloaded_error` is
+    /// [`ApiErrorKind::Overloaded`]).
+    pub fn kind(&self) -> Option<ApiErrorKind> {
+        self.kind
+    }
+    /// For an error event: its `error.type`.
+    pub fn error_type(&self) -> Option<&str> {
+        self.error_type.as_deref()
+    }
+    /// What went wrong.
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+    /// The request id of the stream's response.
+    pub fn request_id(&self) -> Option<&str> {
+        self.request_id.as_deref()
+    }
+    /// Whether content had already been handed to the caller (then it is never re-sent).
+    pub fn after_content(&self) -> bool {
+        self.after_content
+    }
+    /// Whether re-sending could help: never after content; otherwise for transient error
+    /// events and cut streams.
+    pub fn is_retryable(&self) -> bool {
+        !self.after_content
+            && match self.failure {
+                StreamFailure::ErrorEvent => self.kind.is_some_and(ApiErrorKind::is_retryable),
+                StreamFailure::Truncated => true,
+                StreamFailure::InvalidEvent | StreamFailure::TooLarge => false,
+            }
+    }
+}
+
+impl fmt::Display for StreamError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match (self.failure, self.kind) {
+            (StreamFailure::ErrorEvent, Some(kind)) => {
+                write!(f, "{} (stream", kind.describe())?;
+                if let Some(t) = &self.error_type {
+                    write!(f, " {t}")?;
+                }
+                write!(f, "): {}", self.message)?;
+            }
+            (StreamFailure::Truncated, _) => {
+                write!(f, "stream cut off before message_stop: {}", self.message)?
+            }
+            (StreamFailure::TooLarge, _) => write!(f, "stream event too large: {}", self.message)?,
+            _ => write!(f, "invalid stream event: {}", self.message)?,
+        }
+        if let Some(id) = &self.request_id {
+            write!(f, " [request {id}]")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for StreamError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.source
+            .as_deref()
+            .map(|e| e as &(dyn std::error::Error + 'static))
+    }
+}
 
 /// A short, printable excerpt of a body: HTML tags removed, whitespace folded, control
 /// characters dropped, at most `max` characters.

@@ -38,6 +38,7 @@ pub mod limit;
 pub mod messages;
 pub mod rate_limit;
 pub mod retry;
+pub mod stream;
 pub mod timeout;
 pub mod transport;
 

@@ -38,6 +38,7 @@ use http::Request;
 use tower::{Layer, Service};
 
 pub use budget::RetryBudget;
+pub(crate) use policy::AttemptIndex;
 pub use policy::{Deadline, JitterSource, RETRY_COUNT_HEADER, RetryPolicy};
 
 use crate::error::Error;
@@ -101,7 +102,9 @@ where
     }
 
     fn call(&mut self, mut req: Request<B>) -> Self::Future {
-        self.policy.mark_attempt(&mut req, 0);
+        // A re-sent stream continues its count; a new request starts at 0.
+        let first = req.extensions().get::<AttemptIndex>().map_or(0, |a| a.0);
+        self.policy.mark_attempt(&mut req, first);
         self.inner.call(req)
     }
 }

@@ -149,6 +149,24 @@ impl RetryPolicy {
         }
     }
 
+    /// For a stream that failed before its first content, after `attempts` attempts: the
+    /// wait before re-sending it, or `None` (same rules and budget as any retry).
+    pub(crate) fn stream_retry(&self, attempts: u32, error: &Error) -> Option<Duration> {
+        if !error.is_retryable() || attempts > self.max_retries {
+            return None;
+        }
+        if let Some(budget) = &self.budget {
+            if !budget.withdraw() {
+                tracing::warn!(
+                    request_id = error.request_id(),
+                    "retry budget spent: returning the error"
+                );
+                return None;
+            }
+        }
+        Some(self.backoff_delay(attempts.saturating_sub(1)))
+    }
+
     /// Decides about one finished attempt: `Ok(wait)` to retry after `wait`; `Err(true)` when
     /// only the deadline stood in the way.
     fn decide<B>(&self, req: &Request<B>, error: &Error) -> Result<(Duration, &'static str), bool> {

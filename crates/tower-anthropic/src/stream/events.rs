@@ -1,0 +1,291 @@
+//! Typed events of a Messages stream.
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+use crate::messages::{ContentBlock, Message, StopReason};
+
+/// One event of a Messages stream. Event types this crate does not know are kept whole as
+/// [`StreamEvent::Unknown`], never dropped.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum StreamEvent {
+    /// The message begins: id, model, input usage; no content yet.
+    MessageStart {
+        /// The message so far.
+        message: Message,
+    },
+    /// A content block begins.
+    ContentBlockStart {
+        /// Its index.
+        index: usize,
+        /// The block, empty for text.
+        content_block: ContentBlock,
+    },
+    /// A piece of a content block.
+    ContentBlockDelta {
+        /// The block's index.
+        index: usize,
+        /// The piece.
+        delta: Delta,
+    },
+    /// A content block ends.
+    ContentBlockStop {
+        /// Its index.
+        index: usize,
+    },
+    /// Top-level changes: stop reason, cumulative usage.
+    MessageDelta {
+        /// Stop reason and sequence.
+        delta: MessageDeltaBody,
+        /// Cumulative usage.
+        #[serde(default)]
+        usage: Map<String, Value>,
+    },
+    /// The message is complete.
+    MessageStop,
+    /// Keep-alive.
+    Ping,
+    /// An event of a type this crate does not know, kept whole.
+    #[serde(untagged)]
+    Unknown(Value),
+}
+
+impl StreamEvent {
+    /// Whether the event carries generated content (a content delta).
+    pub fn is_content(&self) -> bool {
+        matches!(self, StreamEvent::ContentBlockDelta { .. })
+    }
+}
+
+/// A piece of a content block.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum Delta {
+    /// Text.
+    TextDelta {
+        /// The text.
+        text: String,
+    },
+    /// A piece of a tool call's input JSON.
+    InputJsonDelta {
+        /// The piece (not valid JSON on its own).
+        partial_json: String,
+    },
+    /// Thinking text.
+    ThinkingDelta {
+        /// The text.
+        thinking: String,
+    },
+    /// The signature of a thinking block.
+    SignatureDelta {
+        /// The signature.
+        signature: String,
+    },
+    /// A delta of a type this crate does not know, kept whole.
+    #[serde(untagged)]
+    Unknown(Value),
+}
+
+/// The `delta` of a `message_delta` event.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct MessageDeltaBody {
+    /// Why generation stopped.
+    #[serde(default)]
+    pub stop_reason: Option<StopReason>,
+    /// Which stop sequence.
+    #[serde(default)]
+    pub stop_sequence: Option<String>,
+    /// Other fields.
+    #[serde(flatten)]
+    pub extra: Map<String, Value>,
+}
+
+/// Builds the final [`Message`] from stream events: text joined, tool input JSON assembled,
+/// thinking and signatures joined, usage merged.
+#[derive(Debug, Default, Clone)]
+pub struct MessageAccumulator {
+    message: Option<Message>,
+    json: Vec<String>,
+}
+
+impl MessageAccumulator {
+    /// An empty accumulator.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Applies one event.
+    pub fn apply(&mut self, event: &StreamEvent) {
+        match event {
+            StreamEvent::MessageStart { message } => {
+                self.message = Some(message.clone());
+                self.json.clear();
+            }
+            StreamEvent::ContentBlockStart {
+                index,
+                content_block,
+            } => {
+                if let Some(m) = &mut self.message {
+                    if m.content.len() <= *index {
+                        m.content.resize(*index + 1, ContentBlock::text(""));
+                        self.json.resize(*index + 1, String::new());
+                    }
+                    m.content[*index] = content_block.clone();
+                }
+            }
+            StreamEvent::ContentBlockDelta { index, delta } => {
+                let Some(m) = &mut self.message else { return };
+                let Some(block) = m.content.get_mut(*index) else {
+                    return;
+                };
+                match (block, delta) {
+                    (ContentBlock::Text { text, .. }, Delta::TextDelta { text: t }) => {
+                        text.push_str(t)
+                    }
+                    (
+                        ContentBlock::Thinking { thinking, .. },
+                        Delta::ThinkingDelta { thinking: t },
+                    ) => thinking.push_str(t),
+                    (
+                        ContentBlock::Thinking { signature, .. },
+                        Delta::SignatureDelta { signature: s },
+                    ) => signature.push_str(s),
+                    (ContentBlock::ToolUse { .. }, Delta::InputJsonDelta { partial_json }) => {
+                        if let Some(buf) = self.json.get_mut(*index) {
+                            buf.push_str(partial_json);
+                        }
+                    }
+                    _ => {}
+                }
+            }
+            StreamEvent::ContentBlockStop { index } => {
+                let Some(m) = &mut self.message else { return };
+                if let (Some(ContentBlock::ToolUse { input, .. }), Some(json)) =
+                    (m.content.get_mut(*index), self.json.get(*index))
+                {
+                    if !json.is_empty() {
+                        if let Ok(v) = serde_json::from_str(json) {
+                            *input = v;
+                        }
+                    }
+                }
+            }
+            StreamEvent::MessageDelta { delta, usage } => {
+                let Some(m) = &mut self.message else { return };
+                if delta.stop_reason.is_some() {
+                    m.stop_reason = delta.stop_reason.clone();
+                }
+                if delta.stop_sequence.is_some() {
+                    m.stop_sequence = delta.stop_sequence.clone();
+                }
+                // Usage in message_delta is cumulative: its fields replace the start's.
+                let mut merged = serde_json::to_value(&m.usage).unwrap_or_default();
+                if let Value::Object(obj) = &mut merged {
+                    for (k, v) in usage {
+                        if !v.is_null() {
+                            obj.insert(k.clone(), v.clone());
+                        }
+                    }
+                }
+                if let Ok(u) = serde_json::from_value(merged) {
+                    m.usage = u;
+                }
+            }
+            StreamEvent::MessageStop | StreamEvent::Ping | StreamEvent::Unknown(_) => {}
+        }
+    }
+
+    /// The message so far (`None` before `message_start`).
+    pub fn message(&self) -> Option<&Message> {
+        self.message.as_ref()
+    }
+
+    /// The message, consuming the accumulator.
+    pub fn into_message(self) -> Option<Message> {
+        self.message
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn parse(v: Value) -> StreamEvent {
+        serde_json::from_value(v).unwrap()
+    }
+
+    #[test]
+    fn events_parse_and_unknowns_are_kept() {
+        let e = parse(
+            json!({"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": "Hi"}}),
+        );
+        assert!(e.is_content());
+        let e = parse(json!({"type": "brand_new_event", "x": 1}));
+        assert_eq!(
+            e,
+            StreamEvent::Unknown(json!({"type": "brand_new_event", "x": 1}))
+        );
+        let e = parse(
+            json!({"type": "content_block_delta", "index": 0, "delta": {"type": "citations_delta", "c": 1}}),
+        );
+        assert!(matches!(
+            e,
+            StreamEvent::ContentBlockDelta {
+                delta: Delta::Unknown(_),
+                ..
+            }
+        ));
+        assert_eq!(parse(json!({"type": "ping"})), StreamEvent::Ping);
+    }
+
+    #[test]
+    fn accumulates_text_tools_thinking_and_usage() {
+        let events = [
+            json!({"type": "message_start", "message": {"id": "msg_1", "type": "message", "role": "assistant", "model": "m",
+                "content": [], "stop_reason": null, "stop_sequence": null, "usage": {"input_tokens": 10, "output_tokens": 1}}}),
+            json!({"type": "content_block_start", "index": 0, "content_block": {"type": "thinking", "thinking": "", "signature": ""}}),
+            json!({"type": "content_block_delta", "index": 0, "delta": {"type": "thinking_delta", "thinking": "Let me "}}),
+            json!({"type": "content_block_delta", "index": 0, "delta": {"type": "thinking_delta", "thinking": "see."}}),
+            json!({"type": "content_block_delta", "index": 0, "delta": {"type": "signature_delta", "signature": "sig"}}),
+            json!({"type": "content_block_stop", "index": 0}),
+            json!({"type": "content_block_start", "index": 1, "content_block": {"type": "text", "text": ""}}),
+            json!({"type": "content_block_delta", "index": 1, "delta": {"type": "text_delta", "text": "Hello"}}),
+            json!({"type": "ping"}),
+            json!({"type": "content_block_delta", "index": 1, "delta": {"type": "text_delta", "text": ", world"}}),
+            json!({"type": "content_block_stop", "index": 1}),
+            json!({"type": "content_block_start", "index": 2, "content_block": {"type": "tool_use", "id": "tu", "name": "get", "input": {}}}),
+            json!({"type": "content_block_delta", "index": 2, "delta": {"type": "input_json_delta", "partial_json": "{\"city\": "}}),
+            json!({"type": "content_block_delta", "index": 2, "delta": {"type": "input_json_delta", "partial_json": "\"Paris\"}"}}),
+            json!({"type": "content_block_stop", "index": 2}),
+            json!({"type": "message_delta", "delta": {"stop_reason": "tool_use", "stop_sequence": null}, "usage": {"output_tokens": 42}}),
+            json!({"type": "message_stop"}),
+        ];
+        let mut acc = MessageAccumulator::new();
+        for e in events {
+            acc.apply(&parse(e));
+        }
+        let m = acc.into_message().unwrap();
+        assert_eq!(
+            m.content[0],
+            ContentBlock::Thinking {
+                thinking: "Let me see.".into(),
+                signature: "sig".into()
+            }
+        );
+        assert_eq!(m.text(), "Hello, world");
+        assert_eq!(
+            m.content[2],
+            ContentBlock::ToolUse {
+                id: "tu".into(),
+                name: "get".into(),
+                input: json!({"city": "Paris"})
+            }
+        );
+        assert_eq!(m.stop_reason, Some(StopReason::ToolUse));
+        assert_eq!((m.usage.input_tokens, m.usage.output_tokens), (10, 42));
+    }
+}
