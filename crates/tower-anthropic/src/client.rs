@@ -353,7 +353,7 @@ impl ClientBuilder {
         let stack = ServiceBuilder::new()
             .option_layer(self.deadline.map(OverallDeadlineLayer::new))
             .layer(RetryLayer::new(self.retry.clone()))
-            .map_response(|r: Response<_>| r.map(|b| BodyExt::boxed_unsync(b)))
+            .map_response(|r: Response<_>| r.map(BodyExt::boxed_unsync))
             .layer(
                 AttemptTimeoutLayer::new(self.timeout.unwrap_or(DEFAULT_ATTEMPT_TIMEOUT))
                     .max_body(max_body),

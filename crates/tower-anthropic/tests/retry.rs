@@ -18,12 +18,15 @@ use tower_anthropic::{ApiErrorKind, Client, Error};
 
 type Reply = (u16, Vec<(&'static str, String)>, &'static str);
 
+/// A request as the fake saw it: its retry-count header and arrival.
+type Seen = (Option<String>, Instant);
+
 /// A fake HTTP service answering from a script (then 200s), recording each request's
 /// retry-count header and arrival time.
 #[derive(Clone, Default)]
 struct Fake {
     script: Arc<Mutex<std::collections::VecDeque<Reply>>>,
-    seen: Arc<Mutex<Vec<(Option<String>, Instant)>>>,
+    seen: Arc<Mutex<Vec<Seen>>>,
 }
 
 impl Fake {

@@ -8,7 +8,7 @@ use http::{HeaderName, HeaderValue, Request, Response};
 use tokio::time::{Instant, Sleep};
 
 use super::budget::RetryBudget;
-use crate::error::Error;
+use crate::error::{Error, InvalidRequestError, TimeoutError};
 use crate::messages::Attempts;
 
 /// The header carrying the attempt number, as the official SDKs send it.
@@ -232,18 +232,15 @@ impl<B: Clone, RB> tower::retry::Policy<Request<B>, Response<RB>, Error> for Ret
                 }
                 Err(deadline) => {
                     error.set_attempts(attempts);
-                    if deadline {
-                        // Surface the deadline as such, the last error kept as its source.
-                        let Some(Deadline(at)) = req.extensions().get::<Deadline>().copied() else {
-                            return None;
-                        };
-                        let last = std::mem::replace(
-                            error,
-                            Error::InvalidRequest(crate::error::InvalidRequestError::new("")),
-                        );
+                    if let (true, Some(Deadline(at))) =
+                        (deadline, req.extensions().get::<Deadline>())
+                    {
+                        // Surface the deadline as such, the last error kept as its source
+                        // (moved out through a placeholder that is overwritten at once).
                         let left = at.saturating_duration_since(Instant::now());
-                        *error =
-                            Error::Timeout(crate::error::TimeoutError::deadline_after(last, left));
+                        let placeholder = Error::InvalidRequest(InvalidRequestError::new(""));
+                        let last = std::mem::replace(error, placeholder);
+                        *error = Error::Timeout(TimeoutError::deadline_after(last, left));
                     }
                     None
                 }
