@@ -1,4 +1,4 @@
-//! Timeouts as layers, each turning expiry into [`Error::Timeout`]:
+//! Timeouts as layers, each turning expiry into [`Error::Timeout`](crate::Error::Timeout):
 //!
 //! - [`AttemptTimeoutLayer`]: one attempt. For a non-streaming request it covers the whole
 //!   attempt including reading the body, which it reads to the end (so a stall or reset
