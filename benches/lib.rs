@@ -1,1 +1,433 @@
-//! Benchmarks live in the `benches` targets of this package; see `cargo bench`.
+//! Failure scenarios shared by the `scenarios` bench and the `drive` binary (which the peer
+//! runner in `peers/` points at a separate mock process, next to the official Python SDK).
+//!
+//! Every scenario runs against a mock on loopback with fixed settings and seeds; the numbers
+//! that matter (attempts, statuses) are read from the mock's own counters, so the Rust client
+//! and any peer are measured the same way.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use anthropic_mock::{Latency, MockConfig, RandomFaults, RateLimits, Stats};
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::Client as HyperClient;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use tower_anthropic::Client;
+use tower_anthropic::messages::CreateMessageRequest;
+
+/// One scenario: its mock settings (as a config and as `anthropic-mock` flags) and its load.
+#[derive(Debug, Clone)]
+pub struct Scenario {
+    /// Short name: `rate_limited`, `overload`, `outage`, `streaming`.
+    pub name: &'static str,
+    /// What it shows.
+    pub title: &'static str,
+    /// The mock's settings.
+    pub mock: MockConfig,
+    /// The same settings as `anthropic-mock` flags.
+    pub mock_args: Vec<String>,
+    /// The load.
+    pub load: Load,
+    /// Whether the client keeps its default retry budget (`false`: turned off, to show
+    /// what the budget changes).
+    pub budget: bool,
+}
+
+/// How requests are sent.
+#[derive(Debug, Clone, Copy)]
+pub enum Load {
+    /// `n` requests by `concurrency` workers.
+    Closed {
+        /// Requests in all.
+        n: usize,
+        /// Workers.
+        concurrency: usize,
+    },
+    /// A request every `1/rate` s for `duration`, whatever came back; an outage of
+    /// `outage_len` starts at `outage_at`.
+    Open {
+        /// Requests per second.
+        rate: u32,
+        /// How long the traffic lasts.
+        duration: Duration,
+        /// When the outage starts.
+        outage_at: Duration,
+        /// How long it lasts.
+        outage_len: Duration,
+    },
+    /// `n` streams by `concurrency` workers.
+    Streams {
+        /// Streams in all.
+        n: usize,
+        /// Workers.
+        concurrency: usize,
+    },
+}
+
+/// The four scenarios, with fixed settings and seeds, and overload and outage again with
+/// the retry budget off.
+pub fn scenarios() -> Vec<Scenario> {
+    let args = |s: &str| s.split_whitespace().map(str::to_owned).collect::<Vec<_>>();
+    let mut all = vec![
+        Scenario {
+            name: "rate_limited",
+            title: "a. rate limited: 120 requests/min and 6,000 output tokens/min; 160 requests at concurrency 8",
+            mock: MockConfig {
+                limits: RateLimits {
+                    requests_per_minute: 120,
+                    input_tokens_per_minute: 1_000_000,
+                    output_tokens_per_minute: 6_000,
+                },
+                ..Default::default()
+            },
+            mock_args: args("--rpm 120 --itpm 1000000 --otpm 6000"),
+            load: Load::Closed {
+                n: 160,
+                concurrency: 8,
+            },
+            budget: true,
+        },
+        Scenario {
+            name: "overload",
+            title: "b. overload: 20% random 529s (seed 7); 500 requests at concurrency 16",
+            mock: MockConfig {
+                faults: RandomFaults {
+                    p529: 0.2,
+                    seed: 7,
+                    ..Default::default()
+                },
+                ..Default::default()
+            },
+            mock_args: args("--p529 0.2 --seed 7"),
+            load: Load::Closed {
+                n: 500,
+                concurrency: 16,
+            },
+            budget: true,
+        },
+        Scenario {
+            name: "outage",
+            title: "c. outage: 50 requests/s for 20 s; every request gets a 529 from 5 s to 15 s",
+            mock: MockConfig {
+                log_capacity: 100_000,
+                ..Default::default()
+            },
+            mock_args: args("--log-capacity 100000"),
+            load: Load::Open {
+                rate: 50,
+                duration: Duration::from_secs(20),
+                outage_at: Duration::from_secs(5),
+                outage_len: Duration::from_secs(10),
+            },
+            budget: true,
+        },
+        Scenario {
+            name: "streaming",
+            title: "d. streaming: 400 streams of 400 tokens at concurrency 50",
+            mock: MockConfig {
+                output_tokens: 400,
+                latency: Latency::default(),
+                ..Default::default()
+            },
+            mock_args: args("--output-tokens 400"),
+            load: Load::Streams {
+                n: 400,
+                concurrency: 50,
+            },
+            budget: true,
+        },
+    ];
+    // The same overload and outage with the budget off, to show what it changes.
+    let without: Vec<Scenario> = all
+        .iter()
+        .filter(|s| s.name == "overload" || s.name == "outage")
+        .map(|s| Scenario {
+            name: if s.name == "overload" {
+                "overload_no_budget"
+            } else {
+                "outage_no_budget"
+            },
+            budget: false,
+            ..s.clone()
+        })
+        .collect();
+    all.extend(without);
+    all
+}
+
+/// What one run measured.
+#[derive(Debug, Clone, Default)]
+pub struct Report {
+    /// Requests sent by the caller.
+    pub requests: usize,
+    /// Requests that succeeded in the end.
+    pub succeeded: usize,
+    /// Requests that failed after all retries.
+    pub failed: usize,
+    /// Wall time of the whole run.
+    pub wall: Duration,
+    /// Median latency of a request (retries included).
+    pub p50: Duration,
+    /// 99th percentile latency.
+    pub p99: Duration,
+    /// The mock's counters at the end.
+    pub mock: Stats,
+    /// Outage only: requests started during the outage, and the attempts the mock saw then.
+    pub outage_requests: usize,
+    /// Outage only: attempts the mock received during the outage window.
+    pub outage_attempts: u64,
+    /// Outage only: from the end of the outage until every request finishing in a 1 s
+    /// window succeeded.
+    pub recovery: Option<Duration>,
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i.min(sorted.len() - 1)]
+}
+
+/// A plain HTTP client for the mock's control endpoints.
+fn control() -> HyperClient<HttpConnector, Full<Bytes>> {
+    HyperClient::builder(TokioExecutor::new()).build_http()
+}
+
+async fn control_call(url: &str, method: http::Method, path: &str, body: &str) -> Bytes {
+    let req = http::Request::builder()
+        .method(method)
+        .uri(format!("{url}{path}"))
+        .body(Full::new(Bytes::from(body.to_owned())))
+        .expect("a valid control request");
+    let resp = control()
+        .request(req)
+        .await
+        .expect("the mock answers its control endpoints");
+    resp.into_body()
+        .collect()
+        .await
+        .expect("a whole control body")
+        .to_bytes()
+}
+
+/// Clears the mock's counters, log, scripts and buckets.
+pub async fn reset_mock(url: &str) {
+    control_call(url, http::Method::POST, "/_mock/reset", "").await;
+}
+
+/// The mock's counters.
+pub async fn mock_stats(url: &str) -> Stats {
+    let b = control_call(url, http::Method::GET, "/_mock/stats", "").await;
+    serde_json::from_slice(&b).expect("stats are JSON")
+}
+
+async fn mock_log(url: &str) -> Vec<anthropic_mock::LogEntry> {
+    let b = control_call(url, http::Method::GET, "/_mock/log", "").await;
+    serde_json::from_slice(&b).expect("the log is JSON")
+}
+
+/// The default `Client` at `url` (with its retry budget turned off when `budget` is false).
+pub fn client(url: &str, budget: bool) -> Client {
+    let mut b = Client::builder().api_key("sk-bench").base_url(url);
+    if !budget {
+        b = b.retry_budget(None);
+    }
+    b.build().expect("a valid client")
+}
+
+fn request(max_tokens: u32) -> CreateMessageRequest {
+    CreateMessageRequest::new("claude-bench", max_tokens).user("Hello from the benchmark")
+}
+
+/// Runs `scenario` with the default `Client` against the mock at `url` (already started with
+/// the scenario's settings; its counters are reset first).
+pub async fn run(url: &str, scenario: &Scenario) -> Report {
+    reset_mock(url).await;
+    let client = client(url, scenario.budget);
+    let start = Instant::now();
+    let mut report = Report::default();
+    let mut latencies = Vec::new();
+    match scenario.load {
+        Load::Closed { n, concurrency } => {
+            let next = Arc::new(AtomicUsize::new(0));
+            let mut workers = tokio::task::JoinSet::new();
+            for _ in 0..concurrency {
+                let (client, next) = (client.clone(), next.clone());
+                workers.spawn(async move {
+                    let mut out = Vec::new();
+                    while next.fetch_add(1, Ordering::Relaxed) < n {
+                        let t = Instant::now();
+                        let ok = client.messages().create(request(64)).await.is_ok();
+                        out.push((ok, t.elapsed()));
+                    }
+                    out
+                });
+            }
+            while let Some(r) = workers.join_next().await {
+                for (ok, lat) in r.expect("a worker finished") {
+                    report.requests += 1;
+                    if ok {
+                        report.succeeded += 1
+                    } else {
+                        report.failed += 1
+                    }
+                    latencies.push(lat);
+                }
+            }
+        }
+        Load::Streams { n, concurrency } => {
+            let next = Arc::new(AtomicUsize::new(0));
+            let mut workers = tokio::task::JoinSet::new();
+            for _ in 0..concurrency {
+                let (client, next) = (client.clone(), next.clone());
+                workers.spawn(async move {
+                    let mut out = Vec::new();
+                    while next.fetch_add(1, Ordering::Relaxed) < n {
+                        let t = Instant::now();
+                        let ok = match client.messages().stream(request(1000)).await {
+                            Ok(s) => s.final_message().await.is_ok(),
+                            Err(_) => false,
+                        };
+                        out.push((ok, t.elapsed()));
+                    }
+                    out
+                });
+            }
+            while let Some(r) = workers.join_next().await {
+                for (ok, lat) in r.expect("a worker finished") {
+                    report.requests += 1;
+                    if ok {
+                        report.succeeded += 1
+                    } else {
+                        report.failed += 1
+                    }
+                    latencies.push(lat);
+                }
+            }
+        }
+        Load::Open {
+            rate,
+            duration,
+            outage_at,
+            outage_len,
+        } => {
+            let mut tasks = tokio::task::JoinSet::new();
+            let mut ticker = tokio::time::interval(Duration::from_secs(1) / rate);
+            let mut outage_started = false;
+            while start.elapsed() < duration {
+                ticker.tick().await;
+                if !outage_started && start.elapsed() >= outage_at {
+                    outage_started = true;
+                    let body = format!(
+                        "{{\"ms\": {}, \"kind\": \"overloaded\"}}",
+                        outage_len.as_millis()
+                    );
+                    control_call(url, http::Method::POST, "/_mock/outage", &body).await;
+                }
+                let client = client.clone();
+                tasks.spawn(async move {
+                    let t0 = start.elapsed();
+                    let ok = client.messages().create(request(64)).await.is_ok();
+                    (ok, t0, start.elapsed())
+                });
+            }
+            let mut done = Vec::new();
+            while let Some(r) = tasks.join_next().await {
+                done.push(r.expect("a request task finished"));
+            }
+            let (o_start, o_end) = (outage_at, outage_at + outage_len);
+            for &(ok, t0, t1) in &done {
+                report.requests += 1;
+                if ok {
+                    report.succeeded += 1
+                } else {
+                    report.failed += 1
+                }
+                latencies.push(t1 - t0);
+                if t0 >= o_start && t0 < o_end {
+                    report.outage_requests += 1;
+                }
+            }
+            // Attempts the mock saw inside the window (its clock started before ours: align
+            // on the first logged request).
+            let log = mock_log(url).await;
+            if let Some(first) = log.iter().map(|e| e.at_ms).min() {
+                let lo = first + o_start.as_millis() as u64;
+                let hi = first + o_end.as_millis() as u64;
+                report.outage_attempts =
+                    log.iter().filter(|e| e.at_ms >= lo && e.at_ms < hi).count() as u64;
+            }
+            // Recovery: the first 1 s window after the outage in which every request that
+            // finished succeeded.
+            let mut t = o_end;
+            while t < duration + Duration::from_secs(30) {
+                let w: Vec<_> = done
+                    .iter()
+                    .filter(|d| d.2 >= t && d.2 < t + Duration::from_secs(1))
+                    .collect();
+                if !w.is_empty() && w.iter().all(|d| d.0) {
+                    report.recovery = Some(t - o_end);
+                    break;
+                }
+                t += Duration::from_millis(100);
+            }
+        }
+    }
+    report.wall = start.elapsed();
+    latencies.sort();
+    report.p50 = percentile(&latencies, 0.5);
+    report.p99 = percentile(&latencies, 0.99);
+    report.mock = mock_stats(url).await;
+    report
+}
+
+impl Report {
+    /// Attempts per request, as the mock counted them.
+    pub fn attempts_per_request(&self) -> f64 {
+        self.mock.requests as f64 / self.requests.max(1) as f64
+    }
+
+    /// 429s the mock sent.
+    pub fn rate_limited(&self) -> u64 {
+        self.mock.by_status.get(&429).copied().unwrap_or(0)
+    }
+
+    /// One JSON line with every figure (what the peer runner reads).
+    pub fn to_json(&self, client: &str, scenario: &str) -> String {
+        serde_json::json!({
+            "client": client,
+            "scenario": scenario,
+            "requests": self.requests,
+            "succeeded": self.succeeded,
+            "failed": self.failed,
+            "wall_s": self.wall.as_secs_f64(),
+            "p50_ms": self.p50.as_secs_f64() * 1e3,
+            "p99_ms": self.p99.as_secs_f64() * 1e3,
+            "mock_requests": self.mock.requests,
+            "mock_429": self.rate_limited(),
+            "attempts_per_request": self.attempts_per_request(),
+            "outage_requests": self.outage_requests,
+            "outage_attempts": self.outage_attempts,
+            "recovery_s": self.recovery.map(|d| d.as_secs_f64()),
+        })
+        .to_string()
+    }
+}
+
+/// The ideal completion time of the rate-limited scenario: what does not fit in the full
+/// buckets at the start, at the refill rate.
+pub fn rate_limited_ideal(s: &Scenario) -> Duration {
+    let Load::Closed { n, .. } = s.load else {
+        return Duration::ZERO;
+    };
+    let rpm = s.mock.limits.requests_per_minute as f64;
+    let otpm = s.mock.limits.output_tokens_per_minute as f64;
+    let out = s.mock.output_tokens.min(64) as f64;
+    let by_requests = (n as f64 - rpm).max(0.0) / (rpm / 60.0);
+    let by_output = (n as f64 * out - otpm).max(0.0) / (otpm / 60.0);
+    Duration::from_secs_f64(by_requests.max(by_output))
+}

@@ -18,6 +18,7 @@ SERVER:
     --addr ADDR             address to bind [default: 127.0.0.1:0]
     --key KEY               accept only this API key (repeatable) [default: any non-empty key]
     --threads N             worker threads [default: number of cores]
+    --log-capacity N        requests kept by /_mock/log [default: 1024]
 
 RATE LIMITS (token buckets per key, refilled continuously):
     --rpm N                 requests per minute [default: 100000000]
@@ -133,6 +134,7 @@ fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Option<Args>, St
             "--outage",
             "--outage-every",
             "--outage-kind",
+            "--log-capacity",
         ];
         if !known.contains(&flag.as_str()) {
             return Err(format!("unknown option `{flag}` (see --help)"));
@@ -151,6 +153,7 @@ fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Option<Args>, St
             "--key" if v.is_empty() => return Err("--key must not be empty".into()),
             "--key" => c.api_keys.push(v),
             "--threads" => threads = Some(parse_num::<usize>(f, &v)?.max(1)),
+            "--log-capacity" => c.log_capacity = parse_num(f, &v)?,
             "--rpm" | "--itpm" | "--otpm" => {
                 let n: u64 = parse_num(f, &v)?;
                 if n == 0 {

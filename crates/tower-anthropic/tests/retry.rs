@@ -354,6 +354,22 @@ async fn the_budget_bounds_an_outage() {
     assert_eq!(fake.attempts(), 3);
 }
 
+#[tokio::test(start_paused = true)]
+async fn server_directed_waits_draw_nothing_from_the_budget() {
+    let budget = RetryBudget::new(0.0, 0.0, 1.0);
+    assert!(budget.withdraw(), "spend the only token");
+    let p = policy().budget(Some(budget.clone()));
+    let fake = Fake::new([
+        with_header(429, "retry-after", "1"),
+        with_header(529, "retry-after-ms", "200"),
+    ]);
+    call(p.clone(), &fake).await.unwrap();
+    assert_eq!(fake.attempts(), 3, "both server-directed retries taken");
+    let fake = Fake::new([status(529)]);
+    call(p, &fake).await.unwrap_err();
+    assert_eq!(fake.attempts(), 1, "a backoff retry needs a token");
+}
+
 fn mock_client(s: &MockServer, key: &str) -> Client {
     Client::builder()
         .api_key("sk-test")

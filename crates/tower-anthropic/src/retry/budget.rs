@@ -7,6 +7,9 @@ use tokio::time::Instant;
 
 /// Bounds the extra load retries add while the API is failing.
 ///
+/// Only retries after a backoff the client chose draw from it: a wait the server directed
+/// (`retry-after-ms` / `retry-after`) is the server pacing its clients and is obeyed as is.
+///
 /// A token bucket: every request deposits `ratio` tokens, every retry withdraws one, and a
 /// small floor of `floor_per_sec` tokens a second trickles in; the balance never exceeds
 /// `max_balance` and starts full. An isolated failing request therefore gets all its retries

@@ -190,13 +190,18 @@ impl RetryPolicy {
                 return Err(true);
             }
         }
-        if let Some(budget) = &self.budget {
-            if !budget.withdraw() {
-                tracing::warn!(
-                    request_id = error.request_id(),
-                    "retry budget spent: returning the error"
-                );
-                return Err(false);
+        // The budget bounds the retries we decide on our own; a server-directed wait is the
+        // server pacing its clients, so it draws nothing (a 429 with `retry-after` is obeyed,
+        // not turned into a failure by an empty budget).
+        if source == "backoff" {
+            if let Some(budget) = &self.budget {
+                if !budget.withdraw() {
+                    tracing::warn!(
+                        request_id = error.request_id(),
+                        "retry budget spent: returning the error"
+                    );
+                    return Err(false);
+                }
             }
         }
         Ok((wait, source))

@@ -1,0 +1,66 @@
+"""Runs scenarios a to c with tower-anthropic (the `drive` binary) and the official Python SDK
+(`peer.py`) against one shared mock process per scenario, and prints both side by side.
+Run through compare.sh, which builds the binaries and the virtualenv first."""
+import json
+import subprocess
+import sys
+
+ROOT, PYTHON = sys.argv[1], sys.argv[2]
+MOCK = f"{ROOT}/target/release/anthropic-mock"
+DRIVE = f"{ROOT}/target/release/drive"
+PEER = f"{ROOT}/benches/peers/peer.py"
+SCENARIOS = ["rate_limited", "overload", "outage"]
+
+
+def run_json(cmd):
+    out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def fmt(v, unit=""):
+    if v is None:
+        return "n/a"
+    if isinstance(v, float):
+        return f"{v:.3f}{unit}" if abs(v) < 10 else f"{v:.1f}{unit}"
+    return f"{v}{unit}"
+
+
+def main():
+    rows = []
+    for sc in SCENARIOS:
+        args = subprocess.run([DRIVE, "--mock-args", sc], check=True, capture_output=True, text=True).stdout.split()
+        mock = subprocess.Popen([MOCK, *args], stdout=subprocess.PIPE, text=True)
+        try:
+            url = mock.stdout.readline().split()[-1]
+            rust = run_json([DRIVE, url, sc])
+            py = run_json([PYTHON, PEER, url, sc])
+        finally:
+            mock.terminate()
+            mock.wait(timeout=10)
+        rows.append((sc, rust, py))
+
+    metrics = [
+        ("succeeded", "succeeded"), ("failed after all retries", "failed"),
+        ("429s received", "mock_429"), ("attempts per request", "attempts_per_request"),
+        ("wall time (s)", "wall_s"), ("p50 latency (ms)", "p50_ms"), ("p99 latency (ms)", "p99_ms"),
+        ("requests during the outage", "outage_requests"), ("attempts seen during the outage", "outage_attempts"),
+        ("recovery after the outage (s)", "recovery_s"),
+    ]
+    for sc, rust, py in rows:
+        print(f"\n### {sc}\n")
+        print("| metric | tower-anthropic | anthropic (Python) | ratio |")
+        print("|---|---|---|---|")
+        for label, key in metrics:
+            if sc != "outage" and key in ("outage_requests", "outage_attempts", "recovery_s"):
+                continue
+            r, p = rust.get(key), py.get(key)
+            ratio = f"{r / p:.2f}" if isinstance(r, (int, float)) and isinstance(p, (int, float)) and p else "-"
+            print(f"| {label} | {fmt(r)} | {fmt(p)} | {ratio} |")
+        if sc == "outage":
+            for who, d in (("tower-anthropic", rust), ("anthropic (Python)", py)):
+                amp = d["outage_attempts"] / max(d["outage_requests"], 1)
+                print(f"\n{who}: {amp:.2f} attempts per request reached the server during the outage")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,116 @@
+//! The failure scenarios with the default `Client`, each against a fresh in-process mock
+//! (on its own runtime) with fixed settings and seeds; prints a table.
+//!
+//! `cargo bench --bench scenarios` (all) or `cargo bench --bench scenarios -- overload`.
+//! The side-by-side with the official Python SDK is `benches/peers/compare.sh`.
+
+use std::time::{Duration, Instant};
+
+use anthropic_mock::MockServer;
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::Client as HyperClient;
+use hyper_util::rt::TokioExecutor;
+
+fn main() {
+    let filter: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with('-'))
+        .collect();
+    let mock_rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    println!("scenario | requests | ok | failed | 429s | attempts/req | wall | p50 | p99 | notes");
+    println!("---|---|---|---|---|---|---|---|---|---");
+    for s in benches::scenarios() {
+        if !filter.is_empty() && !filter.iter().any(|f| s.name.contains(f.as_str())) {
+            continue;
+        }
+        let mock = mock_rt.block_on(MockServer::start(s.mock.clone())).unwrap();
+        let url = mock.url();
+        let r = rt.block_on(benches::run(&url, &s));
+        let mut notes = String::new();
+        if s.name == "rate_limited" {
+            notes = format!(
+                "ideal {:.1} s",
+                benches::rate_limited_ideal(&s).as_secs_f64()
+            );
+        }
+        if s.name.starts_with("outage") {
+            notes = format!(
+                "outage: {} requests, {} attempts seen by the server ({:.2}/request); recovery {}",
+                r.outage_requests,
+                r.outage_attempts,
+                r.outage_attempts as f64 / r.outage_requests.max(1) as f64,
+                r.recovery
+                    .map_or("n/a".to_owned(), |d| format!("{:.1} s", d.as_secs_f64())),
+            );
+        }
+        if s.name == "streaming" {
+            let bare = rt.block_on(bare_streams(&url, 400, 50));
+            let bytes = bare.1;
+            notes = format!(
+                "bare hyper reading the same streams: {:.2} s ({:.1} MB/s of events); tower-anthropic decodes {:.1} MB/s; per stream {:.2} ms vs {:.2} ms",
+                bare.0.as_secs_f64(),
+                bytes as f64 / 1e6 / bare.0.as_secs_f64(),
+                bytes as f64 / 1e6 / r.wall.as_secs_f64(),
+                r.wall.as_secs_f64() * 1e3 / 400.0 * 50.0,
+                bare.0.as_secs_f64() * 1e3 / 400.0 * 50.0,
+            );
+        }
+        println!(
+            "{} | {} | {} | {} | {} | {:.3} | {:.2} s | {:.1} ms | {:.1} ms | {}",
+            s.name,
+            r.requests,
+            r.succeeded,
+            r.failed,
+            r.rate_limited(),
+            r.attempts_per_request(),
+            r.wall.as_secs_f64(),
+            r.p50.as_secs_f64() * 1e3,
+            r.p99.as_secs_f64() * 1e3,
+            notes
+        );
+        drop(mock);
+    }
+}
+
+/// `n` streams read raw (no SSE decoding) by a bare hyper client at `concurrency`: the time
+/// and the bytes.
+async fn bare_streams(url: &str, n: usize, concurrency: usize) -> (Duration, u64) {
+    let client: HyperClient<_, Full<Bytes>> =
+        HyperClient::builder(TokioExecutor::new()).build_http();
+    let body = r#"{"model":"claude-bench","max_tokens":1000,"stream":true,"messages":[{"role":"user","content":"Hello from the benchmark"}]}"#;
+    let next = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let start = Instant::now();
+    let mut set = tokio::task::JoinSet::new();
+    for _ in 0..concurrency {
+        let (client, next, url) = (client.clone(), next.clone(), url.to_owned());
+        set.spawn(async move {
+            let mut bytes = 0u64;
+            while next.fetch_add(1, std::sync::atomic::Ordering::Relaxed) < n {
+                let req = http::Request::post(format!("{url}/v1/messages"))
+                    .header("x-api-key", "sk-bench")
+                    .header("anthropic-version", "2023-06-01")
+                    .header("content-type", "application/json")
+                    .body(Full::new(Bytes::from_static(body.as_bytes())))
+                    .unwrap();
+                let resp = client.request(req).await.unwrap();
+                bytes += resp.into_body().collect().await.unwrap().to_bytes().len() as u64;
+            }
+            bytes
+        });
+    }
+    let mut total = 0;
+    while let Some(b) = set.join_next().await {
+        total += b.unwrap();
+    }
+    (start.elapsed(), total)
+}
