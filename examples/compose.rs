@@ -10,19 +10,33 @@ use bytes::Bytes;
 use http_body_util::Full;
 use hyper_util::client::legacy::Client as HyperClient;
 use hyper_util::rt::TokioExecutor;
+use std::time::Duration;
+
 use tower::{Service, ServiceBuilder, ServiceExt};
 use tower_anthropic::ServiceBuilderExt;
+use tower_anthropic::limit::ConcurrencyLimitLayer;
 use tower_anthropic::messages::{CreateMessageRequest, MessagesService};
+use tower_anthropic::retry::RetryPolicy;
 use tower_anthropic::transport::{ApiKey, Endpoint};
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mock = MockServer::start(MockConfig::default()).await?;
+    // The first call meets an HTML 502 from a proxy (retried), then a 400 (not retried).
     mock.script("compose", [ScriptEntry::Html { status: 502 }]);
+    mock.script("compose", [ScriptEntry::status(400)]);
 
     // Any `Service<http::Request<Full<Bytes>>>` will do; this one is hyper-util's, plain HTTP.
     let http: HyperClient<_, Full<Bytes>> = HyperClient::builder(TokioExecutor::new()).build_http();
-    let stack = ServiceBuilder::new().classify_responses().service(http);
+    let limit = ConcurrencyLimitLayer::new(8);
+    let stack = ServiceBuilder::new()
+        .overall_deadline(Duration::from_secs(60))
+        .retry_api_errors(RetryPolicy::new().max_retries(3))
+        .attempt_timeout(Duration::from_secs(30))
+        .stream_idle_timeout(Duration::from_secs(30))
+        .concurrency_limit_until_body_end(limit.clone())
+        .classify_responses()
+        .service(http);
 
     let mut endpoint = Endpoint::new(
         &mock.url(),
@@ -31,7 +45,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     endpoint.set_header("x-mock-key".parse()?, "compose".parse()?);
     let mut messages = MessagesService::new(stack, endpoint);
 
-    for _ in 0..2 {
+    for _ in 0..3 {
         let req =
             CreateMessageRequest::new("claude-sonnet-4-6", 32).user("Hello through my own stack");
         match ServiceExt::<CreateMessageRequest>::ready(&mut messages)
@@ -39,13 +53,24 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             .call(req)
             .await
         {
-            Ok(msg) => println!("ok:  {} [{}]", msg.text(), msg.request_id().unwrap_or("-")),
+            Ok(msg) => println!(
+                "ok:  {} [{}, {} attempts]",
+                msg.text(),
+                msg.request_id().unwrap_or("-"),
+                msg.attempts()
+            ),
             Err(e) => println!(
-                "err: {e} (kind {:?}, retryable: {})",
+                "err: {e} (kind {:?}, retryable: {}, {} attempts)",
                 e.kind(),
-                e.is_retryable()
+                e.is_retryable(),
+                e.attempts()
             ),
         }
     }
+    println!(
+        "free permits after the calls: {} of {}",
+        limit.available_permits(),
+        limit.max()
+    );
     Ok(())
 }
