@@ -253,61 +253,21 @@ pub async fn run(url: &str, scenario: &Scenario) -> Report {
     let mut latencies = Vec::new();
     match scenario.load {
         Load::Closed { n, concurrency } => {
-            let next = Arc::new(AtomicUsize::new(0));
-            let mut workers = tokio::task::JoinSet::new();
-            for _ in 0..concurrency {
-                let (client, next) = (client.clone(), next.clone());
-                workers.spawn(async move {
-                    let mut out = Vec::new();
-                    while next.fetch_add(1, Ordering::Relaxed) < n {
-                        let t = Instant::now();
-                        let ok = client.messages().create(request(64)).await.is_ok();
-                        out.push((ok, t.elapsed()));
-                    }
-                    out
-                });
-            }
-            while let Some(r) = workers.join_next().await {
-                for (ok, lat) in r.expect("a worker finished") {
-                    report.requests += 1;
-                    if ok {
-                        report.succeeded += 1
-                    } else {
-                        report.failed += 1
-                    }
-                    latencies.push(lat);
-                }
-            }
+            let results = closed_loop(&client, n, concurrency, |c| async move {
+                c.messages().create(request(64)).await.is_ok()
+            })
+            .await;
+            report.tally(&results, &mut latencies);
         }
         Load::Streams { n, concurrency } => {
-            let next = Arc::new(AtomicUsize::new(0));
-            let mut workers = tokio::task::JoinSet::new();
-            for _ in 0..concurrency {
-                let (client, next) = (client.clone(), next.clone());
-                workers.spawn(async move {
-                    let mut out = Vec::new();
-                    while next.fetch_add(1, Ordering::Relaxed) < n {
-                        let t = Instant::now();
-                        let ok = match client.messages().stream(request(1000)).await {
-                            Ok(s) => s.final_message().await.is_ok(),
-                            Err(_) => false,
-                        };
-                        out.push((ok, t.elapsed()));
-                    }
-                    out
-                });
-            }
-            while let Some(r) = workers.join_next().await {
-                for (ok, lat) in r.expect("a worker finished") {
-                    report.requests += 1;
-                    if ok {
-                        report.succeeded += 1
-                    } else {
-                        report.failed += 1
-                    }
-                    latencies.push(lat);
+            let results = closed_loop(&client, n, concurrency, |c| async move {
+                match c.messages().stream(request(1000)).await {
+                    Ok(s) => s.final_message().await.is_ok(),
+                    Err(_) => false,
                 }
-            }
+            })
+            .await;
+            report.tally(&results, &mut latencies);
         }
         Load::Open {
             rate,
@@ -385,7 +345,52 @@ pub async fn run(url: &str, scenario: &Scenario) -> Report {
     report
 }
 
+/// `n` calls of `call` by `concurrency` workers sharing `client`: whether each succeeded,
+/// and its latency.
+async fn closed_loop<F, Fut>(
+    client: &Client,
+    n: usize,
+    concurrency: usize,
+    call: F,
+) -> Vec<(bool, Duration)>
+where
+    F: Fn(Client) -> Fut + Clone + Send + 'static,
+    Fut: std::future::Future<Output = bool> + Send,
+{
+    let next = Arc::new(AtomicUsize::new(0));
+    let mut workers = tokio::task::JoinSet::new();
+    for _ in 0..concurrency {
+        let (client, next, call) = (client.clone(), next.clone(), call.clone());
+        workers.spawn(async move {
+            let mut out = Vec::new();
+            while next.fetch_add(1, Ordering::Relaxed) < n {
+                let t = Instant::now();
+                let ok = call(client.clone()).await;
+                out.push((ok, t.elapsed()));
+            }
+            out
+        });
+    }
+    let mut all = Vec::with_capacity(n);
+    while let Some(r) = workers.join_next().await {
+        all.extend(r.expect("a worker finished"));
+    }
+    all
+}
+
 impl Report {
+    fn tally(&mut self, results: &[(bool, Duration)], latencies: &mut Vec<Duration>) {
+        for &(ok, lat) in results {
+            self.requests += 1;
+            if ok {
+                self.succeeded += 1
+            } else {
+                self.failed += 1
+            }
+            latencies.push(lat);
+        }
+    }
+
     /// Attempts per request, as the mock counted them.
     pub fn attempts_per_request(&self) -> f64 {
         self.mock.requests as f64 / self.requests.max(1) as f64

@@ -207,27 +207,56 @@ where
     }
 }
 
+/// The fields of the API's error body
+/// (`{"type":"error","error":{"type","message","details":{"error_code"}},"request_id"}`),
+/// as far as a body has them; also the shape of an `event: error` in a stream.
+#[derive(Debug, Default)]
+pub(crate) struct ErrorBody {
+    pub(crate) error_type: Option<String>,
+    pub(crate) message: Option<String>,
+    pub(crate) error_code: Option<String>,
+    pub(crate) request_id: Option<String>,
+}
+
+impl ErrorBody {
+    /// Reads what it can; a body that is not JSON gives all `None`.
+    pub(crate) fn parse(body: &[u8]) -> Self {
+        #[derive(serde::Deserialize)]
+        struct Envelope {
+            error: Option<Inner>,
+            request_id: Option<String>,
+        }
+        #[derive(serde::Deserialize)]
+        struct Inner {
+            #[serde(rename = "type")]
+            error_type: Option<String>,
+            message: Option<String>,
+            details: Option<Details>,
+        }
+        #[derive(serde::Deserialize)]
+        struct Details {
+            error_code: Option<String>,
+        }
+        let Ok(env) = serde_json::from_slice::<Envelope>(body) else {
+            return Self::default();
+        };
+        let inner = env.error;
+        Self {
+            error_code: inner
+                .as_ref()
+                .and_then(|i| i.details.as_ref())
+                .and_then(|d| d.error_code.clone()),
+            error_type: inner.as_ref().and_then(|i| i.error_type.clone()),
+            message: inner.and_then(|i| i.message),
+            request_id: env.request_id,
+        }
+    }
+}
+
 /// Builds the typed error from a non-2xx status, its headers and a (bounded) body prefix.
 pub(crate) fn api_error(parts: http::response::Parts, body: &[u8]) -> Error {
-    #[derive(serde::Deserialize)]
-    struct Envelope {
-        error: Option<Inner>,
-        request_id: Option<String>,
-    }
-    #[derive(serde::Deserialize)]
-    struct Inner {
-        #[serde(rename = "type")]
-        error_type: Option<String>,
-        message: Option<String>,
-        details: Option<Details>,
-    }
-    #[derive(serde::Deserialize)]
-    struct Details {
-        error_code: Option<String>,
-    }
-    let env: Option<Envelope> = serde_json::from_slice(body).ok();
-    let inner = env.as_ref().and_then(|e| e.error.as_ref());
-    let message = inner.and_then(|i| i.message.clone()).unwrap_or_else(|| {
+    let parsed = ErrorBody::parse(body);
+    let message = parsed.message.unwrap_or_else(|| {
         let ex = excerpt(body, 200);
         if ex.is_empty() {
             parts
@@ -243,12 +272,10 @@ pub(crate) fn api_error(parts: http::response::Parts, body: &[u8]) -> Error {
     Error::Api(Box::new(ApiError {
         kind: ApiErrorKind::from_status(parts.status),
         status: parts.status,
-        error_type: inner.and_then(|i| i.error_type.clone()),
-        error_code: inner
-            .and_then(|i| i.details.as_ref())
-            .and_then(|d| d.error_code.clone()),
+        error_type: parsed.error_type,
+        error_code: parsed.error_code,
         message,
-        request_id: parse_request_id(&headers).or_else(|| env.and_then(|e| e.request_id)),
+        request_id: parse_request_id(&headers).or(parsed.request_id),
         retry_after: parse_retry_after(&headers, SystemTime::now()),
         should_retry: parse_should_retry(&headers),
         rate_limits: RateLimitHeaders::from_headers(&headers),

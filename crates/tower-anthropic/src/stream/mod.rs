@@ -204,29 +204,12 @@ impl MessageStream {
     /// Handles one decoded event: typed, held back before content, or failed.
     fn handle(&mut self, raw: SseEvent) -> Result<(), Error> {
         if raw.event == "error" {
-            #[derive(serde::Deserialize)]
-            struct Env {
-                error: Option<Inner>,
-                request_id: Option<String>,
-            }
-            #[derive(serde::Deserialize)]
-            struct Inner {
-                #[serde(rename = "type")]
-                error_type: Option<String>,
-                message: Option<String>,
-            }
-            let env: Option<Env> = serde_json::from_str(&raw.data).ok();
-            let (et, msg, rid) = match env {
-                Some(Env {
-                    error: Some(i),
-                    request_id,
-                }) => (i.error_type, i.message, request_id),
-                Some(Env { request_id, .. }) => (None, None, request_id),
-                None => (None, None, None),
-            };
-            let msg = msg.unwrap_or_else(|| crate::error::excerpt(raw.data.as_bytes(), 200));
-            let mut e = StreamError::error_event(et, msg);
-            e.set_request_id(rid);
+            let body = crate::classify::ErrorBody::parse(raw.data.as_bytes());
+            let msg = body
+                .message
+                .unwrap_or_else(|| crate::error::excerpt(raw.data.as_bytes(), 200));
+            let mut e = StreamError::error_event(body.error_type, msg);
+            e.set_request_id(body.request_id);
             return Err(Error::Stream(Box::new(e)));
         }
         let event: StreamEvent = match serde_json::from_str(&raw.data) {
