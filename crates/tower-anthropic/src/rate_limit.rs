@@ -2,7 +2,7 @@
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use http::HeaderMap;
+use http::{HeaderMap, HeaderName};
 
 /// One limit: its size, what is left, and when the bucket is full again.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -28,27 +28,51 @@ pub struct RateLimitHeaders {
     pub output_tokens: RateLimit,
 }
 
+/// The twelve header names, per limit: limit, remaining, reset.
+const NAMES: [[HeaderName; 3]; 4] = [
+    [
+        HeaderName::from_static("anthropic-ratelimit-requests-limit"),
+        HeaderName::from_static("anthropic-ratelimit-requests-remaining"),
+        HeaderName::from_static("anthropic-ratelimit-requests-reset"),
+    ],
+    [
+        HeaderName::from_static("anthropic-ratelimit-tokens-limit"),
+        HeaderName::from_static("anthropic-ratelimit-tokens-remaining"),
+        HeaderName::from_static("anthropic-ratelimit-tokens-reset"),
+    ],
+    [
+        HeaderName::from_static("anthropic-ratelimit-input-tokens-limit"),
+        HeaderName::from_static("anthropic-ratelimit-input-tokens-remaining"),
+        HeaderName::from_static("anthropic-ratelimit-input-tokens-reset"),
+    ],
+    [
+        HeaderName::from_static("anthropic-ratelimit-output-tokens-limit"),
+        HeaderName::from_static("anthropic-ratelimit-output-tokens-remaining"),
+        HeaderName::from_static("anthropic-ratelimit-output-tokens-reset"),
+    ],
+];
+
 impl RateLimitHeaders {
     /// Parses the headers of a response.
     pub fn from_headers(headers: &HeaderMap) -> Self {
-        let one = |name: &str| {
-            let get = |field: &str| {
+        let one = |names: &[HeaderName; 3]| {
+            let get = |name: &HeaderName| {
                 headers
-                    .get(format!("anthropic-ratelimit-{name}-{field}"))
+                    .get(name)
                     .and_then(|v| v.to_str().ok())
                     .map(str::trim)
             };
             RateLimit {
-                limit: get("limit").and_then(|v| v.parse().ok()),
-                remaining: get("remaining").and_then(|v| v.parse().ok()),
-                reset: get("reset").and_then(parse_rfc3339),
+                limit: get(&names[0]).and_then(|v| v.parse().ok()),
+                remaining: get(&names[1]).and_then(|v| v.parse().ok()),
+                reset: get(&names[2]).and_then(parse_rfc3339),
             }
         };
         Self {
-            requests: one("requests"),
-            tokens: one("tokens"),
-            input_tokens: one("input-tokens"),
-            output_tokens: one("output-tokens"),
+            requests: one(&NAMES[0]),
+            tokens: one(&NAMES[1]),
+            input_tokens: one(&NAMES[2]),
+            output_tokens: one(&NAMES[3]),
         }
     }
 

@@ -103,6 +103,8 @@ pub struct Endpoint {
     base: String,
     api_key: ApiKey,
     headers: HeaderMap,
+    /// `{base}/v1/messages`, parsed once: the path almost every request takes.
+    messages_uri: Uri,
 }
 
 impl fmt::Debug for Endpoint {
@@ -149,10 +151,15 @@ impl Endpoint {
         );
         headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
         headers.insert(USER_AGENT, HeaderValue::from_static(USER_AGENT_VALUE));
+        let base = base_url.trim_end_matches('/').to_owned();
+        let messages_uri = format!("{base}/v1/messages")
+            .parse()
+            .map_err(|_| bad("not a URL"))?;
         Ok(Self {
-            base: base_url.trim_end_matches('/').to_owned(),
+            base,
             api_key,
             headers,
+            messages_uri,
         })
     }
 
@@ -171,9 +178,13 @@ impl Endpoint {
     pub fn post(&self, path: &str, body: Bytes) -> Request<RequestBody> {
         let mut req = Request::new(Full::new(body));
         *req.method_mut() = Method::POST;
-        *req.uri_mut() = format!("{}{}", self.base, path)
-            .parse()
-            .expect("a valid base URL and a static path make a valid URI");
+        *req.uri_mut() = if path == "/v1/messages" {
+            self.messages_uri.clone()
+        } else {
+            format!("{}{}", self.base, path)
+                .parse()
+                .expect("a valid base URL and an API path make a valid URI")
+        };
         let h = req.headers_mut();
         h.clone_from(&self.headers);
         h.insert("x-api-key", self.api_key.0.clone());

@@ -3,6 +3,7 @@
 use std::future::Future;
 use std::ops::Deref;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
@@ -31,7 +32,6 @@ pub struct Attempts(pub u32);
 pub struct ApiResponse<T> {
     value: T,
     request_id: Option<String>,
-    rate_limits: RateLimitHeaders,
     headers: HeaderMap,
     attempts: u32,
 }
@@ -41,9 +41,9 @@ impl<T> ApiResponse<T> {
     pub fn request_id(&self) -> Option<&str> {
         self.request_id.as_deref()
     }
-    /// The `anthropic-ratelimit-*` headers.
-    pub fn rate_limits(&self) -> &RateLimitHeaders {
-        &self.rate_limits
+    /// The `anthropic-ratelimit-*` headers (parsed on each call).
+    pub fn rate_limits(&self) -> RateLimitHeaders {
+        RateLimitHeaders::from_headers(&self.headers)
     }
     /// All response headers.
     pub fn headers(&self) -> &HeaderMap {
@@ -76,7 +76,7 @@ impl<T> Deref for ApiResponse<T> {
 #[derive(Debug, Clone)]
 pub struct MessagesService<S> {
     inner: S,
-    endpoint: Endpoint,
+    endpoint: Arc<Endpoint>,
     max_body: usize,
     long_request_guard: bool,
 }
@@ -86,7 +86,7 @@ impl<S> MessagesService<S> {
     pub fn new(inner: S, endpoint: Endpoint) -> Self {
         Self {
             inner,
-            endpoint,
+            endpoint: Arc::new(endpoint),
             max_body: DEFAULT_MAX_RESPONSE_BODY,
             long_request_guard: false,
         }
@@ -125,8 +125,8 @@ pub type ResponseFuture<T> = Pin<Box<dyn Future<Output = Result<ApiResponse<T>, 
 
 impl<S, RB> MessagesService<S>
 where
-    S: Service<Request<RequestBody>, Response = Response<RB>> + Clone + Send + 'static,
-    S::Future: Send,
+    S: Service<Request<RequestBody>, Response = Response<RB>>,
+    S::Future: Send + 'static,
     S::Error: Into<BoxError>,
     RB: Body + Send + 'static,
     RB::Data: Send,
@@ -147,12 +147,11 @@ where
             }
         };
         let req = self.endpoint.post(path, json);
-        // Call the service that was made ready, leave a fresh clone in its place.
-        let clone = self.inner.clone();
-        let mut inner = std::mem::replace(&mut self.inner, clone);
+        // The inner service was made ready by `poll_ready`: call it now, await later.
+        let call = self.inner.call(req);
         let max_body = self.max_body;
         Box::pin(async move {
-            let resp = inner.call(req).await.map_err(Error::from_service_error)?;
+            let resp = call.await.map_err(Error::from_service_error)?;
             read_response(resp, max_body).await
         })
     }
@@ -218,7 +217,6 @@ where
     Ok(ApiResponse {
         value,
         request_id: classify::parse_request_id(&parts.headers),
-        rate_limits: RateLimitHeaders::from_headers(&parts.headers),
         headers: parts.headers,
         attempts,
     })
@@ -226,8 +224,8 @@ where
 
 impl<S, RB> Service<CreateMessageRequest> for MessagesService<S>
 where
-    S: Service<Request<RequestBody>, Response = Response<RB>> + Clone + Send + 'static,
-    S::Future: Send,
+    S: Service<Request<RequestBody>, Response = Response<RB>>,
+    S::Future: Send + 'static,
     S::Error: Into<BoxError>,
     RB: Body + Send + 'static,
     RB::Data: Send,
@@ -259,8 +257,8 @@ where
 
 impl<S, RB> Service<CountTokensRequest> for MessagesService<S>
 where
-    S: Service<Request<RequestBody>, Response = Response<RB>> + Clone + Send + 'static,
-    S::Future: Send,
+    S: Service<Request<RequestBody>, Response = Response<RB>>,
+    S::Future: Send + 'static,
     S::Error: Into<BoxError>,
     RB: Body + Send + 'static,
     RB::Data: Send,

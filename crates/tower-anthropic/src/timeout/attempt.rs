@@ -5,7 +5,7 @@ use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
-use bytes::{Buf, BytesMut};
+use bytes::{Buf, Bytes, BytesMut};
 use http::{Request, Response};
 use http_body::Body;
 use pin_project_lite::pin_project;
@@ -118,7 +118,40 @@ pin_project! {
     #[project = StateProj]
     enum State<F, RB> {
         Calling { #[pin] future: F },
-        Reading { parts: Option<http::response::Parts>, #[pin] body: RB, buf: BytesMut },
+        Reading { parts: Option<http::response::Parts>, #[pin] body: RB, buf: Chunks },
+    }
+}
+
+/// A body read so far: a single chunk is kept as it came (no copy); more are joined.
+#[derive(Default)]
+struct Chunks {
+    first: Bytes,
+    rest: Option<BytesMut>,
+}
+
+impl Chunks {
+    fn len(&self) -> usize {
+        self.rest.as_ref().map_or(self.first.len(), BytesMut::len)
+    }
+
+    fn push(&mut self, b: Bytes) {
+        match &mut self.rest {
+            Some(rest) => rest.extend_from_slice(&b),
+            None if self.first.is_empty() => self.first = b,
+            None => {
+                let mut rest = BytesMut::with_capacity(self.first.len() + b.len());
+                rest.extend_from_slice(&self.first);
+                rest.extend_from_slice(&b);
+                self.rest = Some(rest);
+            }
+        }
+    }
+
+    fn take(&mut self) -> Bytes {
+        match self.rest.take() {
+            Some(rest) => rest.freeze(),
+            None => std::mem::take(&mut self.first),
+        }
     }
 }
 
@@ -157,7 +190,7 @@ where
                     this.state.set(State::Reading {
                         parts: Some(parts),
                         body,
-                        buf: BytesMut::new(),
+                        buf: Chunks::default(),
                     });
                 }
                 StateProj::Reading {
@@ -171,20 +204,16 @@ where
                             if buf.len() + data.remaining() > *this.max_body {
                                 let msg =
                                     format!("response body larger than {} bytes", this.max_body);
+                                let seen = buf.take();
                                 return Poll::Ready(Err(Error::Decode(DecodeError::new(
-                                    msg, buf, None,
+                                    msg, &seen, None,
                                 ))));
                             }
-                            while data.has_remaining() {
-                                let chunk = data.chunk();
-                                buf.extend_from_slice(chunk);
-                                let n = chunk.len();
-                                data.advance(n);
-                            }
+                            buf.push(data.copy_to_bytes(data.remaining()));
                         }
                     }
                     let parts = parts.take().expect("polled after completion");
-                    let data = std::mem::take(buf).freeze();
+                    let data = buf.take();
                     return Poll::Ready(Ok(Response::from_parts(parts, ApiBody::full(data))));
                 }
             }
