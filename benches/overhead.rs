@@ -1,6 +1,7 @@
 //! What the stack costs per request: the default `Client` against a bare hyper-util client
 //! doing the same POST (and parsing the same JSON) to the mock on loopback, with the same
-//! pool settings, at concurrency 1 and 64. The mock runs on its own runtime thread.
+//! pool settings, at concurrency 1 and 64. The mock runs on its own runtime thread, the
+//! client on the bench thread.
 //!
 //! `cargo bench --bench overhead`
 
@@ -79,8 +80,9 @@ fn overhead(c: &mut Criterion) {
         .block_on(anthropic_mock::MockServer::start(Default::default()))
         .unwrap();
     let url = mock.url();
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
+    // The client side on the bench thread alone: two busy threads (client, mock) on the two
+    // cores, so scheduling noise stays low.
+    let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .unwrap();
