@@ -618,3 +618,29 @@ async fn outages_and_stats_endpoints_agree() {
     assert_eq!(s.stats().requests, 0);
     assert!(s.log().is_empty());
 }
+
+#[tokio::test]
+async fn serves_http2_with_prior_knowledge() {
+    let s = MockServer::start(MockConfig::default()).await.unwrap();
+    let h2: HttpClient = Client::builder(TokioExecutor::new())
+        .http2_only(true)
+        .build_http();
+    let mut req = http::Request::post(format!("{}/v1/messages", s.url()));
+    for (k, v) in AUTH {
+        req = req.header(*k, *v);
+    }
+    let resp = h2
+        .request(
+            req.body(Full::new(Bytes::from(msg_body(8, false))))
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(resp.version(), http::Version::HTTP_2);
+    assert_eq!(resp.status(), 200);
+    let body = resp.into_body().collect().await.unwrap().to_bytes();
+    assert_eq!(
+        serde_json::from_slice::<Value>(&body).unwrap()["type"],
+        "message"
+    );
+}

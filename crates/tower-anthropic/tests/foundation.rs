@@ -275,6 +275,14 @@ async fn the_key_never_shows() {
 }
 
 #[test]
+fn the_client_is_clone_send_sync() {
+    fn assert_shareable<T: Clone + Send + Sync + 'static>() {}
+    assert_shareable::<Client>();
+    assert_shareable::<tower_anthropic::ClientBuilder>();
+    assert_shareable::<tower_anthropic::retry::RetryPolicy>();
+}
+
+#[test]
 fn a_missing_or_bad_key_fails_at_build() {
     assert!(matches!(
         Client::builder().build(),
