@@ -32,6 +32,12 @@ fn req() -> CreateMessageRequest {
     CreateMessageRequest::new("claude-test", 30).user("Tell me something")
 }
 
+/// A stream read to its end: the accumulated message.
+async fn whole_message(c: &Client) -> tower_anthropic::Message {
+    let stream = c.messages().stream(req()).await.unwrap();
+    stream.final_message().await.unwrap()
+}
+
 /// Every event of a stream, or the events and then the error.
 async fn drain(mut s: MessageStream) -> (Vec<StreamEvent>, Option<Error>) {
     let mut events = Vec::new();
@@ -86,14 +92,7 @@ async fn a_stream_yields_typed_events_and_the_final_message() {
         .collect();
     assert_eq!(text.split(' ').count(), 30);
     // final_message accumulates the same.
-    let m = c
-        .messages()
-        .stream(req())
-        .await
-        .unwrap()
-        .final_message()
-        .await
-        .unwrap();
+    let m = whole_message(&c).await;
     assert_eq!(m.usage.output_tokens, 30);
     assert_eq!(
         m.stop_reason,
@@ -192,14 +191,7 @@ async fn truncated_streams_are_errors() {
     // Cut before any content: re-sent, and the answer is whole.
     s.reset();
     s.script("t", [ScriptEntry::StreamCut { after: 1 }]);
-    let m = c
-        .messages()
-        .stream(req())
-        .await
-        .unwrap()
-        .final_message()
-        .await
-        .unwrap();
+    let m = whole_message(&c).await;
     assert_eq!(m.usage.output_tokens, 30);
     assert_eq!(s.stats().requests, 2);
 }
@@ -230,14 +222,7 @@ async fn an_idle_stall_ends_with_the_idle_timeout() {
             ms: 600_000,
         }],
     );
-    let m = c
-        .messages()
-        .stream(req())
-        .await
-        .unwrap()
-        .final_message()
-        .await
-        .unwrap();
+    let m = whole_message(&c).await;
     assert_eq!(m.usage.output_tokens, 30);
 }
 

@@ -6,7 +6,9 @@
 //!   for the response head. Default 600 s, as the SDKs.
 //! - [`OverallDeadlineLayer`]: the whole call, waits between attempts included; outermost. It
 //!   puts a [`Deadline`] in the request's extensions so the retry policy never starts a wait
-//!   that would end after it.
+//!   that would end after it (the call then ends at once with a deadline error that keeps the
+//!   last error). For a stream the call ends when the stream starts; the stream itself is
+//!   bounded by the idle timeout.
 //! - [`StreamIdleTimeoutLayer`]: on a streaming response, the gap between chunks (pings
 //!   count); expiry ends the stream with an error.
 //!
