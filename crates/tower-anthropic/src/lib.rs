@@ -28,7 +28,8 @@
 //! # Ok(()) }
 //! ```
 //!
-//! Every failure is an [`Error`] to match on; see [`error`] for the status table.
+//! Every failure is an [`Error`] to match on; see [`error`] for the status table, and
+//! [`stream`] for streaming.
 
 pub mod body;
 pub mod classify;
