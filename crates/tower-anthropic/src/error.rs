@@ -465,7 +465,14 @@ fn classify_connection(e: &(dyn std::error::Error + 'static)) -> ConnectionError
     let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
     while let Some(err) = cur {
         if let Some(io) = err.downcast_ref::<std::io::Error>() {
-            // An io error inside a TLS stream may carry the rustls error: keep walking.
+            // An io::Error's `source()` skips the error it wraps (a TLS failure arrives as
+            // io::Errors wrapping the rustls error): descend through `get_ref()` instead.
+            if let Some(inner) = io.get_ref() {
+                let inner_kind = classify_connection(inner);
+                if inner_kind != ConnectionErrorKind::Other {
+                    return inner_kind;
+                }
+            }
             match io.kind() {
                 Io::ConnectionRefused => return ConnectionErrorKind::Refused,
                 Io::ConnectionReset | Io::ConnectionAborted | Io::BrokenPipe => {

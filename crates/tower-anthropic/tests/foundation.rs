@@ -229,6 +229,23 @@ async fn connection_refused_and_reset_are_connection_errors() {
 }
 
 #[tokio::test]
+async fn https_to_a_plain_http_server_is_a_tls_error() {
+    let s = MockServer::start(MockConfig::default()).await.unwrap();
+    let url = s.url().replace("http://", "https://");
+    let c = Client::builder()
+        .api_key(KEY)
+        .base_url(url)
+        .max_retries(0)
+        .build()
+        .unwrap();
+    let e = c.messages().create(req()).await.unwrap_err();
+    match &e {
+        Error::Connection(ce) => assert_eq!(ce.kind(), ConnectionErrorKind::Tls, "{e:?}"),
+        other => panic!("expected a connection error, got {other:?}"),
+    }
+}
+
+#[tokio::test]
 async fn a_200_that_is_not_a_message_is_a_decode_error() {
     let s = MockServer::start(MockConfig::default()).await.unwrap();
     let c = client(&s, "weird");
