@@ -4,7 +4,7 @@ mod service;
 mod types;
 
 pub use service::{
-    ApiResponse, Attempts, DEFAULT_MAX_RESPONSE_BODY, MessagesService, ResponseFuture,
+    ApiRequest, ApiResponse, Attempts, DEFAULT_MAX_RESPONSE_BODY, MessagesService, ResponseFuture,
 };
 pub use types::{
     Content, ContentBlock, CountTokensRequest, CreateMessageRequest, Message, MessageParam,

@@ -222,40 +222,50 @@ where
     })
 }
 
-impl<S, RB> Service<CreateMessageRequest> for MessagesService<S>
-where
-    S: Service<Request<RequestBody>, Response = Response<RB>>,
-    S::Future: Send + 'static,
-    S::Error: Into<BoxError>,
-    RB: Body + Send + 'static,
-    RB::Data: Send,
-    RB::Error: Into<BoxError>,
-{
-    type Response = ApiResponse<Message>;
-    type Error = Error;
-    type Future = ResponseFuture<Message>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
-        self.inner.poll_ready(cx).map_err(Error::from_service_error)
-    }
-
-    fn call(&mut self, req: CreateMessageRequest) -> Self::Future {
-        if req.stream == Some(true) {
-            let e = InvalidRequestError::new(
-                "`stream: true` needs the streaming call; `create` returns a whole Message",
-            );
-            return Box::pin(std::future::ready(Err(Error::InvalidRequest(e))));
-        }
-        if self.long_request_guard {
-            if let Err(e) = check_expected_time(req.max_tokens) {
-                return Box::pin(std::future::ready(Err(e)));
-            }
-        }
-        self.send("/v1/messages", &req)
+/// A request body of the Messages API: where it goes, what comes back, and what is
+/// checked before it is sent. Implemented by [`CreateMessageRequest`] and
+/// [`CountTokensRequest`], the two requests [`MessagesService`] serves.
+pub trait ApiRequest: Serialize + sealed::Sealed {
+    /// The decoded response.
+    type Output: DeserializeOwned + Send + 'static;
+    /// The path under the base URL.
+    const PATH: &'static str;
+    /// Refuses a request before sending (`long_request_guard` as configured).
+    fn check(&self, _long_request_guard: bool) -> Result<(), Error> {
+        Ok(())
     }
 }
 
-impl<S, RB> Service<CountTokensRequest> for MessagesService<S>
+mod sealed {
+    pub trait Sealed {}
+    impl Sealed for super::CreateMessageRequest {}
+    impl Sealed for super::CountTokensRequest {}
+}
+
+impl ApiRequest for CreateMessageRequest {
+    type Output = Message;
+    const PATH: &'static str = "/v1/messages";
+
+    fn check(&self, long_request_guard: bool) -> Result<(), Error> {
+        if self.stream == Some(true) {
+            let e = InvalidRequestError::new(
+                "`stream: true` needs the streaming call; `create` returns a whole Message",
+            );
+            return Err(Error::InvalidRequest(e));
+        }
+        if long_request_guard {
+            check_expected_time(self.max_tokens)?;
+        }
+        Ok(())
+    }
+}
+
+impl ApiRequest for CountTokensRequest {
+    type Output = TokenCount;
+    const PATH: &'static str = "/v1/messages/count_tokens";
+}
+
+impl<S, RB, R> Service<R> for MessagesService<S>
 where
     S: Service<Request<RequestBody>, Response = Response<RB>>,
     S::Future: Send + 'static,
@@ -263,16 +273,20 @@ where
     RB: Body + Send + 'static,
     RB::Data: Send,
     RB::Error: Into<BoxError>,
+    R: ApiRequest,
 {
-    type Response = ApiResponse<TokenCount>;
+    type Response = ApiResponse<R::Output>;
     type Error = Error;
-    type Future = ResponseFuture<TokenCount>;
+    type Future = ResponseFuture<R::Output>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
         self.inner.poll_ready(cx).map_err(Error::from_service_error)
     }
 
-    fn call(&mut self, req: CountTokensRequest) -> Self::Future {
-        self.send("/v1/messages/count_tokens", &req)
+    fn call(&mut self, req: R) -> Self::Future {
+        if let Err(e) = req.check(self.long_request_guard) {
+            return Box::pin(std::future::ready(Err(e)));
+        }
+        self.send(R::PATH, &req)
     }
 }
