@@ -70,7 +70,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!(
         "free permits after the calls: {} of {}",
         limit.available_permits(),
-        limit.max()
+        limit.max().unwrap_or(usize::MAX)
     );
     Ok(())
 }

@@ -345,10 +345,10 @@ impl ClientBuilder {
         let endpoint = self.endpoint()?;
         let http = http_client(&self.transport);
         let max_body = self.max_response_body.unwrap_or(DEFAULT_MAX_RESPONSE_BODY);
-        let limit = ConcurrencyLimitLayer::new(
-            self.concurrency_limit
-                .unwrap_or(tokio::sync::Semaphore::MAX_PERMITS),
-        )
+        let limit = match self.concurrency_limit {
+            Some(n) => ConcurrencyLimitLayer::new(n),
+            None => ConcurrencyLimitLayer::unlimited(),
+        }
         .load_shed(self.load_shed);
         let stack = ServiceBuilder::new()
             .option_layer(self.deadline.map(OverallDeadlineLayer::new))

@@ -36,7 +36,8 @@ use crate::error::{BoxError, Error, LimitReachedError};
 /// Limits concurrent calls; see the [module docs](self).
 #[derive(Debug, Clone)]
 pub struct ConcurrencyLimitLayer {
-    semaphore: Arc<Semaphore>,
+    /// `None`: no limit (the layer passes calls through).
+    semaphore: Option<Arc<Semaphore>>,
     max: usize,
     load_shed: bool,
 }
@@ -44,10 +45,19 @@ pub struct ConcurrencyLimitLayer {
 impl ConcurrencyLimitLayer {
     /// At most `max` calls at once (at least 1), queueing the rest in arrival order.
     pub fn new(max: usize) -> Self {
-        let max = max.max(1);
+        let max = max.clamp(1, Semaphore::MAX_PERMITS);
         Self {
-            semaphore: Arc::new(Semaphore::new(max)),
+            semaphore: Some(Arc::new(Semaphore::new(max))),
             max,
+            load_shed: false,
+        }
+    }
+
+    /// No limit: calls pass straight through (what a `Client` without a limit uses).
+    pub fn unlimited() -> Self {
+        Self {
+            semaphore: None,
+            max: Semaphore::MAX_PERMITS,
             load_shed: false,
         }
     }
@@ -60,12 +70,14 @@ impl ConcurrencyLimitLayer {
 
     /// Permits free now.
     pub fn available_permits(&self) -> usize {
-        self.semaphore.available_permits()
+        self.semaphore
+            .as_ref()
+            .map_or(Semaphore::MAX_PERMITS, |s| s.available_permits())
     }
 
-    /// The limit.
-    pub fn max(&self) -> usize {
-        self.max
+    /// The limit, if there is one.
+    pub fn max(&self) -> Option<usize> {
+        self.semaphore.is_some().then_some(self.max)
     }
 }
 
@@ -74,7 +86,8 @@ impl<S> Layer<S> for ConcurrencyLimitLayer {
     fn layer(&self, inner: S) -> ConcurrencyLimit<S> {
         ConcurrencyLimit {
             inner,
-            semaphore: PollSemaphore::new(self.semaphore.clone()),
+            semaphore: self.semaphore.clone(),
+            waiting: None,
             permit: None,
             max: self.max,
             load_shed: self.load_shed,
@@ -86,7 +99,9 @@ impl<S> Layer<S> for ConcurrencyLimitLayer {
 #[derive(Debug)]
 pub struct ConcurrencyLimit<S> {
     inner: S,
-    semaphore: PollSemaphore,
+    semaphore: Option<Arc<Semaphore>>,
+    /// Made only when a call has to wait in line (the fast path takes a free permit).
+    waiting: Option<PollSemaphore>,
     permit: Option<OwnedSemaphorePermit>,
     max: usize,
     load_shed: bool,
@@ -98,6 +113,7 @@ impl<S: Clone> Clone for ConcurrencyLimit<S> {
         Self {
             inner: self.inner.clone(),
             semaphore: self.semaphore.clone(),
+            waiting: None,
             permit: None,
             max: self.max,
             load_shed: self.load_shed,
@@ -115,20 +131,22 @@ where
     type Future = ResponseFuture<S::Future>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
-        if self.permit.is_none() {
-            if self.load_shed {
-                match self.semaphore.clone_inner().try_acquire_owned() {
-                    Ok(p) => self.permit = Some(p),
-                    Err(_) => {
-                        return Poll::Ready(Err(Error::LimitReached(LimitReachedError::new(
-                            self.max,
-                        ))));
-                    }
+        if let (Some(semaphore), None) = (&self.semaphore, &self.permit) {
+            // A free permit is taken at once: tokio hands released permits to the waiters
+            // first, so a free one means nobody is in line and arrival order holds.
+            match semaphore.clone().try_acquire_owned() {
+                Ok(p) => self.permit = Some(p),
+                Err(_) if self.load_shed => {
+                    return Poll::Ready(Err(Error::LimitReached(LimitReachedError::new(self.max))));
                 }
-            } else {
-                let permit =
-                    ready!(self.semaphore.poll_acquire(cx)).expect("the semaphore is never closed");
-                self.permit = Some(permit);
+                Err(_) => {
+                    let waiting = self
+                        .waiting
+                        .get_or_insert_with(|| PollSemaphore::new(semaphore.clone()));
+                    let permit =
+                        ready!(waiting.poll_acquire(cx)).expect("the semaphore is never closed");
+                    self.permit = Some(permit);
+                }
             }
         }
         // The permit is held while the inner service gets ready: a queue in arrival order.
@@ -136,13 +154,15 @@ where
     }
 
     fn call(&mut self, req: Request<B>) -> Self::Future {
-        let permit = self
-            .permit
-            .take()
-            .expect("poll_ready must return Ready before call");
+        if self.semaphore.is_some() {
+            assert!(
+                self.permit.is_some(),
+                "poll_ready must return Ready before call"
+            );
+        }
         ResponseFuture {
             future: self.inner.call(req),
-            permit: Some(permit),
+            permit: self.permit.take(),
         }
     }
 }
