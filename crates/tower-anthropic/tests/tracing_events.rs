@@ -1,0 +1,83 @@
+//! Each retry is one `tracing` event with the attempt, the wait, the reason and the request
+//! id; nothing logged ever holds the API key.
+
+use std::sync::{Arc, Mutex};
+
+use anthropic_mock::{MockConfig, MockServer, ScriptEntry};
+use tower_anthropic::Client;
+use tower_anthropic::messages::CreateMessageRequest;
+use tower_anthropic::retry::{JitterSource, RetryPolicy};
+use tracing::field::{Field, Visit};
+use tracing::span::{Attributes, Id, Record};
+use tracing::{Event, Metadata, Subscriber};
+
+const KEY: &str = "sk-ant-SECRET-in-no-log";
+
+/// A subscriber that keeps every event as text.
+#[derive(Clone, Default)]
+struct Capture(Arc<Mutex<Vec<String>>>);
+
+struct Fields(String);
+
+impl Visit for Fields {
+    fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
+        self.0.push_str(&format!("{}={:?} ", field.name(), value));
+    }
+}
+
+impl Subscriber for Capture {
+    fn enabled(&self, _: &Metadata<'_>) -> bool {
+        true
+    }
+    fn new_span(&self, _: &Attributes<'_>) -> Id {
+        Id::from_u64(1)
+    }
+    fn record(&self, _: &Id, _: &Record<'_>) {}
+    fn record_follows_from(&self, _: &Id, _: &Id) {}
+    fn event(&self, event: &Event<'_>) {
+        let mut f = Fields(format!("{} ", event.metadata().level()));
+        event.record(&mut f);
+        self.0.lock().unwrap().push(f.0);
+    }
+    fn enter(&self, _: &Id) {}
+    fn exit(&self, _: &Id) {}
+}
+
+#[tokio::test(start_paused = true)]
+async fn one_event_per_retry_and_no_key_in_any() {
+    let capture = Capture::default();
+    let _guard = tracing::subscriber::set_default(capture.clone());
+    let s = MockServer::start(MockConfig::default()).await.unwrap();
+    let c = Client::builder()
+        .api_key(KEY)
+        .base_url(s.url())
+        .default_header("x-mock-key", "t")
+        .retry_policy(RetryPolicy::new().jitter_source(JitterSource::seeded(2)))
+        .build()
+        .unwrap();
+    s.script("t", [ScriptEntry::status(529), ScriptEntry::status(401)]);
+    let e = c
+        .messages()
+        .create(CreateMessageRequest::new("m", 8).user("hi"))
+        .await
+        .unwrap_err();
+    assert_eq!(e.attempts(), 2);
+
+    let events = capture.0.lock().unwrap().clone();
+    let retries: Vec<&String> = events
+        .iter()
+        .filter(|e| e.contains("message=retrying"))
+        .collect();
+    assert_eq!(retries.len(), 1, "{events:#?}");
+    let r = retries[0];
+    for field in [
+        "attempt=1",
+        "wait=",
+        "wait_from=\"backoff\"",
+        "reason=overloaded (529 overloaded_error)",
+        "request_id=\"req_",
+    ] {
+        assert!(r.contains(field), "{field} missing in {r}");
+    }
+    assert!(events.iter().all(|e| !e.contains("SECRET")), "{events:#?}");
+}
