@@ -21,11 +21,14 @@ use tower_anthropic::transport::{ApiKey, Endpoint};
 
 const MESSAGE: &str = r#"{"content":[{"text":"systems expect failure and recover from it gracefully.","type":"text"}],"id":"msg_1","model":"claude-bench","role":"assistant","stop_reason":"end_turn","stop_sequence":null,"type":"message","usage":{"input_tokens":6,"output_tokens":48}}"#;
 
+type Canned = http::Response<Full<Bytes>>;
+
+/// An HTTP service answering every request at once with the canned `Message`.
 fn canned() -> impl Service<
     http::Request<Full<Bytes>>,
-    Response = http::Response<Full<Bytes>>,
+    Response = Canned,
     Error = Infallible,
-    Future = std::future::Ready<Result<http::Response<Full<Bytes>>, Infallible>>,
+    Future = std::future::Ready<Result<Canned, Infallible>>,
 > + Clone {
     tower::service_fn(|_req: http::Request<Full<Bytes>>| {
         std::future::ready(Ok(http::Response::new(Full::new(Bytes::from_static(
