@@ -123,40 +123,6 @@ impl<S> MessagesService<S> {
 /// The future of [`MessagesService`].
 pub type ResponseFuture<T> = Pin<Box<dyn Future<Output = Result<ApiResponse<T>, Error>> + Send>>;
 
-impl<S, RB> MessagesService<S>
-where
-    S: Service<Request<RequestBody>, Response = Response<RB>>,
-    S::Future: Send + 'static,
-    S::Error: Into<BoxError>,
-    RB: Body + Send + 'static,
-    RB::Data: Send,
-    RB::Error: Into<BoxError>,
-{
-    fn send<B: Serialize, T: DeserializeOwned + Send + 'static>(
-        &mut self,
-        path: &str,
-        body: &B,
-    ) -> ResponseFuture<T> {
-        let json = match serde_json::to_vec(body) {
-            Ok(j) => Bytes::from(j),
-            Err(e) => {
-                let e = Error::InvalidRequest(InvalidRequestError::new(format!(
-                    "cannot serialize the request: {e}"
-                )));
-                return Box::pin(std::future::ready(Err(e)));
-            }
-        };
-        let req = self.endpoint.post(path, json);
-        // The inner service was made ready by `poll_ready`: call it now, await later.
-        let call = self.inner.call(req);
-        let max_body = self.max_body;
-        Box::pin(async move {
-            let resp = call.await.map_err(Error::from_service_error)?;
-            read_response(resp, max_body).await
-        })
-    }
-}
-
 /// Longest expected generation time of a non-streaming call without an explicit timeout.
 const MAX_NON_STREAMING: f64 = 600.0;
 
@@ -287,6 +253,21 @@ where
         if let Err(e) = req.check(self.long_request_guard) {
             return Box::pin(std::future::ready(Err(e)));
         }
-        self.send(R::PATH, &req)
+        let json = match serde_json::to_vec(&req) {
+            Ok(j) => Bytes::from(j),
+            Err(e) => {
+                let msg = format!("cannot serialize the request: {e}");
+                let e = Error::InvalidRequest(InvalidRequestError::new(msg));
+                return Box::pin(std::future::ready(Err(e)));
+            }
+        };
+        let http_req = self.endpoint.post(R::PATH, json);
+        // The inner service was made ready by `poll_ready`: call it now, await later.
+        let call = self.inner.call(http_req);
+        let max_body = self.max_body;
+        Box::pin(async move {
+            let resp = call.await.map_err(Error::from_service_error)?;
+            read_response(resp, max_body).await
+        })
     }
 }
