@@ -7,8 +7,8 @@
 #![allow(missing_docs)]
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use tower_anthropic::__private::SseDecoder;
 use tower_anthropic::stream::StreamEvent;
-use tower_anthropic::stream::sse::SseDecoder;
 
 /// About 4 MB of events shaped like the API's: text deltas of a few words, pings.
 fn input() -> Vec<u8> {

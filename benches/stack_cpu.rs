@@ -14,7 +14,6 @@ use criterion::{Criterion, criterion_group, criterion_main};
 use http_body_util::{BodyExt, Full};
 use tower::{Service, ServiceBuilder, ServiceExt};
 use tower_anthropic::ServiceBuilderExt;
-use tower_anthropic::limit::ConcurrencyLimitLayer;
 use tower_anthropic::messages::{CreateMessageRequest, MessagesService};
 use tower_anthropic::retry::RetryPolicy;
 use tower_anthropic::transport::{ApiKey, Endpoint};
@@ -83,7 +82,7 @@ fn stack_cpu(c: &mut Criterion) {
             .retry_api_errors(RetryPolicy::new())
             .attempt_timeout(Duration::from_secs(600))
             .stream_idle_timeout(Duration::from_secs(120))
-            .concurrency_limit_until_body_end(ConcurrencyLimitLayer::new(1 << 20))
+            .concurrency_limit_until_body_end(1 << 20)
             .classify_responses()
             .service(canned()),
         endpoint(),

@@ -11,23 +11,46 @@ use crate::retry::{RetryLayer, RetryPolicy};
 use crate::timeout::{AttemptTimeoutLayer, OverallDeadlineLayer, StreamIdleTimeoutLayer};
 
 /// Adds this crate's layers to a `tower::ServiceBuilder`, outermost first as in
-/// [`Client`](crate::Client)'s stack:
+/// [`Client`](crate::Client)'s stack. Keep the order: retry above classify (the policy
+/// decides from classified errors), the limit below retry (a request waiting between
+/// attempts holds no permit). Any other layer may stand in between, tower's own included.
 ///
 /// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
 /// use std::time::Duration;
+/// use anthropic_mock::{MockConfig, MockServer, ScriptEntry};
+/// use bytes::Bytes;
+/// use http_body_util::Full;
+/// use hyper_util::client::legacy::Client as HyperClient;
+/// use hyper_util::rt::TokioExecutor;
 /// use tower::ServiceBuilder;
-/// use tower_anthropic::ServiceBuilderExt;
-/// use tower_anthropic::limit::ConcurrencyLimitLayer;
+/// use tower_anthropic::messages::{CreateMessageRequest, MessagesService};
 /// use tower_anthropic::retry::RetryPolicy;
+/// use tower_anthropic::transport::{ApiKey, Endpoint};
+/// use tower_anthropic::ServiceBuilderExt;
 ///
-/// let builder = ServiceBuilder::new()
+/// let mock = MockServer::start(MockConfig::default()).await?;
+/// mock.script("doc", [ScriptEntry::status(529)]); // the first attempt is overloaded
+///
+/// let http = HyperClient::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
+/// let stack = ServiceBuilder::new()
 ///     .overall_deadline(Duration::from_secs(120))
 ///     .retry_api_errors(RetryPolicy::new())
 ///     .attempt_timeout(Duration::from_secs(60))
 ///     .stream_idle_timeout(Duration::from_secs(30))
-///     .concurrency_limit_until_body_end(ConcurrencyLimitLayer::new(16))
-///     .classify_responses();
-/// # let _ = builder;
+///     .concurrency_limit_until_body_end(16)
+///     .classify_responses()
+///     .service(http);
+/// let mut endpoint = Endpoint::new(&mock.url(), ApiKey::new("sk-ant-test").unwrap())?;
+/// endpoint.set_header("x-mock-key".parse()?, "doc".parse()?);
+/// let messages = MessagesService::new(stack, endpoint);
+///
+/// let msg = messages
+///     .create(CreateMessageRequest::new("claude-sonnet-4-6", 64).user("Hi"))
+///     .await?;
+/// assert_eq!(msg.attempts(), 2, "the 529 was retried");
+/// # Ok(()) }
 /// ```
 pub trait ServiceBuilderExt<L>: sealed::Sealed {
     /// Adds a [`ClassifyLayer`] with the defaults: non-2xx responses become typed errors.
@@ -43,10 +66,12 @@ pub trait ServiceBuilderExt<L>: sealed::Sealed {
         self,
         idle: Duration,
     ) -> ServiceBuilder<Stack<StreamIdleTimeoutLayer, L>>;
-    /// Adds a [`ConcurrencyLimitLayer`] (keep the layer to read its free permits).
+    /// Adds a [`ConcurrencyLimitLayer`] of `max` calls, each holding its permit until its
+    /// response body ends (to read the free permits, add a `ConcurrencyLimitLayer` you keep a
+    /// clone of with `.layer(limit.clone())` instead).
     fn concurrency_limit_until_body_end(
         self,
-        limit: ConcurrencyLimitLayer,
+        max: usize,
     ) -> ServiceBuilder<Stack<ConcurrencyLimitLayer, L>>;
 }
 
@@ -71,9 +96,9 @@ impl<L> ServiceBuilderExt<L> for ServiceBuilder<L> {
     }
     fn concurrency_limit_until_body_end(
         self,
-        limit: ConcurrencyLimitLayer,
+        max: usize,
     ) -> ServiceBuilder<Stack<ConcurrencyLimitLayer, L>> {
-        self.layer(limit)
+        self.layer(ConcurrencyLimitLayer::new(max))
     }
 }
 

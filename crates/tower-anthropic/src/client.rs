@@ -5,16 +5,15 @@ use std::time::Duration;
 
 use http::{HeaderName, HeaderValue, Request, Response};
 use http_body_util::BodyExt;
+use tower::ServiceBuilder;
 use tower::util::BoxCloneSyncService;
-use tower::{ServiceBuilder, ServiceExt};
 
-use crate::body::ResponseBody;
+use crate::body::{DEFAULT_MAX_RESPONSE_BODY, ResponseBody};
 use crate::classify::{ClassifyLayer, DEFAULT_MAX_ERROR_BODY};
 use crate::error::Error;
 use crate::limit::ConcurrencyLimitLayer;
 use crate::messages::{
-    ApiResponse, CountTokensRequest, CreateMessageRequest, DEFAULT_MAX_RESPONSE_BODY, Message,
-    MessagesService, TokenCount,
+    ApiResponse, CountTokensRequest, CreateMessageRequest, Message, MessagesService, TokenCount,
 };
 use crate::retry::{RetryBudget, RetryLayer, RetryPolicy};
 use crate::stream::MessageStream;
@@ -63,8 +62,6 @@ pub const DEFAULT_STREAM_IDLE_TIMEOUT: Duration = Duration::from_secs(120);
 pub struct Client {
     service: MessagesService<HttpStack>,
     limit: ConcurrencyLimitLayer,
-    /// Re-sends streams that fail before content; shares the stack's budget.
-    stream_retry: Option<RetryPolicy>,
 }
 
 impl fmt::Debug for Client {
@@ -122,22 +119,14 @@ pub struct Messages<'a> {
 impl Messages<'_> {
     /// `POST /v1/messages`: a whole `Message`, or a typed error.
     pub async fn create(&self, req: CreateMessageRequest) -> Result<ApiResponse<Message>, Error> {
-        self.client.service.clone().oneshot(req).await
+        self.client.service.create(req).await
     }
 
     /// `POST /v1/messages` with `stream: true`: typed events as they arrive. Errors before
     /// the stream starts are returned here (after retries); a stream that fails before its
     /// first content is re-sent transparently; see [`crate::stream`].
     pub async fn stream(&self, req: CreateMessageRequest) -> Result<MessageStream, Error> {
-        let svc = &self.client.service;
-        let stack = svc.get_ref().clone();
-        MessageStream::start(
-            stack,
-            svc.endpoint().clone(),
-            req,
-            self.client.stream_retry.clone(),
-        )
-        .await
+        self.client.service.stream(req).await
     }
 
     /// `POST /v1/messages/count_tokens`.
@@ -145,13 +134,7 @@ impl Messages<'_> {
         &self,
         req: impl Into<CountTokensRequest>,
     ) -> Result<ApiResponse<TokenCount>, Error> {
-        self.client.service.clone().oneshot(req.into()).await
-    }
-}
-
-impl From<CreateMessageRequest> for CountTokensRequest {
-    fn from(r: CreateMessageRequest) -> Self {
-        CountTokensRequest::from(&r)
+        self.client.service.count_tokens(req).await
     }
 }
 
@@ -370,12 +353,8 @@ impl ClientBuilder {
             .service(http);
         let service = MessagesService::new(BoxCloneSyncService::new(stack), endpoint)
             .max_response_body(max_body)
-            .long_request_guard(self.timeout.is_none());
-        let stream_retry = (!self.no_stream_retry).then_some(self.retry);
-        Ok(Client {
-            service,
-            limit,
-            stream_retry,
-        })
+            .long_request_guard(self.timeout.is_none())
+            .resend_streams_before_content(!self.no_stream_retry);
+        Ok(Client { service, limit })
     }
 }

@@ -44,8 +44,16 @@ pub mod timeout;
 pub mod transport;
 
 mod builder;
+mod macros;
+mod text;
 
 pub use builder::ServiceBuilderExt;
+
+/// Internals exposed for this workspace's benchmarks only: not part of the API, no stability.
+#[doc(hidden)]
+pub mod __private {
+    pub use crate::stream::sse::{SseDecoder, SseEvent};
+}
 pub use client::{Client, ClientBuilder, ConfigError};
 pub use error::{ApiError, ApiErrorKind, BoxError, Error};
 pub use messages::{ApiResponse, CreateMessageRequest, Message};

@@ -20,7 +20,7 @@ pub const DEFAULT_BASE_URL: &str = "https://api.anthropic.com";
 /// The default `anthropic-version`.
 pub const DEFAULT_API_VERSION: &str = "2023-06-01";
 /// `user-agent` sent by default.
-pub const USER_AGENT_VALUE: &str = concat!("tower-anthropic/", env!("CARGO_PKG_VERSION"));
+pub(crate) const USER_AGENT_VALUE: &str = concat!("tower-anthropic/", env!("CARGO_PKG_VERSION"));
 
 /// The request body every layer sees: whole bytes, so a request can be replayed on retry.
 pub type RequestBody = Full<Bytes>;
@@ -51,7 +51,7 @@ impl Default for TransportConfig {
 }
 
 /// Builds the pooled HTTP client. Needs a tokio runtime when used, not when built.
-pub fn http_client(config: &TransportConfig) -> HttpClient {
+pub(crate) fn http_client(config: &TransportConfig) -> HttpClient {
     let mut http = HttpConnector::new();
     http.enforce_http(false);
     http.set_nodelay(true);

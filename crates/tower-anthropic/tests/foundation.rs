@@ -7,25 +7,22 @@ use anthropic_mock::{MockConfig, MockServer, ScriptEntry};
 use serde_json::json;
 use tower::{Service, ServiceBuilder, ServiceExt};
 use tower_anthropic::classify::ClassifyLayer;
-use tower_anthropic::error::ConnectionErrorKind;
 use tower_anthropic::messages::{CreateMessageRequest, MessagesService, StopReason};
 use tower_anthropic::transport::{ApiKey, Endpoint};
 use tower_anthropic::{ApiErrorKind, Client, ConfigError, Error};
 
-const KEY: &str = "sk-ant-test-SECRET-0123456789";
+mod support;
+use support::KEY;
 
 fn client(server: &MockServer, mock_key: &str) -> Client {
-    Client::builder()
-        .api_key(KEY)
-        .base_url(server.url())
-        .default_header("x-mock-key", mock_key)
+    support::builder(server, mock_key, 1)
         .max_retries(0)
         .build()
         .unwrap()
 }
 
 fn req() -> CreateMessageRequest {
-    CreateMessageRequest::new("claude-test", 64).user("Hello")
+    support::req(64)
 }
 
 #[tokio::test]
@@ -197,7 +194,7 @@ async fn connection_refused_and_reset_are_connection_errors() {
         .unwrap();
     let e = c.messages().create(req()).await.unwrap_err();
     match &e {
-        Error::Connection(ce) => assert_eq!(ce.kind(), ConnectionErrorKind::Refused, "{e}"),
+        Error::Connection(ce) => assert!(ce.is_refused(), "{e}"),
         other => panic!("expected a connection error, got {other:?}"),
     }
     assert!(e.is_retryable());
@@ -217,7 +214,7 @@ async fn connection_refused_and_reset_are_connection_errors() {
     s.script("reset", [ScriptEntry::Reset, ScriptEntry::CutBody]);
     let e = c.messages().create(req()).await.unwrap_err();
     assert!(
-        matches!(&e, Error::Connection(ce) if matches!(ce.kind(), ConnectionErrorKind::Reset | ConnectionErrorKind::Closed)),
+        matches!(&e, Error::Connection(ce) if ce.is_reset() || ce.is_closed()),
         "{e:?}"
     );
     let e = c.messages().create(req()).await.unwrap_err();
@@ -240,7 +237,7 @@ async fn https_to_a_plain_http_server_is_a_tls_error() {
         .unwrap();
     let e = c.messages().create(req()).await.unwrap_err();
     match &e {
-        Error::Connection(ce) => assert_eq!(ce.kind(), ConnectionErrorKind::Tls, "{e:?}"),
+        Error::Connection(ce) => assert!(ce.is_tls(), "{e:?}"),
         other => panic!("expected a connection error, got {other:?}"),
     }
 }

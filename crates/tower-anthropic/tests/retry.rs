@@ -13,7 +13,8 @@ use tokio::time::Instant;
 use tower::{Service, ServiceBuilder, ServiceExt};
 use tower_anthropic::classify::ClassifyLayer;
 use tower_anthropic::messages::CreateMessageRequest;
-use tower_anthropic::retry::{Deadline, JitterSource, RetryBudget, RetryLayer, RetryPolicy};
+use tower_anthropic::retry::{JitterSource, RetryBudget, RetryLayer, RetryPolicy};
+use tower_anthropic::timeout::Deadline;
 use tower_anthropic::{ApiErrorKind, Client, Error};
 
 type Reply = (u16, Vec<(&'static str, String)>, &'static str);
@@ -264,7 +265,7 @@ async fn no_wait_ends_after_the_deadline() {
     let fake = Fake::new([with_header(529, "retry-after", "5")]);
     let mut req = Request::new(Full::new(Bytes::new()));
     req.extensions_mut()
-        .insert(Deadline(Instant::now() + Duration::from_secs(2)));
+        .insert(Deadline::at(Instant::now() + Duration::from_secs(2)));
     let start = Instant::now();
     let e = call_with(policy(), &fake, req).await.unwrap_err();
     assert_eq!(Instant::now(), start);
@@ -274,7 +275,7 @@ async fn no_wait_ends_after_the_deadline() {
     let fake = Fake::new([with_header(529, "retry-after", "5")]);
     let mut req = Request::new(Full::new(Bytes::new()));
     req.extensions_mut()
-        .insert(Deadline(Instant::now() + Duration::from_secs(6)));
+        .insert(Deadline::at(Instant::now() + Duration::from_secs(6)));
     call_with(policy(), &fake, req).await.unwrap();
 }
 
@@ -370,18 +371,14 @@ async fn server_directed_waits_draw_nothing_from_the_budget() {
     assert_eq!(fake.attempts(), 1, "a backoff retry needs a token");
 }
 
+mod support;
+
 fn mock_client(s: &MockServer, key: &str) -> Client {
-    Client::builder()
-        .api_key("sk-test")
-        .base_url(s.url())
-        .default_header("x-mock-key", key)
-        .retry_policy(RetryPolicy::new().jitter_source(JitterSource::seeded(3)))
-        .build()
-        .unwrap()
+    support::builder(s, key, 3).build().unwrap()
 }
 
 fn req() -> CreateMessageRequest {
-    CreateMessageRequest::new("claude-test", 32).user("Hi")
+    support::req(32)
 }
 
 #[tokio::test(start_paused = true)]

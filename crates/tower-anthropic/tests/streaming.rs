@@ -8,21 +8,19 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use serde_json::json;
 use tower::util::BoxCloneSyncService;
+use tower_anthropic::__private::SseDecoder;
 use tower_anthropic::body::ResponseBody;
-use tower_anthropic::error::{StreamFailure, TimeoutKind};
-use tower_anthropic::messages::{CreateMessageRequest, StopReason};
-use tower_anthropic::retry::{JitterSource, RetryPolicy};
-use tower_anthropic::stream::sse::SseDecoder;
-use tower_anthropic::stream::{Delta, MessageStream, StreamEvent};
+use tower_anthropic::error::TimeoutKind;
+use tower_anthropic::messages::{CreateMessageRequest, MessagesService, StopReason};
+use tower_anthropic::stream::{Delta, StreamEvent};
 use tower_anthropic::transport::{ApiKey, Endpoint};
 use tower_anthropic::{ApiErrorKind, Client, Error};
 
+mod support;
+use support::{drain, names};
+
 fn client(s: &MockServer, key: &str) -> Client {
-    Client::builder()
-        .api_key("sk-test")
-        .base_url(s.url())
-        .default_header("x-mock-key", key)
-        .retry_policy(RetryPolicy::new().jitter_source(JitterSource::seeded(11)))
+    support::builder(s, key, 11)
         .stream_idle_timeout(Duration::from_secs(5))
         .build()
         .unwrap()
@@ -36,34 +34,6 @@ fn req() -> CreateMessageRequest {
 async fn whole_message(c: &Client) -> tower_anthropic::Message {
     let stream = c.messages().stream(req()).await.unwrap();
     stream.final_message().await.unwrap()
-}
-
-/// Every event of a stream, or the events and then the error.
-async fn drain(mut s: MessageStream) -> (Vec<StreamEvent>, Option<Error>) {
-    let mut events = Vec::new();
-    while let Some(ev) = s.next().await {
-        match ev {
-            Ok(ev) => events.push(ev),
-            Err(e) => return (events, Some(e)),
-        }
-    }
-    (events, None)
-}
-
-fn names(events: &[StreamEvent]) -> Vec<&'static str> {
-    events
-        .iter()
-        .map(|e| match e {
-            StreamEvent::MessageStart { .. } => "message_start",
-            StreamEvent::ContentBlockStart { .. } => "content_block_start",
-            StreamEvent::ContentBlockDelta { .. } => "content_block_delta",
-            StreamEvent::ContentBlockStop { .. } => "content_block_stop",
-            StreamEvent::MessageDelta { .. } => "message_delta",
-            StreamEvent::MessageStop => "message_stop",
-            StreamEvent::Ping => "ping",
-            _ => "other",
-        })
-        .collect()
 }
 
 #[tokio::test(start_paused = true)]
@@ -157,7 +127,7 @@ async fn an_error_after_content_is_a_typed_overloaded_error_and_never_resent() {
     assert_eq!(err.request_id(), Some(rid.as_str()));
     match &err {
         Error::Stream(se) => {
-            assert_eq!(se.failure(), StreamFailure::ErrorEvent);
+            assert!(se.is_error_event());
             assert_eq!(se.error_type(), Some("overloaded_error"));
             assert!(se.after_content());
         }
@@ -184,7 +154,7 @@ async fn truncated_streams_are_errors() {
     let (events, err) = drain(c.messages().stream(req()).await.unwrap()).await;
     assert!(events.iter().any(StreamEvent::is_content));
     match err {
-        Some(Error::Stream(se)) => assert_eq!(se.failure(), StreamFailure::Truncated),
+        Some(Error::Stream(se)) => assert!(se.is_truncated()),
         other => panic!("expected a truncated stream, got {other:?}"),
     }
     assert_eq!(s.stats().requests, 1);
@@ -265,12 +235,10 @@ async fn the_mock_stream_split_at_every_byte_decodes_the_same() {
     // Fetch the raw bytes of one stream.
     let svc = c.service();
     let body = json!({"model": "m", "max_tokens": 12, "stream": true, "messages": [{"role": "user", "content": "x"}]});
-    let mut http_req = svc
+    let http_req = svc
         .endpoint()
         .post("/v1/messages", Bytes::from(body.to_string()));
-    http_req
-        .extensions_mut()
-        .insert(tower_anthropic::body::ResponseMode::Streaming);
+    // Sent through the plain (buffered) path: the raw event-stream bytes come back whole.
     let resp = tower::ServiceExt::oneshot(svc.into_inner(), http_req)
         .await
         .unwrap();
@@ -322,13 +290,14 @@ async fn an_oversized_line_is_bounded_and_unknown_events_are_kept() {
         v.extend_from_slice(b"\n\n");
         v
     });
-    let stream = MessageStream::start(fake_stack(huge), endpoint(), req(), None)
+    let stream = MessagesService::new(fake_stack(huge), endpoint())
+        .stream(req())
         .await
         .unwrap();
     let (events, err) = drain(stream).await;
     assert!(events.is_empty());
     match err {
-        Some(Error::Stream(se)) => assert_eq!(se.failure(), StreamFailure::TooLarge),
+        Some(Error::Stream(se)) => assert!(se.is_too_large()),
         other => panic!("expected a too-large error, got {other:?}"),
     }
 
@@ -337,7 +306,8 @@ event: shiny_new_event\ndata: {\"type\":\"shiny_new_event\",\"n\":1}\n\n\
 event: content_block_start\ndata: {\"type\":\"content_block_start\",\"index\":0,\"content_block\":{\"type\":\"text\",\"text\":\"\"}}\n\n\
 event: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"text_delta\",\"text\":\"ok\"}}\n\n\
 event: message_stop\ndata: {\"type\":\"message_stop\"}\n\n";
-    let stream = MessageStream::start(fake_stack(body), endpoint(), req(), None)
+    let stream = MessagesService::new(fake_stack(body), endpoint())
+        .stream(req())
         .await
         .unwrap();
     let (events, err) = drain(stream).await;
@@ -349,14 +319,13 @@ event: message_stop\ndata: {\"type\":\"message_stop\"}\n\n";
     assert_eq!(events.len(), 5);
 
     // Garbage data is a typed error, not a panic.
-    let stream = MessageStream::start(
+    let stream = MessagesService::new(
         fake_stack(b"event: content_block_delta\ndata: {not json\n\n"),
         endpoint(),
-        req(),
-        None,
     )
+    .stream(req())
     .await
     .unwrap();
     let (_, err) = drain(stream).await;
-    assert!(matches!(err, Some(Error::Stream(se)) if se.failure() == StreamFailure::InvalidEvent));
+    assert!(matches!(err, Some(Error::Stream(se)) if se.is_invalid_event()));
 }

@@ -3,49 +3,30 @@
 use std::time::Duration;
 
 use anthropic_mock::{Latency, MockConfig, MockServer, ScriptEntry};
-use bytes::Bytes;
-use http::Response;
-use http_body_util::BodyExt;
-use serde_json::json;
 use tokio::time::Instant;
-use tower::ServiceExt;
-use tower_anthropic::body::{ResponseBody, ResponseMode};
 use tower_anthropic::error::TimeoutKind;
-use tower_anthropic::messages::CreateMessageRequest;
-use tower_anthropic::retry::{JitterSource, RetryPolicy};
+use tower_anthropic::messages::{CreateMessageRequest, MessagesService};
+use tower_anthropic::stream::MessageStream;
 use tower_anthropic::{ApiErrorKind, Client, ClientBuilder, Error};
 
+mod support;
+use support::{drain, names, timeout_kind};
+
 fn builder(s: &MockServer, key: &str) -> ClientBuilder {
-    Client::builder()
-        .api_key("sk-test")
-        .base_url(s.url())
-        .default_header("x-mock-key", key)
-        .retry_policy(RetryPolicy::new().jitter_source(JitterSource::seeded(9)))
+    support::builder(s, key, 9)
 }
 
 fn req(max_tokens: u32) -> CreateMessageRequest {
-    CreateMessageRequest::new("claude-test", max_tokens).user("Hello")
+    support::req(max_tokens)
 }
 
-fn timeout_kind(e: &Error) -> Option<TimeoutKind> {
-    match e {
-        Error::Timeout(t) => Some(t.kind()),
-        _ => None,
-    }
-}
-
-/// A streaming request through the client's HTTP stack (the typed streaming call builds
-/// the same request).
-async fn open_stream(c: &Client, key: &str) -> Result<Response<ResponseBody>, Error> {
-    let svc = c.service();
-    let body = json!({"model": "m", "max_tokens": 60, "stream": true,
-                      "messages": [{"role": "user", "content": "Hi"}]});
-    let mut req = svc
-        .endpoint()
-        .post("/v1/messages", Bytes::from(body.to_string()));
-    req.headers_mut().insert("x-mock-key", key.parse().unwrap());
-    req.extensions_mut().insert(ResponseMode::Streaming);
-    svc.into_inner().oneshot(req).await
+/// A stream through the client's stack, its requests tagged with `key` for the mock.
+async fn open_stream(c: &Client, key: &str) -> Result<MessageStream, Error> {
+    let mut endpoint = c.service().endpoint().clone();
+    endpoint.set_header("x-mock-key".parse().unwrap(), key.parse().unwrap());
+    let svc = MessagesService::new(c.service().into_inner(), endpoint);
+    svc.stream(CreateMessageRequest::new("m", 60).user("Hi"))
+        .await
 }
 
 #[tokio::test(start_paused = true)]
@@ -133,37 +114,26 @@ async fn a_stalled_stream_ends_with_the_idle_timeout() {
         .stream_idle_timeout(Duration::from_secs(5))
         .build()
         .unwrap();
+    // Stalled once content has been handed over (a stall before it is re-sent instead).
     s.script(
         "i",
         [ScriptEntry::StreamStall {
-            after: 3,
+            after: 5,
             ms: 600_000,
         }],
     );
-    let resp = open_stream(&c, "i").await.unwrap();
-    let mut body = resp.into_body();
-    let mut got = Vec::new();
-    let err = loop {
-        match body.frame().await {
-            Some(Ok(f)) => got.extend_from_slice(f.data_ref().unwrap()),
-            Some(Err(e)) => break e,
-            None => panic!("the stream ended without an error"),
-        }
-    };
-    assert_eq!(timeout_kind(&err), Some(TimeoutKind::StreamIdle));
+    let (events, err) = drain(open_stream(&c, "i").await.unwrap()).await;
+    let err = err.expect("the stream ended without an error");
+    assert_eq!(timeout_kind(&err), Some(TimeoutKind::StreamIdle), "{err}");
     assert!(
-        String::from_utf8(got)
-            .unwrap()
-            .contains("event: message_start")
+        names(&events).contains(&"content_block_delta"),
+        "content came first: {:?}",
+        names(&events)
     );
     // A healthy stream passes.
-    let resp = open_stream(&c, "none").await.unwrap();
-    let all = resp.into_body().collect().await.unwrap().to_bytes();
-    assert!(
-        std::str::from_utf8(&all)
-            .unwrap()
-            .contains("event: message_stop")
-    );
+    let (events, err) = drain(open_stream(&c, "none").await.unwrap()).await;
+    assert!(err.is_none(), "{err:?}");
+    assert_eq!(names(&events).last(), Some(&"message_stop"));
 }
 
 #[tokio::test(start_paused = true)]
@@ -197,18 +167,13 @@ async fn a_limit_of_2_holds_streams_until_they_end() {
     let mut set = tokio::task::JoinSet::new();
     for _ in 0..5 {
         let c = c.clone();
-        set.spawn(async move {
-            let resp = open_stream(&c, "none").await.unwrap();
-            resp.into_body().collect().await.unwrap().to_bytes()
-        });
+        set.spawn(async move { drain(open_stream(&c, "none").await.unwrap()).await });
     }
     let mut done = 0;
     while let Some(r) = set.join_next().await {
-        assert!(
-            std::str::from_utf8(&r.unwrap())
-                .unwrap()
-                .contains("message_stop")
-        );
+        let (events, err) = r.unwrap();
+        assert!(err.is_none(), "{err:?}");
+        assert_eq!(names(&events).last(), Some(&"message_stop"));
         done += 1;
     }
     assert_eq!(done, 5);

@@ -28,7 +28,7 @@ fn positive_secs(secs: f64) -> Option<Duration> {
 /// The server-directed wait, in the SDKs' order: `retry-after-ms` (a float of milliseconds),
 /// else `retry-after` as a float of seconds, else `retry-after` as an HTTP-date after `now`.
 /// Only waits greater than zero count; `retry-after-ms: 0` falls through to `retry-after`.
-pub fn parse_retry_after(headers: &HeaderMap, now: SystemTime) -> Option<Duration> {
+pub(crate) fn parse_retry_after(headers: &HeaderMap, now: SystemTime) -> Option<Duration> {
     if let Some(ms) = header(headers, "retry-after-ms").and_then(|v| v.parse::<f64>().ok()) {
         if let Some(d) = positive_secs(ms / 1000.0) {
             return Some(d);
@@ -47,7 +47,7 @@ pub fn parse_retry_after(headers: &HeaderMap, now: SystemTime) -> Option<Duratio
 
 /// `x-should-retry: true` or `false`; anything else (including `TRUE`) is ignored, as the
 /// SDKs compare the exact lowercase strings.
-pub fn parse_should_retry(headers: &HeaderMap) -> Option<bool> {
+pub(crate) fn parse_should_retry(headers: &HeaderMap) -> Option<bool> {
     match header(headers, "x-should-retry")? {
         "true" => Some(true),
         "false" => Some(false),
@@ -56,7 +56,7 @@ pub fn parse_should_retry(headers: &HeaderMap) -> Option<bool> {
 }
 
 /// The `request-id` header.
-pub fn parse_request_id(headers: &HeaderMap) -> Option<String> {
+pub(crate) fn parse_request_id(headers: &HeaderMap) -> Option<String> {
     header(headers, "request-id")
         .filter(|v| !v.is_empty())
         .map(str::to_owned)

@@ -29,16 +29,18 @@ use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 use std::time::SystemTime;
 
-use bytes::Buf;
 use http::{Request, Response};
 use http_body::Body;
 use pin_project_lite::pin_project;
 use tower::{Layer, Service};
 
-pub use headers::{parse_request_id, parse_retry_after, parse_should_retry};
+pub(crate) use headers::parse_request_id;
+use headers::{parse_retry_after, parse_should_retry};
 
-use crate::error::{ApiError, ApiErrorKind, BoxError, Error, excerpt};
+use crate::body::{AtBound, Collect};
+use crate::error::{ApiError, ApiErrorKind, BoxError, Error, StreamError};
 use crate::rate_limit::RateLimitHeaders;
+use crate::text::excerpt;
 
 /// Default bound on how much of an error body is read.
 pub const DEFAULT_MAX_ERROR_BODY: usize = 64 * 1024;
@@ -92,18 +94,7 @@ impl<S> Classify<S> {
     pub fn new(inner: S) -> Self {
         ClassifyLayer::new().layer(inner)
     }
-    /// The inner service.
-    pub fn get_ref(&self) -> &S {
-        &self.inner
-    }
-    /// The inner service, mutably.
-    pub fn get_mut(&mut self) -> &mut S {
-        &mut self.inner
-    }
-    /// The inner service, consuming the wrapper.
-    pub fn into_inner(self) -> S {
-        self.inner
-    }
+    crate::macros::define_inner_service_accessors!();
 }
 
 impl<S, B, RB> Service<Request<B>> for Classify<S>
@@ -111,6 +102,7 @@ where
     S: Service<Request<B>, Response = Response<RB>>,
     S::Error: Into<BoxError>,
     RB: Body,
+    RB::Error: Into<BoxError>,
 {
     type Response = Response<RB>;
     type Error = Error;
@@ -143,7 +135,7 @@ pin_project! {
     #[project = StateProj]
     enum State<F, RB> {
         Waiting { #[pin] future: F },
-        ReadingError { parts: Option<http::response::Parts>, #[pin] body: RB, buf: Vec<u8> },
+        ReadingError { parts: Option<http::response::Parts>, #[pin] body: Collect<RB> },
     }
 }
 
@@ -158,6 +150,7 @@ where
     F: Future<Output = Result<Response<RB>, E>>,
     E: Into<BoxError>,
     RB: Body,
+    RB::Error: Into<BoxError>,
 {
     type Output = Result<Response<RB>, Error>;
 
@@ -171,36 +164,17 @@ where
                         return Poll::Ready(Ok(resp));
                     }
                     let (parts, body) = resp.into_parts();
-                    this.state.set(State::ReadingError {
-                        parts: Some(parts),
-                        body,
-                        buf: Vec::new(),
-                    });
-                }
-                StateProj::ReadingError {
-                    parts,
-                    mut body,
-                    buf,
-                } => {
                     // Read until the end or the bound; a body error ends the read with what
                     // we have (the status already says what happened).
-                    while buf.len() < *this.max {
-                        match ready!(body.as_mut().poll_frame(cx)) {
-                            Some(Ok(frame)) => {
-                                if let Ok(mut data) = frame.into_data() {
-                                    while data.has_remaining() && buf.len() < *this.max {
-                                        let chunk = data.chunk();
-                                        let n = chunk.len().min(*this.max - buf.len());
-                                        buf.extend_from_slice(&chunk[..n]);
-                                        data.advance(n);
-                                    }
-                                }
-                            }
-                            Some(Err(_)) | None => break,
-                        }
-                    }
+                    this.state.set(State::ReadingError {
+                        parts: Some(parts),
+                        body: Collect::new(body, *this.max, AtBound::KeepPrefix),
+                    });
+                }
+                StateProj::ReadingError { parts, body } => {
+                    let buf = ready!(body.poll(cx))?;
                     let parts = parts.take().expect("polled after completion");
-                    return Poll::Ready(Err(api_error(parts, buf)));
+                    return Poll::Ready(Err(api_error(parts, &buf)));
                 }
             }
         }
@@ -211,7 +185,7 @@ where
 /// (`{"type":"error","error":{"type","message","details":{"error_code"}},"request_id"}`),
 /// as far as a body has them; also the shape of an `event: error` in a stream.
 #[derive(Debug, Default)]
-pub(crate) struct ErrorBody {
+struct ErrorBody {
     pub(crate) error_type: Option<String>,
     pub(crate) message: Option<String>,
     pub(crate) error_code: Option<String>,
@@ -220,7 +194,7 @@ pub(crate) struct ErrorBody {
 
 impl ErrorBody {
     /// Reads what it can; a body that is not JSON gives all `None`.
-    pub(crate) fn parse(body: &[u8]) -> Self {
+    fn parse(body: &[u8]) -> Self {
         #[derive(serde::Deserialize)]
         struct Envelope {
             error: Option<Inner>,
@@ -253,6 +227,15 @@ impl ErrorBody {
     }
 }
 
+/// Builds the typed error of an `event: error` in a stream (same JSON as an error body).
+pub(crate) fn stream_error_event(data: &[u8]) -> Error {
+    let body = ErrorBody::parse(data);
+    let msg = body.message.unwrap_or_else(|| excerpt(data, 200));
+    let mut e = StreamError::error_event(body.error_type, msg);
+    e.set_request_id(body.request_id);
+    Error::Stream(Box::new(e))
+}
+
 /// Builds the typed error from a non-2xx status, its headers and a (bounded) body prefix.
 pub(crate) fn api_error(parts: http::response::Parts, body: &[u8]) -> Error {
     let parsed = ErrorBody::parse(body);
@@ -280,7 +263,7 @@ pub(crate) fn api_error(parts: http::response::Parts, body: &[u8]) -> Error {
         should_retry: parse_should_retry(&headers),
         rate_limits: RateLimitHeaders::from_headers(&headers),
         headers,
-        attempts: 1,
+        trail: Default::default(),
     }))
 }
 

@@ -107,6 +107,10 @@ pub struct ConcurrencyLimit<S> {
     load_shed: bool,
 }
 
+impl<S> ConcurrencyLimit<S> {
+    crate::macros::define_inner_service_accessors!();
+}
+
 impl<S: Clone> Clone for ConcurrencyLimit<S> {
     /// A clone shares the limit but holds no permit.
     fn clone(&self) -> Self {

@@ -3,9 +3,8 @@
 mod service;
 mod types;
 
-pub use service::{
-    ApiRequest, ApiResponse, Attempts, DEFAULT_MAX_RESPONSE_BODY, MessagesService, ResponseFuture,
-};
+pub(crate) use service::copy_request;
+pub use service::{ApiRequest, ApiResponse, MessagesService, ResponseFuture, StreamRequest};
 pub use types::{
     Content, ContentBlock, CountTokensRequest, CreateMessageRequest, Message, MessageParam,
     Metadata, Role, StopReason, TokenCount, Tool, ToolChoice, Usage,

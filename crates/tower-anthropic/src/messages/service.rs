@@ -1,4 +1,4 @@
-//! The typed service: a [`CreateMessageRequest`] in, an [`ApiResponse<Message>`] out.
+//! The typed service: a request in, a decoded answer (or a [`MessageStream`]) out.
 
 use std::future::Future;
 use std::ops::Deref;
@@ -6,26 +6,22 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use bytes::Bytes;
+use bytes::{Buf, Bytes};
 use http::{HeaderMap, Request, Response};
 use http_body::Body;
-use http_body_util::{BodyExt, Limited};
+use http_body_util::BodyExt;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use tower::Service;
+use tower::{Service, ServiceExt};
 
 use super::types::{CountTokensRequest, CreateMessageRequest, Message, TokenCount};
+use crate::body::{AtBound, Buffered, Collect, DEFAULT_MAX_RESPONSE_BODY, ResponseMode};
 use crate::classify;
 use crate::error::{BoxError, DecodeError, Error, InvalidRequestError};
 use crate::rate_limit::RateLimitHeaders;
+use crate::retry::Attempts;
+use crate::stream::{Connect, MessageStream};
 use crate::transport::{Endpoint, RequestBody};
-
-/// Largest successful response body read by default (64 MiB).
-pub const DEFAULT_MAX_RESPONSE_BODY: usize = 64 * 1024 * 1024;
-
-/// How many attempts a call took; set as a response extension by the retry layer.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Attempts(pub u32);
 
 /// A decoded response with what its headers said.
 #[derive(Debug, Clone)]
@@ -68,17 +64,63 @@ impl<T> Deref for ApiResponse<T> {
 
 /// The typed Messages service over any HTTP service to the API.
 ///
+/// It serves three requests, each the one place its JSON is made and its path known:
+///
+/// | request | answer |
+/// |---|---|
+/// | [`CreateMessageRequest`] | [`ApiResponse<Message>`] |
+/// | [`CountTokensRequest`] | [`ApiResponse<TokenCount>`] |
+/// | [`StreamRequest`] | [`MessageStream`] |
+///
 /// The inner service gets complete `http::Request`s (URL, key, version, JSON body) and may be
-/// any stack of layers over any HTTP client; when it has no [`ClassifyLayer`] an error status
-/// is still turned into a typed error here.
+/// any stack of layers over any HTTP client whose error converts into a `BoxError`; when it
+/// has no [`ClassifyLayer`] an error status is still turned into a typed error here. When a
+/// [`RetryLayer`] is in the stack, a stream that fails before its first content is re-sent
+/// under that layer's own policy and budget.
+///
+/// The inherent methods ([`create`](Self::create), [`stream`](Self::stream),
+/// [`count_tokens`](Self::count_tokens)) call a clone, so no `ready()` is needed:
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// use anthropic_mock::{MockConfig, MockServer};
+/// use bytes::Bytes;
+/// use http_body_util::Full;
+/// use hyper_util::client::legacy::Client as HyperClient;
+/// use hyper_util::rt::TokioExecutor;
+/// use tower::ServiceBuilder;
+/// use tower_anthropic::messages::{CreateMessageRequest, MessagesService};
+/// use tower_anthropic::retry::RetryPolicy;
+/// use tower_anthropic::transport::{ApiKey, Endpoint};
+/// use tower_anthropic::ServiceBuilderExt;
+///
+/// let mock = MockServer::start(MockConfig::default()).await?;
+/// let http = HyperClient::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
+/// let stack = ServiceBuilder::new()
+///     .retry_api_errors(RetryPolicy::new())
+///     .classify_responses()
+///     .service(http);
+/// let endpoint = Endpoint::new(&mock.url(), ApiKey::new("sk-ant-test").unwrap())?;
+/// let messages = MessagesService::new(stack, endpoint);
+///
+/// let req = CreateMessageRequest::new("claude-sonnet-4-6", 64).user("Hello");
+/// let whole = messages.create(req.clone()).await?;
+/// let streamed = messages.stream(req).await?.final_message().await?;
+/// assert!(!whole.text().is_empty() && !streamed.text().is_empty());
+/// assert_eq!(whole.stop_reason, streamed.stop_reason);
+/// # Ok(()) }
+/// ```
 ///
 /// [`ClassifyLayer`]: crate::classify::ClassifyLayer
+/// [`RetryLayer`]: crate::retry::RetryLayer
 #[derive(Debug, Clone)]
 pub struct MessagesService<S> {
     inner: S,
     endpoint: Arc<Endpoint>,
     max_body: usize,
     long_request_guard: bool,
+    resend_streams: bool,
 }
 
 impl<S> MessagesService<S> {
@@ -89,9 +131,11 @@ impl<S> MessagesService<S> {
             endpoint: Arc::new(endpoint),
             max_body: DEFAULT_MAX_RESPONSE_BODY,
             long_request_guard: false,
+            resend_streams: true,
         }
     }
-    /// Reads at most `bytes` of a successful response body.
+    /// Reads at most `bytes` of a successful response body, when no layer below (the attempt
+    /// timeout) has read it already under its own bound.
     pub fn max_response_body(mut self, bytes: usize) -> Self {
         self.max_body = bytes;
         self
@@ -102,32 +146,81 @@ impl<S> MessagesService<S> {
         self.long_request_guard = on;
         self
     }
+    /// Whether a stream that fails before its first content is re-sent under the stack's
+    /// retry policy (default: yes; needs a [`RetryLayer`](crate::retry::RetryLayer)).
+    pub fn resend_streams_before_content(mut self, on: bool) -> Self {
+        self.resend_streams = on;
+        self
+    }
     /// The endpoint.
     pub fn endpoint(&self) -> &Endpoint {
         &self.endpoint
     }
-    /// The inner service.
-    pub fn get_ref(&self) -> &S {
-        &self.inner
+
+    crate::macros::define_inner_service_accessors!();
+
+    /// The one place a request becomes an `http::Request`: JSON, path, headers, and for a
+    /// stream the `Accept` header and the streaming mode the layers read.
+    fn encode<R: Serialize>(
+        &self,
+        path: &str,
+        req: &R,
+        mode: ResponseMode,
+    ) -> Result<Request<RequestBody>, Error> {
+        let json = serde_json::to_vec(req).map_err(|e| {
+            Error::InvalidRequest(InvalidRequestError::new(format!(
+                "cannot serialize the request: {e}"
+            )))
+        })?;
+        let mut http_req = self.endpoint.post(path, Bytes::from(json));
+        if mode == ResponseMode::Streaming {
+            http_req.headers_mut().insert(
+                http::header::ACCEPT,
+                http::HeaderValue::from_static("text/event-stream"),
+            );
+            http_req.extensions_mut().insert(ResponseMode::Streaming);
+        }
+        Ok(http_req)
     }
-    /// The inner service, mutably.
-    pub fn get_mut(&mut self) -> &mut S {
-        &mut self.inner
+}
+
+impl<S, RB> MessagesService<S>
+where
+    S: Service<Request<RequestBody>, Response = Response<RB>> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<BoxError>,
+    RB: Body + Send + 'static,
+    RB::Data: Send,
+    RB::Error: Into<BoxError>,
+{
+    /// `POST /v1/messages`: a whole `Message`, or a typed error.
+    pub async fn create(&self, req: CreateMessageRequest) -> Result<ApiResponse<Message>, Error> {
+        self.clone().oneshot(req).await
     }
-    /// The inner service, consuming the wrapper.
-    pub fn into_inner(self) -> S {
-        self.inner
+
+    /// `POST /v1/messages` with `stream: true`: typed events as they arrive; see
+    /// [`crate::stream`].
+    pub async fn stream(&self, req: CreateMessageRequest) -> Result<MessageStream, Error> {
+        self.clone().oneshot(StreamRequest::from(req)).await
+    }
+
+    /// `POST /v1/messages/count_tokens`.
+    pub async fn count_tokens(
+        &self,
+        req: impl Into<CountTokensRequest>,
+    ) -> Result<ApiResponse<TokenCount>, Error> {
+        self.clone().oneshot(req.into()).await
     }
 }
 
 /// The future of [`MessagesService`].
-pub type ResponseFuture<T> = Pin<Box<dyn Future<Output = Result<ApiResponse<T>, Error>> + Send>>;
+pub type ResponseFuture<T> = Pin<Box<dyn Future<Output = Result<T, Error>> + Send>>;
 
 /// Longest expected generation time of a non-streaming call without an explicit timeout.
 const MAX_NON_STREAMING: f64 = 600.0;
 
 /// The SDKs' guard: `3600 * max_tokens / 128000` seconds must not exceed 10 minutes.
-pub(crate) fn check_expected_time(max_tokens: u32) -> Result<(), Error> {
+fn check_expected_time(max_tokens: u32) -> Result<(), Error> {
     let expected = 3600.0 * f64::from(max_tokens) / 128_000.0;
     if expected > MAX_NON_STREAMING {
         let msg = format!(
@@ -141,7 +234,7 @@ pub(crate) fn check_expected_time(max_tokens: u32) -> Result<(), Error> {
 }
 
 /// Reads and decodes a response; a non-2xx becomes a typed error even without the classify
-/// layer.
+/// layer. A body the attempt layer already read (marked [`Buffered`]) is taken as it is.
 async fn read_response<RB, T>(resp: Response<RB>, max_body: usize) -> Result<ApiResponse<T>, Error>
 where
     RB: Body,
@@ -149,25 +242,16 @@ where
     T: DeserializeOwned,
 {
     let (parts, body) = resp.into_parts();
-    let limit = if parts.status.is_success() {
-        max_body
-    } else {
-        classify::DEFAULT_MAX_ERROR_BODY
-    };
-    let bytes = match Limited::new(body, limit).collect().await {
-        Ok(c) => c.to_bytes(),
-        Err(e) if e.is::<http_body_util::LengthLimitError>() && !parts.status.is_success() => {
-            Bytes::new()
-        }
-        Err(e) if e.is::<http_body_util::LengthLimitError>() => {
-            let msg = format!("response body larger than {limit} bytes");
-            return Err(Error::Decode(DecodeError::new(msg, &[], Some(e))));
-        }
-        Err(e) => return Err(Error::from_service_error(e)),
-    };
     if !parts.status.is_success() {
-        return Err(classify::api_error(parts, &bytes));
+        let prefix =
+            Collect::new(body, classify::DEFAULT_MAX_ERROR_BODY, AtBound::KeepPrefix).await?;
+        return Err(classify::api_error(parts, &prefix));
     }
+    let bytes = if parts.extensions.get::<Buffered>().is_some() {
+        Collect::new(body, usize::MAX, AtBound::Fail).await?
+    } else {
+        Collect::new(body, max_body, AtBound::Fail).await?
+    };
     let value: T = serde_json::from_slice(&bytes).map_err(|e| {
         let what = std::any::type_name::<T>()
             .rsplit("::")
@@ -188,9 +272,9 @@ where
     })
 }
 
-/// A request body of the Messages API: where it goes, what comes back, and what is
-/// checked before it is sent. Implemented by [`CreateMessageRequest`] and
-/// [`CountTokensRequest`], the two requests [`MessagesService`] serves.
+/// A request body of the Messages API answered with JSON: where it goes, what comes back,
+/// and what is checked before it is sent. Implemented by [`CreateMessageRequest`] and
+/// [`CountTokensRequest`]; streams go as a [`StreamRequest`].
 pub trait ApiRequest: Serialize + sealed::Sealed {
     /// The decoded response.
     type Output: DeserializeOwned + Send + 'static;
@@ -231,6 +315,17 @@ impl ApiRequest for CountTokensRequest {
     const PATH: &'static str = "/v1/messages/count_tokens";
 }
 
+/// A [`CreateMessageRequest`] to be answered as a stream of events (`stream: true` is set
+/// when it is sent). [`MessagesService`] answers it with a [`MessageStream`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct StreamRequest(pub CreateMessageRequest);
+
+impl From<CreateMessageRequest> for StreamRequest {
+    fn from(req: CreateMessageRequest) -> Self {
+        Self(req)
+    }
+}
+
 impl<S, RB, R> Service<R> for MessagesService<S>
 where
     S: Service<Request<RequestBody>, Response = Response<RB>>,
@@ -243,25 +338,20 @@ where
 {
     type Response = ApiResponse<R::Output>;
     type Error = Error;
-    type Future = ResponseFuture<R::Output>;
+    type Future = ResponseFuture<ApiResponse<R::Output>>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
         self.inner.poll_ready(cx).map_err(Error::from_service_error)
     }
 
     fn call(&mut self, req: R) -> Self::Future {
-        if let Err(e) = req.check(self.long_request_guard) {
-            return Box::pin(std::future::ready(Err(e)));
-        }
-        let json = match serde_json::to_vec(&req) {
-            Ok(j) => Bytes::from(j),
-            Err(e) => {
-                let msg = format!("cannot serialize the request: {e}");
-                let e = Error::InvalidRequest(InvalidRequestError::new(msg));
-                return Box::pin(std::future::ready(Err(e)));
-            }
+        let http_req = match req
+            .check(self.long_request_guard)
+            .and_then(|()| self.encode(R::PATH, &req, ResponseMode::Buffered))
+        {
+            Ok(r) => r,
+            Err(e) => return Box::pin(std::future::ready(Err(e))),
         };
-        let http_req = self.endpoint.post(R::PATH, json);
         // The inner service was made ready by `poll_ready`: call it now, await later.
         let call = self.inner.call(http_req);
         let max_body = self.max_body;
@@ -270,4 +360,71 @@ where
             read_response(resp, max_body).await
         })
     }
+}
+
+impl<S, RB> Service<StreamRequest> for MessagesService<S>
+where
+    S: Service<Request<RequestBody>, Response = Response<RB>> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<BoxError>,
+    RB: Body + Send + 'static,
+    RB::Data: Send,
+    RB::Error: Into<BoxError>,
+{
+    type Response = MessageStream;
+    type Error = Error;
+    type Future = ResponseFuture<MessageStream>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
+        self.inner.poll_ready(cx).map_err(Error::from_service_error)
+    }
+
+    fn call(&mut self, StreamRequest(mut req): StreamRequest) -> Self::Future {
+        req.stream = Some(true);
+        let path = <CreateMessageRequest as ApiRequest>::PATH;
+        let http_req = match self.encode(path, &req, ResponseMode::Streaming) {
+            Ok(r) => r,
+            Err(e) => return Box::pin(std::future::ready(Err(e))),
+        };
+        // Re-sends copy the encoded request and go through a clone of the same stack.
+        let template = copy_request(&http_req);
+        let first = erase(self.inner.call(http_req));
+        let svc = self.inner.clone();
+        let connect: Connect = Box::new(move |req| erase(svc.clone().oneshot(req)));
+        let resend = self.resend_streams;
+        Box::pin(MessageStream::start(first, connect, template, resend))
+    }
+}
+
+/// The same request again (the body is shared bytes, so this copies no JSON).
+pub(crate) fn copy_request(req: &Request<RequestBody>) -> Request<RequestBody> {
+    let mut next = Request::new(req.body().clone());
+    *next.method_mut() = req.method().clone();
+    *next.uri_mut() = req.uri().clone();
+    *next.version_mut() = req.version();
+    *next.headers_mut() = req.headers().clone();
+    *next.extensions_mut() = req.extensions().clone();
+    next
+}
+
+/// A response future of any stack, its body boxed, so one [`MessageStream`] type serves every
+/// stack (a user stores it, passes it between tasks, without naming the stack's types).
+fn erase<F, RB, E>(
+    fut: F,
+) -> Pin<Box<dyn Future<Output = Result<Response<crate::body::ResponseBody>, Error>> + Send>>
+where
+    F: Future<Output = Result<Response<RB>, E>> + Send + 'static,
+    E: Into<BoxError>,
+    RB: Body + Send + 'static,
+    RB::Data: Send,
+    RB::Error: Into<BoxError>,
+{
+    Box::pin(async move {
+        let resp = fut.await.map_err(Error::from_service_error)?;
+        Ok(resp.map(|b| {
+            b.map_frame(|f| f.map_data(|mut d| d.copy_to_bytes(d.remaining())))
+                .map_err(Error::from_service_error)
+                .boxed_unsync()
+        }))
+    })
 }

@@ -429,3 +429,9 @@ impl From<&CreateMessageRequest> for CountTokensRequest {
         }
     }
 }
+
+impl From<CreateMessageRequest> for CountTokensRequest {
+    fn from(r: CreateMessageRequest) -> Self {
+        CountTokensRequest::from(&r)
+    }
+}

@@ -109,7 +109,7 @@ impl RetryBudget {
         self.with_state(|st, _| st.balance)
     }
 
-    /// The most retries `requests` requests over `elapsed` may take (for tests and docs).
+    /// The most retries `requests` requests over `elapsed` may take.
     pub fn bound(&self, requests: u64, elapsed: Duration) -> f64 {
         let sh = &self.shared;
         sh.max_balance + sh.ratio * requests as f64 + sh.floor_per_sec * elapsed.as_secs_f64()

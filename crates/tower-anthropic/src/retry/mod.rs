@@ -11,7 +11,7 @@
 //! The wait: `retry-after-ms` (> 0), else `retry-after` seconds (> 0), else a future
 //! `retry-after` HTTP-date, else backoff `min(0.5 s * 2^n, 8 s) * (1 - 0.25 * U)` with `U`
 //! drawn afresh each time. A server-directed wait over the cap (60 s), or one that would end
-//! after the call's [`Deadline`], is not slept: the error is returned at once, its
+//! after the call's [`Deadline`](crate::timeout::Deadline), is not slept: the error is returned at once, its
 //! `retry_after()` set, so the caller can reschedule. A [`RetryBudget`] shared by all clones
 //! bounds the load retries add during an outage.
 //!
@@ -32,18 +32,28 @@
 mod budget;
 mod policy;
 
-use std::task::{Context, Poll};
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll, ready};
 
 use http::Request;
+use pin_project_lite::pin_project;
 use tower::{Layer, Service};
 
 pub use budget::RetryBudget;
-pub(crate) use policy::AttemptIndex;
-pub use policy::{Deadline, JitterSource, RETRY_COUNT_HEADER, RetryPolicy};
+pub(crate) use policy::{AttemptIndex, AttemptLog, Decision, StreamResend};
+pub use policy::{Attempts, JitterSource, RETRY_COUNT_HEADER, RetryPolicy};
 
-use crate::error::Error;
+use crate::error::{BoxError, Error};
 
 /// Retries failed attempts under a [`RetryPolicy`]; marks each attempt with its number.
+///
+/// **Put a [`ClassifyLayer`](crate::classify::ClassifyLayer) below it**: the policy decides
+/// from the typed [`Error`] the classifier builds out of a status (tower's `Policy::retry` is
+/// synchronous and cannot read a body). Without one, an error *status* is a success to this
+/// layer and is never retried. Any layer may stand between the two, tower's own included:
+/// whatever error type the inner service returns is turned into [`Error`] with
+/// [`Error::from_service_error`], which finds ours anywhere in the source chain.
 #[derive(Debug, Clone, Default)]
 pub struct RetryLayer {
     policy: RetryPolicy,
@@ -60,7 +70,7 @@ impl<S> Layer<S> for RetryLayer {
     type Service = Retry<S>;
     fn layer(&self, inner: S) -> Retry<S> {
         Retry {
-            inner: tower::retry::Retry::new(self.policy.clone(), inner),
+            inner: tower::retry::Retry::new(self.policy.clone(), IntoError { inner }),
             policy: self.policy.clone(),
         }
     }
@@ -69,33 +79,34 @@ impl<S> Layer<S> for RetryLayer {
 /// The service of [`RetryLayer`].
 #[derive(Debug, Clone)]
 pub struct Retry<S> {
-    inner: tower::retry::Retry<RetryPolicy, S>,
+    inner: tower::retry::Retry<RetryPolicy, IntoError<S>>,
     policy: RetryPolicy,
 }
 
 impl<S> Retry<S> {
     /// The inner service.
     pub fn get_ref(&self) -> &S {
-        self.inner.get_ref()
+        &self.inner.get_ref().inner
     }
     /// The inner service, mutably.
     pub fn get_mut(&mut self) -> &mut S {
-        self.inner.get_mut()
+        &mut self.inner.get_mut().inner
     }
     /// The inner service, consuming the wrapper.
     pub fn into_inner(self) -> S {
-        self.inner.into_inner()
+        self.inner.into_inner().inner
     }
 }
 
 impl<S, B, RB> Service<Request<B>> for Retry<S>
 where
-    S: Service<Request<B>, Response = http::Response<RB>, Error = Error> + Clone,
+    S: Service<Request<B>, Response = http::Response<RB>> + Clone,
+    S::Error: Into<BoxError>,
     B: Clone,
 {
     type Response = http::Response<RB>;
     type Error = Error;
-    type Future = tower::retry::future::ResponseFuture<RetryPolicy, S, Request<B>>;
+    type Future = tower::retry::future::ResponseFuture<RetryPolicy, IntoError<S>, Request<B>>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
         self.inner.poll_ready(cx)
@@ -106,5 +117,54 @@ where
         let first = req.extensions().get::<AttemptIndex>().map_or(0, |a| a.0);
         self.policy.mark_attempt(&mut req, first);
         self.inner.call(req)
+    }
+}
+
+/// Makes any inner service's error an [`Error`], so tower's policy sees our type whatever
+/// stands below (tower's timeout or buffer, a user's layer).
+#[derive(Debug, Clone)]
+pub struct IntoError<S> {
+    inner: S,
+}
+
+impl<S, R> Service<R> for IntoError<S>
+where
+    S: Service<R>,
+    S::Error: Into<BoxError>,
+{
+    type Response = S::Response;
+    type Error = Error;
+    type Future = IntoErrorFuture<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
+        self.inner.poll_ready(cx).map_err(Error::from_service_error)
+    }
+
+    fn call(&mut self, req: R) -> Self::Future {
+        IntoErrorFuture {
+            future: self.inner.call(req),
+        }
+    }
+}
+
+pin_project! {
+    /// Future of [`IntoError`].
+    #[derive(Debug)]
+    pub struct IntoErrorFuture<F> {
+        #[pin]
+        future: F,
+    }
+}
+
+impl<F, T, E> Future for IntoErrorFuture<F>
+where
+    F: Future<Output = Result<T, E>>,
+    E: Into<BoxError>,
+{
+    type Output = Result<T, Error>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let r = ready!(self.project().future.poll(cx));
+        Poll::Ready(r.map_err(Error::from_service_error))
     }
 }

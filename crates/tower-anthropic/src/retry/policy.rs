@@ -8,21 +8,43 @@ use http::{HeaderName, HeaderValue, Request, Response};
 use tokio::time::{Instant, Sleep};
 
 use super::budget::RetryBudget;
-use crate::error::{Error, InvalidRequestError, TimeoutError};
-use crate::messages::Attempts;
+use crate::body::ResponseMode;
+use crate::error::{Error, TimeoutError};
+use crate::timeout::Deadline;
 
 /// The header carrying the attempt number, as the official SDKs send it.
 pub const RETRY_COUNT_HEADER: &str = "x-stainless-retry-count";
 
-/// An overall deadline for one call, as a request extension. The retry policy never starts a
-/// wait that would end after it (the deadline layer sets it; a caller may too).
+/// How many attempts a call took; a response extension set by the retry layer (and read by
+/// [`ApiResponse::attempts`](crate::messages::ApiResponse::attempts)).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Deadline(pub Instant);
+pub struct Attempts(pub u32);
 
 /// Per-request retry state, kept in the request's extensions (never in the shared policy):
 /// the index of the attempt this copy of the request would be.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct AttemptIndex(pub(crate) u32);
+
+/// Per-request record of the errors of the attempts so far (a request extension carried from
+/// copy to copy; a response extension on a stream, so its re-sends continue it).
+#[derive(Debug, Clone, Default)]
+pub(crate) struct AttemptLog(pub(crate) Vec<Error>);
+
+/// On a streaming response: the policy that retried its request, so a stream that fails
+/// before its first content is re-sent under the same rules and budget.
+#[derive(Debug, Clone)]
+pub(crate) struct StreamResend(pub(crate) RetryPolicy);
+
+/// What the policy decided about one failed attempt.
+#[derive(Debug)]
+pub(crate) enum Decision {
+    /// Retry after this wait.
+    Retry { wait: Duration, from: &'static str },
+    /// Return the error.
+    Stop,
+    /// Return the error: the wait would end after the deadline.
+    StopForDeadline,
+}
 
 /// A uniform random source for jitter that tests can seed; clones share it.
 #[derive(Debug, Clone)]
@@ -149,62 +171,51 @@ impl RetryPolicy {
         }
     }
 
-    /// For a stream that failed before its first content, after `attempts` attempts: the
-    /// wait before re-sending it, or `None` (same rules and budget as any retry).
-    pub(crate) fn stream_retry(&self, attempts: u32, error: &Error) -> Option<Duration> {
+    /// Decides about a failed attempt, the `attempts`-th of its call: the one place that
+    /// knows the rules (the retry layer and a stream's re-send before content both ask it).
+    pub(crate) fn decide(
+        &self,
+        attempts: u32,
+        deadline: Option<&Deadline>,
+        error: &Error,
+    ) -> Decision {
         if !error.is_retryable() || attempts > self.max_retries {
-            return None;
+            return Decision::Stop;
         }
-        if let Some(budget) = &self.budget {
-            if !budget.withdraw() {
-                tracing::warn!(
-                    request_id = error.request_id(),
-                    "retry budget spent: returning the error"
-                );
-                return None;
-            }
-        }
-        Some(self.backoff_delay(attempts.saturating_sub(1)))
-    }
-
-    /// Decides about one finished attempt: `Ok(wait)` to retry after `wait`; `Err(true)` when
-    /// only the deadline stood in the way.
-    fn decide<B>(&self, req: &Request<B>, error: &Error) -> Result<(Duration, &'static str), bool> {
-        let attempts = req.extensions().get::<AttemptIndex>().map_or(1, |a| a.0);
-        if !error.is_retryable() || attempts > self.max_retries {
-            return Err(false);
-        }
-        let (wait, source) = match error.retry_after() {
+        let (wait, from) = match error.retry_after() {
             Some(server) if server > self.max_retry_after => {
                 tracing::info!(wait = ?server, cap = ?self.max_retry_after, request_id = error.request_id(),
                     "server-directed wait over the cap: returning the error");
-                return Err(false);
+                return Decision::Stop;
             }
             Some(server) => (server, "retry-after"),
-            None => (self.backoff_delay(attempts - 1), "backoff"),
+            None => (self.backoff_delay(attempts.saturating_sub(1)), "backoff"),
         };
-        if let Some(Deadline(deadline)) = req.extensions().get::<Deadline>() {
-            if Instant::now() + wait > *deadline {
+        if let Some(deadline) = deadline {
+            if Instant::now()
+                .checked_add(wait)
+                .is_none_or(|end| end > deadline.instant())
+            {
                 tracing::info!(wait = ?wait, request_id = error.request_id(),
                     "the wait would end after the deadline: returning the error");
-                return Err(true);
+                return Decision::StopForDeadline;
             }
         }
         // The budget bounds the retries we decide on our own; a server-directed wait is the
         // server pacing its clients, so it draws nothing (a 429 with `retry-after` is obeyed,
         // not turned into a failure by an empty budget).
-        if source == "backoff" {
+        if from == "backoff" {
             if let Some(budget) = &self.budget {
                 if !budget.withdraw() {
                     tracing::warn!(
                         request_id = error.request_id(),
                         "retry budget spent: returning the error"
                     );
-                    return Err(false);
+                    return Decision::Stop;
                 }
             }
         }
-        Ok((wait, source))
+        Decision::Retry { wait, from }
     }
 }
 
@@ -220,32 +231,50 @@ impl<B: Clone, RB> tower::retry::Policy<Request<B>, Response<RB>, Error> for Ret
         let attempts = req.extensions().get::<AttemptIndex>().map_or(1, |a| a.0);
         match result {
             Ok(resp) => {
-                resp.extensions_mut().insert(Attempts(attempts));
+                let ext = resp.extensions_mut();
+                ext.insert(Attempts(attempts));
+                if ResponseMode::of(req) == ResponseMode::Streaming {
+                    ext.insert(StreamResend(self.clone()));
+                    if let Some(log) = req.extensions().get::<AttemptLog>() {
+                        ext.insert(log.clone());
+                    }
+                }
                 None
             }
-            Err(error) => match self.decide(req, error) {
-                Ok((wait, source)) => {
+            Err(error) => match self.decide(attempts, req.extensions().get::<Deadline>(), error) {
+                Decision::Retry { wait, from } => {
                     tracing::warn!(
                         attempt = attempts,
                         wait = ?wait,
-                        wait_from = source,
+                        wait_from = from,
                         reason = %error,
                         request_id = error.request_id(),
                         "retrying"
                     );
+                    let ext = req.extensions_mut();
+                    match ext.get_mut::<AttemptLog>() {
+                        Some(log) => log.0.push(error.clone()),
+                        None => {
+                            ext.insert(AttemptLog(vec![error.clone()]));
+                        }
+                    }
                     Some(tokio::time::sleep(wait))
                 }
-                Err(deadline) => {
-                    error.set_attempts(attempts);
-                    if let (true, Some(Deadline(at))) =
-                        (deadline, req.extensions().get::<Deadline>())
+                decision => {
+                    let earlier = req.extensions().get::<AttemptLog>();
+                    error.set_trail(attempts, earlier.map_or(&[], |l| &l.0));
+                    if let (Decision::StopForDeadline, Some(deadline)) =
+                        (decision, req.extensions().get::<Deadline>())
                     {
                         // Surface the deadline as such, the last error kept as its source
-                        // (moved out through a placeholder that is overwritten at once).
-                        let left = at.saturating_duration_since(Instant::now());
-                        let placeholder = Error::InvalidRequest(InvalidRequestError::new(""));
+                        // (moved out through a cheap placeholder overwritten at once).
+                        let placeholder =
+                            Error::LimitReached(crate::error::LimitReachedError::new(0));
                         let last = std::mem::replace(error, placeholder);
-                        *error = Error::Timeout(TimeoutError::deadline_after(last, left));
+                        *error = Error::Timeout(TimeoutError::deadline_before_retry(
+                            last,
+                            deadline.limit(),
+                        ));
                     }
                     None
                 }

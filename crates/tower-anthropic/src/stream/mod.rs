@@ -32,37 +32,41 @@
 //! ```
 
 mod events;
-pub mod sse;
+pub(crate) mod sse;
 
 use std::collections::VecDeque;
 use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
-use bytes::Bytes;
-use http::Response;
+use http::{Request, Response};
 use http_body::Body;
 use tokio::time::Sleep;
-use tower::ServiceExt;
 
 pub use events::{Delta, MessageAccumulator, MessageDeltaBody, StreamEvent};
 
-use crate::body::{ResponseBody, ResponseMode};
-use crate::client::HttpStack;
-use crate::error::{Error, InvalidRequestError, StreamError, StreamFailure};
-use crate::messages::{Attempts, CreateMessageRequest, Message};
-use crate::retry::{AttemptIndex, RetryPolicy};
-use crate::transport::Endpoint;
+use crate::body::ResponseBody;
+use crate::error::{Error, StreamError, StreamFailure};
+use crate::messages::{Message, copy_request};
+use crate::retry::{AttemptIndex, AttemptLog, Attempts, Decision, RetryPolicy, StreamResend};
+use crate::transport::RequestBody;
 use sse::{SseDecoder, SseEvent};
 
 type Connecting = Pin<Box<dyn Future<Output = Result<Response<ResponseBody>, Error>> + Send>>;
 
+/// Sends a streaming request through a clone of the stack (for re-sends before content).
+pub(crate) type Connect = Box<dyn FnMut(Request<RequestBody>) -> Connecting + Send>;
+
 /// A stream of typed events; see the [module docs](self).
+///
+/// One type whatever stack it came through: the stack's response body is boxed, so a stream
+/// can be stored and moved between tasks without naming the stack's types.
 pub struct MessageStream {
-    stack: HttpStack,
-    endpoint: Endpoint,
-    body: Bytes,
-    retry: Option<RetryPolicy>,
+    connect: Connect,
+    request: Request<RequestBody>,
+    /// The stack's retry policy (from the response), when re-sends are allowed.
+    resend: Option<RetryPolicy>,
+    resend_allowed: bool,
     state: State,
     decoder: SseDecoder,
     raw: Vec<SseEvent>,
@@ -71,13 +75,14 @@ pub struct MessageStream {
     content_started: bool,
     saw_stop: bool,
     attempts: u32,
+    earlier: Vec<Error>,
     request_id: Option<String>,
     accumulator: MessageAccumulator,
 }
 
 enum State {
-    Connecting(Connecting),
     Waiting(Pin<Box<Sleep>>),
+    Connecting(Connecting),
     Reading(ResponseBody),
     Done,
 }
@@ -93,26 +98,19 @@ impl std::fmt::Debug for MessageStream {
 }
 
 impl MessageStream {
-    /// Sends `req` as a stream through `stack` and waits for the response head; errors
-    /// before the stream starts (after the stack's own retries) are returned here. `retry`
-    /// re-sends a stream that fails before its first content (`None`: never).
-    pub async fn start(
-        stack: HttpStack,
-        endpoint: Endpoint,
-        mut req: CreateMessageRequest,
-        retry: Option<RetryPolicy>,
+    /// Waits for the response head of `first`; errors before the stream starts (after the
+    /// stack's own retries) are returned here. `request` is kept to re-send through `connect`.
+    pub(crate) async fn start(
+        first: Connecting,
+        connect: Connect,
+        request: Request<RequestBody>,
+        resend_allowed: bool,
     ) -> Result<MessageStream, Error> {
-        req.stream = Some(true);
-        let body = serde_json::to_vec(&req).map_err(|e| {
-            Error::InvalidRequest(InvalidRequestError::new(format!(
-                "cannot serialize the request: {e}"
-            )))
-        })?;
         let mut s = MessageStream {
-            stack,
-            endpoint,
-            body: Bytes::from(body),
-            retry,
+            connect,
+            request,
+            resend: None,
+            resend_allowed,
             state: State::Done,
             decoder: SseDecoder::default(),
             raw: Vec::new(),
@@ -121,31 +119,34 @@ impl MessageStream {
             content_started: false,
             saw_stop: false,
             attempts: 0,
+            earlier: Vec::new(),
             request_id: None,
             accumulator: MessageAccumulator::new(),
         };
-        let resp = s.connect().await?;
+        let resp = first.await?;
         s.on_response(resp)?;
         Ok(s)
     }
 
-    fn connect(&self) -> Connecting {
-        let mut req = self.endpoint.post("/v1/messages", self.body.clone());
-        req.headers_mut().insert(
-            http::header::ACCEPT,
-            http::HeaderValue::from_static("text/event-stream"),
-        );
-        req.extensions_mut().insert(ResponseMode::Streaming);
-        // Attempts continue counting across re-sends (and the retry-count header with them).
+    fn reconnect(&mut self) -> Connecting {
+        let mut req = copy_request(&self.request);
+        // Attempts continue counting across re-sends (and the retry-count header with them),
+        // and so does the record of what the earlier ones met.
         req.extensions_mut().insert(AttemptIndex(self.attempts));
-        Box::pin(self.stack.clone().oneshot(req))
+        req.extensions_mut()
+            .insert(AttemptLog(self.earlier.clone()));
+        (self.connect)(req)
     }
 
-    fn on_response(&mut self, resp: Response<ResponseBody>) -> Result<(), Error> {
-        self.attempts = resp
-            .extensions()
-            .get::<Attempts>()
-            .map_or(self.attempts + 1, |a| a.0);
+    fn on_response(&mut self, mut resp: Response<ResponseBody>) -> Result<(), Error> {
+        let ext = resp.extensions_mut();
+        self.attempts = ext.get::<Attempts>().map_or(self.attempts + 1, |a| a.0);
+        if let Some(AttemptLog(log)) = ext.remove::<AttemptLog>() {
+            self.earlier = log;
+        }
+        if let Some(StreamResend(policy)) = ext.remove::<StreamResend>() {
+            self.resend = self.resend_allowed.then_some(policy);
+        }
         self.request_id = crate::classify::parse_request_id(resp.headers());
         let is_sse = resp
             .headers()
@@ -158,7 +159,9 @@ impl MessageStream {
                 "the response is not an event stream",
             );
             e.set_request_id(self.request_id.clone());
-            return Err(Error::Stream(Box::new(e)));
+            let mut e = Error::Stream(Box::new(e));
+            e.set_trail(self.attempts, &self.earlier);
+            return Err(e);
         }
         self.decoder = SseDecoder::default();
         self.held.clear();
@@ -204,13 +207,7 @@ impl MessageStream {
     /// Handles one decoded event: typed, held back before content, or failed.
     fn handle(&mut self, raw: SseEvent) -> Result<(), Error> {
         if raw.event == "error" {
-            let body = crate::classify::ErrorBody::parse(raw.data.as_bytes());
-            let msg = body
-                .message
-                .unwrap_or_else(|| crate::error::excerpt(raw.data.as_bytes(), 200));
-            let mut e = StreamError::error_event(body.error_type, msg);
-            e.set_request_id(body.request_id);
-            return Err(Error::Stream(Box::new(e)));
+            return Err(crate::classify::stream_error_event(raw.data.as_bytes()));
         }
         let event: StreamEvent = match serde_json::from_str(&raw.data) {
             Ok(ev) => ev,
@@ -218,7 +215,7 @@ impl MessageStream {
                 let msg = format!(
                     "{} event: {}",
                     raw.event,
-                    crate::error::excerpt(raw.data.as_bytes(), 120)
+                    crate::text::excerpt(raw.data.as_bytes(), 120)
                 );
                 return Err(Error::Stream(Box::new(
                     StreamError::new(StreamFailure::InvalidEvent, msg).with_source(e),
@@ -252,26 +249,25 @@ impl MessageStream {
         self.pending.push_back(Ok(ev));
     }
 
-    /// A failure mid-stream: re-send if nothing was handed over and the policy allows,
-    /// otherwise surface it.
+    /// A failure mid-stream: re-send if nothing was handed over and the stack's retry policy
+    /// says so (its own decision code and budget), otherwise surface it.
     fn fail(&mut self, mut err: Error) {
-        if !self.content_started {
-            if let Some(wait) = self
-                .retry
-                .as_ref()
-                .and_then(|p| p.stream_retry(self.attempts, &err))
-            {
-                tracing::warn!(attempt = self.attempts, wait = ?wait, reason = %err,
-                    request_id = self.request_id.as_deref(), "stream failed before content: re-sending");
-                self.state = State::Waiting(Box::pin(tokio::time::sleep(wait)));
-                return;
-            }
-        }
         if let Error::Stream(s) = &mut err {
             s.set_request_id(self.request_id.clone());
             s.set_after_content(self.content_started);
         }
-        err.set_attempts(self.attempts);
+        if !self.content_started {
+            if let Some(policy) = &self.resend {
+                if let Decision::Retry { wait, .. } = policy.decide(self.attempts, None, &err) {
+                    tracing::warn!(attempt = self.attempts, wait = ?wait, reason = %err,
+                        request_id = self.request_id.as_deref(), "stream failed before content: re-sending");
+                    self.earlier.push(err);
+                    self.state = State::Waiting(Box::pin(tokio::time::sleep(wait)));
+                    return;
+                }
+            }
+        }
+        err.set_trail(self.attempts, &self.earlier);
         self.pending.push_back(Err(err));
         self.state = State::Done;
     }
@@ -285,7 +281,7 @@ impl MessageStream {
                 State::Done => return Poll::Ready(None),
                 State::Waiting(sleep) => {
                     std::task::ready!(sleep.as_mut().poll(cx));
-                    self.state = State::Connecting(self.connect());
+                    self.state = State::Connecting(self.reconnect());
                 }
                 State::Connecting(fut) => match std::task::ready!(fut.as_mut().poll(cx)) {
                     Ok(resp) => {
@@ -294,7 +290,8 @@ impl MessageStream {
                         }
                     }
                     Err(e) => {
-                        // The stack already retried what it could before a response.
+                        // The stack already retried what it could before a response (its
+                        // record continues ours).
                         self.attempts = self.attempts.max(e.attempts());
                         self.pending.push_back(Err(e));
                         self.state = State::Done;

@@ -10,9 +10,9 @@
 use std::fmt;
 
 /// Default longest line.
-pub const DEFAULT_MAX_LINE: usize = 1024 * 1024;
+pub(crate) const DEFAULT_MAX_LINE: usize = 1024 * 1024;
 /// Default largest event (all of its `data` lines).
-pub const DEFAULT_MAX_EVENT: usize = 8 * 1024 * 1024;
+pub(crate) const DEFAULT_MAX_EVENT: usize = 8 * 1024 * 1024;
 
 /// One dispatched event.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

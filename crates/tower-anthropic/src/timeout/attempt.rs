@@ -5,16 +5,14 @@ use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
-use bytes::{Buf, Bytes, BytesMut};
 use http::{Request, Response};
 use http_body::Body;
 use pin_project_lite::pin_project;
 use tokio::time::Sleep;
 use tower::{Layer, Service};
 
-use crate::body::{ApiBody, ResponseMode};
-use crate::error::{BoxError, DecodeError, Error, TimeoutError, TimeoutKind};
-use crate::messages::DEFAULT_MAX_RESPONSE_BODY;
+use crate::body::{ApiBody, AtBound, Buffered, Collect, DEFAULT_MAX_RESPONSE_BODY, ResponseMode};
+use crate::error::{BoxError, Error, TimeoutError, TimeoutKind};
 
 /// Bounds one attempt; see the [module docs](super).
 #[derive(Debug, Clone, Copy)]
@@ -58,18 +56,7 @@ pub struct AttemptTimeout<S> {
 }
 
 impl<S> AttemptTimeout<S> {
-    /// The inner service.
-    pub fn get_ref(&self) -> &S {
-        &self.inner
-    }
-    /// The inner service, mutably.
-    pub fn get_mut(&mut self) -> &mut S {
-        &mut self.inner
-    }
-    /// The inner service, consuming the wrapper.
-    pub fn into_inner(self) -> S {
-        self.inner
-    }
+    crate::macros::define_inner_service_accessors!();
 }
 
 impl<S, B, RB> Service<Request<B>> for AttemptTimeout<S>
@@ -118,40 +105,7 @@ pin_project! {
     #[project = StateProj]
     enum State<F, RB> {
         Calling { #[pin] future: F },
-        Reading { parts: Option<http::response::Parts>, #[pin] body: RB, buf: Chunks },
-    }
-}
-
-/// A body read so far: a single chunk is kept as it came (no copy); more are joined.
-#[derive(Default)]
-struct Chunks {
-    first: Bytes,
-    rest: Option<BytesMut>,
-}
-
-impl Chunks {
-    fn len(&self) -> usize {
-        self.rest.as_ref().map_or(self.first.len(), BytesMut::len)
-    }
-
-    fn push(&mut self, b: Bytes) {
-        match &mut self.rest {
-            Some(rest) => rest.extend_from_slice(&b),
-            None if self.first.is_empty() => self.first = b,
-            None => {
-                let mut rest = BytesMut::with_capacity(self.first.len() + b.len());
-                rest.extend_from_slice(&self.first);
-                rest.extend_from_slice(&b);
-                self.rest = Some(rest);
-            }
-        }
-    }
-
-    fn take(&mut self) -> Bytes {
-        match self.rest.take() {
-            Some(rest) => rest.freeze(),
-            None => std::mem::take(&mut self.first),
-        }
+        Reading { parts: Option<http::response::Parts>, #[pin] body: Collect<RB> },
     }
 }
 
@@ -189,31 +143,13 @@ where
                     let (parts, body) = resp.into_parts();
                     this.state.set(State::Reading {
                         parts: Some(parts),
-                        body,
-                        buf: Chunks::default(),
+                        body: Collect::new(body, *this.max_body, AtBound::Fail),
                     });
                 }
-                StateProj::Reading {
-                    parts,
-                    mut body,
-                    buf,
-                } => {
-                    while let Some(frame) = ready!(body.as_mut().poll_frame(cx)) {
-                        let frame = frame.map_err(Error::from_service_error)?;
-                        if let Ok(mut data) = frame.into_data() {
-                            if buf.len() + data.remaining() > *this.max_body {
-                                let msg =
-                                    format!("response body larger than {} bytes", this.max_body);
-                                let seen = buf.take();
-                                return Poll::Ready(Err(Error::Decode(DecodeError::new(
-                                    msg, &seen, None,
-                                ))));
-                            }
-                            buf.push(data.copy_to_bytes(data.remaining()));
-                        }
-                    }
-                    let parts = parts.take().expect("polled after completion");
-                    let data = buf.take();
+                StateProj::Reading { parts, body } => {
+                    let data = ready!(body.poll(cx))?;
+                    let mut parts = parts.take().expect("polled after completion");
+                    parts.extensions.insert(Buffered);
                     return Poll::Ready(Ok(Response::from_parts(parts, ApiBody::full(data))));
                 }
             }

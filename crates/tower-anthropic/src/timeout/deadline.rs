@@ -11,7 +11,45 @@ use tokio::time::{Instant, Sleep};
 use tower::{Layer, Service};
 
 use crate::error::{BoxError, Error, TimeoutError, TimeoutKind};
-use crate::retry::Deadline;
+
+/// The overall deadline of one call, as a request extension: the deadline layer sets it, a
+/// caller may too (the earlier one wins). The retry policy never starts a wait that would end
+/// after it, and the pacing of later layers reads it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Deadline {
+    at: Instant,
+    limit: Option<Duration>,
+}
+
+/// How far ahead a deadline of "forever" (`Duration::MAX`) is put: tokio's clock cannot add
+/// more without overflowing.
+const FAR_FUTURE: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
+
+impl Deadline {
+    /// A deadline at `at`.
+    pub fn at(at: Instant) -> Self {
+        Self { at, limit: None }
+    }
+    /// A deadline `limit` from now (a huge `limit` is taken as about a century).
+    pub fn after(limit: Duration) -> Self {
+        let now = Instant::now();
+        let at = now
+            .checked_add(limit.min(FAR_FUTURE))
+            .unwrap_or_else(|| now + Duration::from_secs(365 * 24 * 3600));
+        Self {
+            at,
+            limit: Some(limit),
+        }
+    }
+    /// When it passes.
+    pub fn instant(&self) -> Instant {
+        self.at
+    }
+    /// The whole time the call was given, when the deadline was set as a duration.
+    pub fn limit(&self) -> Option<Duration> {
+        self.limit
+    }
+}
 
 /// Bounds a whole call, waits between attempts included; see the [module docs](super).
 ///
@@ -46,14 +84,7 @@ pub struct OverallDeadline<S> {
 }
 
 impl<S> OverallDeadline<S> {
-    /// The inner service.
-    pub fn get_ref(&self) -> &S {
-        &self.inner
-    }
-    /// The inner service, consuming the wrapper.
-    pub fn into_inner(self) -> S {
-        self.inner
-    }
+    crate::macros::define_inner_service_accessors!();
 }
 
 impl<S, B> Service<Request<B>> for OverallDeadline<S>
@@ -71,17 +102,17 @@ where
 
     fn call(&mut self, mut req: Request<B>) -> Self::Future {
         let start = Instant::now();
-        let mut deadline = start + self.timeout;
+        let mut deadline = Deadline::after(self.timeout);
         match req.extensions().get::<Deadline>() {
-            Some(Deadline(earlier)) if *earlier < deadline => deadline = *earlier,
+            Some(earlier) if earlier.at < deadline.at => deadline = *earlier,
             _ => {
-                req.extensions_mut().insert(Deadline(deadline));
+                req.extensions_mut().insert(deadline);
             }
         }
         ResponseFuture {
             future: self.inner.call(req),
-            sleep: tokio::time::sleep_until(deadline),
-            limit: deadline - start,
+            sleep: tokio::time::sleep_until(deadline.at),
+            limit: deadline.limit.unwrap_or(deadline.at - start),
         }
     }
 }

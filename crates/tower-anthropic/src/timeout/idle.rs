@@ -47,6 +47,10 @@ pub struct StreamIdleTimeout<S> {
     idle: Duration,
 }
 
+impl<S> StreamIdleTimeout<S> {
+    crate::macros::define_inner_service_accessors!();
+}
+
 impl<S, B, RB> Service<Request<B>> for StreamIdleTimeout<S>
 where
     S: Service<Request<B>, Response = Response<RB>>,

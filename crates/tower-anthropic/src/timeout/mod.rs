@@ -31,11 +31,9 @@ mod idle;
 
 pub use attempt::{AttemptTimeout, AttemptTimeoutLayer, ResponseFuture as AttemptResponseFuture};
 pub use deadline::{
-    OverallDeadline, OverallDeadlineLayer, ResponseFuture as DeadlineResponseFuture,
+    Deadline, OverallDeadline, OverallDeadlineLayer, ResponseFuture as DeadlineResponseFuture,
 };
 pub use idle::{IdleTimeoutBody, StreamIdleTimeout, StreamIdleTimeoutLayer};
-
-pub use crate::retry::Deadline;
 
 /// Default attempt timeout: 600 s, as the official SDKs.
 pub const DEFAULT_ATTEMPT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(600);

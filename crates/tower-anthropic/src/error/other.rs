@@ -1,0 +1,215 @@
+//! Failures after a 200 or before sending: broken streams, undecodable bodies, refused
+//! requests.
+
+use std::fmt;
+use std::sync::Arc;
+
+use super::{ApiErrorKind, BoxError, Trail};
+
+/// A 2xx whose body is not what the API promises.
+#[derive(Debug, Clone)]
+pub struct DecodeError {
+    message: String,
+    excerpt: String,
+    source: Option<Arc<dyn std::error::Error + Send + Sync>>,
+    pub(crate) trail: Trail,
+}
+
+impl DecodeError {
+    pub(crate) fn new(message: impl Into<String>, body: &[u8], source: Option<BoxError>) -> Self {
+        Self {
+            message: message.into(),
+            excerpt: crate::text::excerpt(body, 200),
+            source: source.map(Arc::from),
+            trail: Trail::default(),
+        }
+    }
+    /// A short, sanitized excerpt of the body.
+    pub fn excerpt(&self) -> &str {
+        &self.excerpt
+    }
+}
+
+impl fmt::Display for DecodeError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: body starts {:?}", self.message, self.excerpt)
+    }
+}
+
+impl std::error::Error for DecodeError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.source
+            .as_deref()
+            .map(|e| e as &(dyn std::error::Error + 'static))
+    }
+}
+
+/// A request refused before it was sent.
+#[derive(Debug, Clone)]
+pub struct InvalidRequestError {
+    message: String,
+}
+
+impl InvalidRequestError {
+    /// A refusal with this explanation.
+    pub fn new(message: impl Into<String>) -> Self {
+        Self {
+            message: message.into(),
+        }
+    }
+}
+
+impl fmt::Display for InvalidRequestError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "invalid request: {}", self.message)
+    }
+}
+
+impl std::error::Error for InvalidRequestError {}
+
+/// How a stream broke after its 200 (private: read through `StreamError`'s predicates).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum StreamFailure {
+    /// The server sent `event: error`.
+    ErrorEvent,
+    /// The stream ended before `message_stop`: the answer is incomplete.
+    Truncated,
+    /// An event could not be read as the API's JSON.
+    InvalidEvent,
+    /// A line or event went past the decoder's bound.
+    TooLarge,
+}
+
+/// A stream that broke after its 200.
+#[derive(Debug, Clone)]
+pub struct StreamError {
+    failure: StreamFailure,
+    kind: Option<ApiErrorKind>,
+    error_type: Option<String>,
+    message: String,
+    request_id: Option<String>,
+    after_content: bool,
+    source: Option<Arc<dyn std::error::Error + Send + Sync>>,
+    pub(crate) trail: Trail,
+}
+
+impl StreamError {
+    pub(crate) fn new(failure: StreamFailure, message: impl Into<String>) -> Self {
+        Self {
+            failure,
+            kind: None,
+            error_type: None,
+            message: message.into(),
+            request_id: None,
+            after_content: false,
+            source: None,
+            trail: Trail::default(),
+        }
+    }
+
+    /// From an `event: error` with this `error.type`.
+    pub(crate) fn error_event(error_type: Option<String>, message: String) -> Self {
+        let mut e = Self::new(StreamFailure::ErrorEvent, message);
+        e.kind = Some(
+            error_type
+                .as_deref()
+                .map_or(ApiErrorKind::Other, ApiErrorKind::from_error_type),
+        );
+        e.error_type = error_type;
+        e
+    }
+
+    pub(crate) fn with_source(mut self, source: impl Into<BoxError>) -> Self {
+        self.source = Some(Arc::from(source.into()));
+        self
+    }
+
+    pub(crate) fn set_request_id(&mut self, id: Option<String>) {
+        if self.request_id.is_none() {
+            self.request_id = id;
+        }
+    }
+
+    pub(crate) fn set_after_content(&mut self, after: bool) {
+        self.after_content = after;
+    }
+
+    /// The server sent `event: error` (see [`kind`](Self::kind) for its type).
+    pub fn is_error_event(&self) -> bool {
+        self.failure == StreamFailure::ErrorEvent
+    }
+    /// The stream ended before `message_stop`: the answer is incomplete.
+    pub fn is_truncated(&self) -> bool {
+        self.failure == StreamFailure::Truncated
+    }
+    /// An event could not be read as the API's JSON, or the response was no event stream.
+    pub fn is_invalid_event(&self) -> bool {
+        self.failure == StreamFailure::InvalidEvent
+    }
+    /// A line, an event or what was held back went past its bound.
+    pub fn is_too_large(&self) -> bool {
+        self.failure == StreamFailure::TooLarge
+    }
+    /// For an error event: the kind from its `error.type` (an `overloaded_error` is
+    /// [`ApiErrorKind::Overloaded`]).
+    pub fn kind(&self) -> Option<ApiErrorKind> {
+        self.kind
+    }
+    /// For an error event: its `error.type`.
+    pub fn error_type(&self) -> Option<&str> {
+        self.error_type.as_deref()
+    }
+    /// What went wrong.
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+    /// The request id of the stream's response.
+    pub fn request_id(&self) -> Option<&str> {
+        self.request_id.as_deref()
+    }
+    /// Whether content had already been handed to the caller (then it is never re-sent).
+    pub fn after_content(&self) -> bool {
+        self.after_content
+    }
+    /// Whether re-sending could help: never after content; otherwise for transient error
+    /// events and cut streams.
+    pub fn is_retryable(&self) -> bool {
+        !self.after_content
+            && match self.failure {
+                StreamFailure::ErrorEvent => self.kind.is_some_and(ApiErrorKind::is_retryable),
+                StreamFailure::Truncated => true,
+                StreamFailure::InvalidEvent | StreamFailure::TooLarge => false,
+            }
+    }
+}
+
+impl fmt::Display for StreamError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match (self.failure, self.kind) {
+            (StreamFailure::ErrorEvent, Some(kind)) => {
+                write!(f, "{} (stream", kind.describe())?;
+                if let Some(t) = &self.error_type {
+                    write!(f, " {t}")?;
+                }
+                write!(f, "): {}", self.message)?;
+            }
+            (StreamFailure::Truncated, _) => {
+                write!(f, "stream cut off before message_stop: {}", self.message)?
+            }
+            (StreamFailure::TooLarge, _) => write!(f, "stream event too large: {}", self.message)?,
+            _ => write!(f, "invalid stream event: {}", self.message)?,
+        }
+        if let Some(id) = &self.request_id {
+            write!(f, " [request {id}]")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for StreamError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.source
+            .as_deref()
+            .map(|e| e as &(dyn std::error::Error + 'static))
+    }
+}

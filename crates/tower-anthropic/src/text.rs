@@ -1,0 +1,54 @@
+//! Making text from a server safe to show: short, printable, one line.
+
+/// A short, printable excerpt of a body: HTML tags removed, whitespace folded, control
+/// characters dropped, at most `max` characters.
+pub(crate) fn excerpt(body: &[u8], max: usize) -> String {
+    let text = String::from_utf8_lossy(&body[..body.len().min(max.saturating_mul(8))]);
+    let mut out = String::new();
+    let mut count = 0usize;
+    let mut in_tag = false;
+    let mut last_space = true;
+    for c in text.chars() {
+        match c {
+            '<' => in_tag = true,
+            '>' if in_tag => {
+                in_tag = false;
+                if !last_space {
+                    out.push(' ');
+                    count += 1;
+                    last_space = true;
+                }
+            }
+            _ if in_tag => {}
+            c if c.is_whitespace() => {
+                if !last_space {
+                    out.push(' ');
+                    count += 1;
+                    last_space = true;
+                }
+            }
+            c if c.is_control() => {}
+            c => {
+                out.push(c);
+                count += 1;
+                last_space = false;
+            }
+        }
+        if count >= max {
+            break;
+        }
+    }
+    out.trim().to_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn excerpt_sanitizes_html() {
+        let page = b"<html>\r\n<head><title>502 Bad Gateway</title></head>\r\n<body>\x07<h1>502</h1></body></html>";
+        assert_eq!(excerpt(page, 200), "502 Bad Gateway 502");
+        assert_eq!(excerpt("x".repeat(1000).as_bytes(), 10).len(), 10);
+    }
+}
