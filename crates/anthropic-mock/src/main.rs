@@ -37,8 +37,8 @@ RANDOM FAULTS (probabilities per request, adding up to at most 1):
     --p500 P                500 api_error
     --p503 P                503 api_error
     --p502 P                502 with an HTML body
-    --preset P              connection reset before any byte
-    --pstall P              stall (no byte for --stall), then reset
+    --p-reset P             connection reset before any byte
+    --p-stall P             stall (no byte for --stall), then reset
     --stall DURATION        how long a stall lasts [default: 30s]
 
 OUTAGES (every API request gets a 529, or a reset):
@@ -128,8 +128,8 @@ fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Option<Args>, St
             "--p500",
             "--p503",
             "--p502",
-            "--preset",
-            "--pstall",
+            "--p-reset",
+            "--p-stall",
             "--stall",
             "--outage",
             "--outage-every",
@@ -174,8 +174,8 @@ fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Option<Args>, St
             "--p500" => c.faults.p500 = parse_prob(f, &v)?,
             "--p503" => c.faults.p503 = parse_prob(f, &v)?,
             "--p502" => c.faults.p502_html = parse_prob(f, &v)?,
-            "--preset" => c.faults.p_reset = parse_prob(f, &v)?,
-            "--pstall" => c.faults.p_stall = parse_prob(f, &v)?,
+            "--p-reset" => c.faults.p_reset = parse_prob(f, &v)?,
+            "--p-stall" => c.faults.p_stall = parse_prob(f, &v)?,
             "--stall" => c.faults.stall = parse_duration(&v)?,
             "--outage" => {
                 let (start, len) = v.split_once('+').ok_or_else(|| {

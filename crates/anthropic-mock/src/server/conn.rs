@@ -1,0 +1,115 @@
+//! Connections: one task each, and the TCP resets the faults ask for.
+
+use std::io;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
+use tokio::sync::{Notify, watch};
+
+use super::State;
+use super::routes::handle;
+use crate::stats::Counters;
+
+/// Per-connection control: the handler asks for a reset, the connection task drops the
+/// socket with `SO_LINGER` 0 so the peer sees a TCP RST.
+#[derive(Debug, Default)]
+pub(super) struct ConnControl {
+    reset: AtomicBool,
+    notify: Notify,
+}
+
+impl ConnControl {
+    pub(super) fn reset_now(&self) {
+        self.reset.store(true, Ordering::SeqCst);
+        self.notify.notify_one();
+    }
+}
+
+struct ConnGuard(Arc<Counters>);
+
+impl Drop for ConnGuard {
+    fn drop(&mut self) {
+        self.0.connection_closed();
+    }
+}
+
+pub(super) async fn serve_connection(
+    stream: TcpStream,
+    state: Arc<State>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    state.counters.connection_opened();
+    let _guard = ConnGuard(state.counters.clone());
+    let control = Arc::new(ConnControl::default());
+    let io = TokioIo::new(ResetOnDrop {
+        stream,
+        control: control.clone(),
+    });
+    let ctl = control.clone();
+    let svc = service_fn(move |req| handle(state.clone(), ctl.clone(), req));
+    let builder = auto::Builder::new(TokioExecutor::new());
+    let conn = builder.serve_connection(io, svc);
+    tokio::select! {
+        _ = conn => {}
+        _ = control.notify.notified() => {}
+        _ = shutdown.changed() => {}
+    }
+}
+
+/// A TCP stream that, when dropped after a reset was asked for, closes with an RST.
+struct ResetOnDrop {
+    stream: TcpStream,
+    control: Arc<ConnControl>,
+}
+
+impl Drop for ResetOnDrop {
+    fn drop(&mut self) {
+        if self.control.reset.load(Ordering::SeqCst) {
+            let _ = socket2::SockRef::from(&self.stream).set_linger(Some(Duration::ZERO));
+        }
+    }
+}
+
+impl AsyncRead for ResetOnDrop {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.stream).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for ResetOnDrop {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.stream).poll_write(cx, buf)
+    }
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.stream).poll_write_vectored(cx, bufs)
+    }
+    fn is_write_vectored(&self) -> bool {
+        self.stream.is_write_vectored()
+    }
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.stream).poll_flush(cx)
+    }
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.stream).poll_shutdown(cx)
+    }
+}

@@ -1,0 +1,200 @@
+//! The HTTP server: accept loop, shared state and the [`MockServer`] handle.
+//!
+//! The rest lives beside it: `conn` (connections and resets), `routes` (paths, the control
+//! endpoints, logging), `faults` (scripts, outages, random faults, each decided as an
+//! [`Outcome`](faults::Outcome) value), `api` (the API's own behaviour) and `responses`
+//! (response builders).
+
+mod api;
+mod conn;
+mod faults;
+mod responses;
+mod routes;
+
+use std::collections::{HashMap, VecDeque};
+use std::io;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::time::Instant;
+
+use crate::config::{MockConfig, OutageKind};
+use crate::ratelimit::RateLimiter;
+use crate::rng::{self, SplitMix64};
+use crate::script::ScriptEntry;
+use crate::stats::{Counters, LogEntry, Stats, lock};
+
+/// A running mock server. Dropping the handle shuts the server down and closes its
+/// connections.
+///
+/// ```no_run
+/// # async fn run() -> std::io::Result<()> {
+/// use anthropic_mock::{MockConfig, MockServer, ScriptEntry};
+///
+/// let server = MockServer::start(MockConfig::default()).await?;
+/// // Requests carrying `x-mock-key: demo` get a 529, then normal answers.
+/// server.script("demo", [ScriptEntry::status(529)]);
+/// println!("{}", server.url());
+/// # Ok(()) }
+/// ```
+#[derive(Debug)]
+pub struct MockServer {
+    addr: SocketAddr,
+    state: Arc<State>,
+    shutdown: watch::Sender<bool>,
+}
+
+#[derive(Debug)]
+struct State {
+    config: MockConfig,
+    start: Instant,
+    counters: Arc<Counters>,
+    limiter: Mutex<RateLimiter>,
+    scripts: Mutex<HashMap<String, VecDeque<ScriptEntry>>>,
+    rng: Mutex<SplitMix64>,
+    ids: AtomicU64,
+    manual_outage: Mutex<Option<(Instant, OutageKind)>>,
+}
+
+impl MockServer {
+    /// Binds `config.addr` and starts serving HTTP/1.1 and HTTP/2 (h2c) on the current tokio
+    /// runtime.
+    pub async fn start(config: MockConfig) -> io::Result<MockServer> {
+        let total = config.faults.total();
+        if !(0.0..=1.0).contains(&total) {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("fault probabilities add up to {total}, more than 1"),
+            ));
+        }
+        let listener = TcpListener::bind(config.addr).await?;
+        let addr = listener.local_addr()?;
+        let state = Arc::new(State {
+            start: Instant::now(),
+            counters: Arc::new(Counters::new(config.log_capacity)),
+            limiter: Mutex::new(RateLimiter::new(config.limits)),
+            scripts: Mutex::new(HashMap::new()),
+            rng: Mutex::new(SplitMix64::new(config.faults.seed)),
+            ids: AtomicU64::new(config.faults.seed.wrapping_mul(1_000_003)),
+            manual_outage: Mutex::new(None),
+            config,
+        });
+        let (shutdown, rx) = watch::channel(false);
+        tokio::spawn(accept_loop(listener, state.clone(), rx));
+        Ok(MockServer {
+            addr,
+            state,
+            shutdown,
+        })
+    }
+
+    /// The base URL, e.g. `http://127.0.0.1:41234`.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// The bound address.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The counters, as `GET /_mock/stats` returns them.
+    pub fn stats(&self) -> Stats {
+        self.state.counters.snapshot()
+    }
+
+    /// The recent requests, oldest first, as `GET /_mock/log` returns them.
+    pub fn log(&self) -> Vec<LogEntry> {
+        self.state.counters.recent()
+    }
+
+    /// Queues `responses` for requests carrying `x-mock-key: key`, after any already queued.
+    pub fn script(&self, key: &str, responses: impl IntoIterator<Item = ScriptEntry>) {
+        self.state.script(key, responses);
+    }
+
+    /// Starts an outage now, lasting `duration`: every API request gets `kind`.
+    pub fn outage_for(&self, duration: Duration, kind: OutageKind) {
+        *lock(&self.state.manual_outage) = Some((Instant::now() + duration, kind));
+    }
+
+    /// Clears counters, log, scripts, rate-limit buckets and any manual outage, and reseeds the
+    /// random source, as `POST /_mock/reset` does.
+    pub fn reset(&self) {
+        self.state.reset();
+    }
+
+    /// Stops accepting and closes every connection.
+    pub fn shutdown(self) {
+        drop(self);
+    }
+}
+
+impl Drop for MockServer {
+    fn drop(&mut self) {
+        let _ = self.shutdown.send(true);
+    }
+}
+
+impl State {
+    fn script(&self, key: &str, responses: impl IntoIterator<Item = ScriptEntry>) {
+        lock(&self.scripts)
+            .entry(key.to_owned())
+            .or_default()
+            .extend(responses);
+    }
+
+    fn reset(&self) {
+        self.counters.reset();
+        lock(&self.scripts).clear();
+        lock(&self.limiter).reset();
+        *lock(&self.rng) = SplitMix64::new(self.config.faults.seed);
+        *lock(&self.manual_outage) = None;
+    }
+
+    fn elapsed_ms(&self) -> u64 {
+        self.start.elapsed().as_millis() as u64
+    }
+
+    fn outage(&self) -> Option<OutageKind> {
+        if let Some((until, kind)) = *lock(&self.manual_outage) {
+            if Instant::now() < until {
+                return Some(kind);
+            }
+        }
+        let elapsed = self.start.elapsed();
+        self.config
+            .outages
+            .iter()
+            .find(|o| o.is_active(elapsed))
+            .map(|o| o.kind)
+    }
+
+    fn next_id(&self, prefix: &str) -> String {
+        rng::id(prefix, self.ids.fetch_add(1, Ordering::Relaxed))
+    }
+}
+
+async fn accept_loop(
+    listener: TcpListener,
+    state: Arc<State>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    loop {
+        tokio::select! {
+            r = listener.accept() => match r {
+                Ok((stream, _)) => {
+                    let _ = stream.set_nodelay(true);
+                    tokio::spawn(conn::serve_connection(stream, state.clone(), shutdown.clone()));
+                }
+                // Out of file descriptors or a connection gone before accept: back off a little.
+                Err(_) => tokio::time::sleep(Duration::from_millis(5)).await,
+            },
+            _ = shutdown.changed() => return,
+        }
+    }
+}

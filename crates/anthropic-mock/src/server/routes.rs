@@ -1,0 +1,147 @@
+//! Routing: the API paths, the `/_mock/*` control endpoints, and the log of every API call.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::{Method, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Limited};
+use hyper::body::Incoming;
+use serde_json::{Value, json};
+use tokio::time::Instant;
+
+use super::State;
+use super::api::api_outcome;
+use super::conn::ConnControl;
+use super::faults::Action;
+use super::responses::{error_response, json_response};
+use crate::body::MockBody;
+use crate::config::OutageKind;
+use crate::stats::{LogEntry, lock, selected_headers};
+
+/// A response of the mock.
+pub(super) type Resp = Response<MockBody>;
+
+pub(super) async fn handle(
+    state: Arc<State>,
+    control: Arc<ConnControl>,
+    req: Request<Incoming>,
+) -> Result<Resp, Infallible> {
+    let path = req.uri().path();
+    let route = if path.ends_with("/v1/messages") {
+        Some(Route::Messages)
+    } else if path.ends_with("/v1/messages/count_tokens") {
+        Some(Route::CountTokens)
+    } else {
+        None
+    };
+    if let Some(route) = route {
+        if req.method() == Method::POST {
+            return Ok(api(&state, &control, req, route).await);
+        }
+        let rid = state.next_id("req_");
+        return Ok(error_response(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "invalid_request_error",
+            "Method not allowed",
+            None,
+            &rid,
+        ));
+    }
+    Ok(match (req.method().clone(), path) {
+        (Method::GET, "/_mock/stats") => json_response(StatusCode::OK, &state.counters.snapshot()),
+        (Method::GET, "/_mock/log") => json_response(StatusCode::OK, &state.counters.recent()),
+        (Method::POST, "/_mock/reset") => {
+            state.reset();
+            json_response(StatusCode::OK, &json!({"reset": true}))
+        }
+        (Method::POST, "/_mock/script") => match read_json::<crate::Script>(req).await {
+            Ok(s) => {
+                let n = s.responses.len();
+                state.script(&s.key, s.responses);
+                json_response(StatusCode::OK, &json!({"queued": n}))
+            }
+            Err(e) => json_response(StatusCode::BAD_REQUEST, &json!({"error": e})),
+        },
+        (Method::POST, "/_mock/outage") => match read_json::<Value>(req).await {
+            Ok(v) => {
+                let ms = v.get("ms").and_then(Value::as_u64).unwrap_or(0);
+                let kind = match v.get("kind").and_then(Value::as_str) {
+                    Some("reset") => OutageKind::Reset,
+                    _ => OutageKind::Overloaded,
+                };
+                *lock(&state.manual_outage) =
+                    Some((Instant::now() + Duration::from_millis(ms), kind));
+                json_response(StatusCode::OK, &json!({"outage_ms": ms}))
+            }
+            Err(e) => json_response(StatusCode::BAD_REQUEST, &json!({"error": e})),
+        },
+        _ => {
+            let rid = state.next_id("req_");
+            error_response(
+                StatusCode::NOT_FOUND,
+                "not_found_error",
+                "Not found",
+                None,
+                &rid,
+            )
+        }
+    })
+}
+
+async fn read_json<T: serde::de::DeserializeOwned>(req: Request<Incoming>) -> Result<T, String> {
+    let body = Limited::new(req.into_body(), 1 << 20)
+        .collect()
+        .await
+        .map_err(|e| e.to_string())?;
+    serde_json::from_slice(&body.to_bytes()).map_err(|e| e.to_string())
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(super) enum Route {
+    Messages,
+    CountTokens,
+}
+
+async fn api(
+    state: &Arc<State>,
+    control: &ConnControl,
+    req: Request<Incoming>,
+    route: Route,
+) -> Resp {
+    state.counters.request();
+    let at_ms = state.elapsed_ms();
+    let request_id = state.next_id("req_");
+    let mut entry = LogEntry {
+        method: req.method().to_string(),
+        path: req.uri().path().to_owned(),
+        at_ms,
+        headers: selected_headers(req.headers()),
+        status: None,
+        fault: None,
+        request_id: request_id.clone(),
+    };
+    let outcome = api_outcome(state, req, route, &request_id).await;
+    if let Some(f) = &outcome.fault {
+        state.counters.fault(f);
+    }
+    entry.fault = outcome.fault;
+    match outcome.action {
+        Action::Respond(resp) => {
+            let status = resp.status().as_u16();
+            state.counters.status(status);
+            entry.status = Some(status);
+            state.counters.log(entry);
+            resp
+        }
+        Action::Reset { stall } => {
+            state.counters.log(entry);
+            if let Some(d) = stall {
+                tokio::time::sleep(d).await;
+            }
+            control.reset_now();
+            // The connection task drops this future along with the connection.
+            std::future::pending().await
+        }
+    }
+}
