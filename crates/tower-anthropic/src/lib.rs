@@ -57,3 +57,8 @@ pub mod __private {
 pub use client::{Client, ClientBuilder, ConfigError};
 pub use error::{ApiError, ApiErrorKind, BoxError, Error};
 pub use messages::{ApiResponse, CreateMessageRequest, Message};
+
+/// The README's code blocks, compiled as doc tests so they cannot rot.
+#[cfg(doctest)]
+#[doc = include_str!("../../../README.md")]
+pub struct ReadmeDoctests;

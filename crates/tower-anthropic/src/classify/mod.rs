@@ -13,13 +13,33 @@
 //! body: the policy decides from the typed error built here.
 //!
 //! ```
-//! use tower::ServiceBuilder;
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! use anthropic_mock::{MockConfig, MockServer, ScriptEntry};
+//! use bytes::Bytes;
+//! use http_body_util::Full;
+//! use hyper_util::client::legacy::Client as HyperClient;
+//! use hyper_util::rt::TokioExecutor;
+//! use tower::{ServiceBuilder, ServiceExt};
 //! use tower_anthropic::classify::ClassifyLayer;
-//! # fn wrap<S>(http_service: S) -> tower_anthropic::classify::Classify<S> {
+//! use tower_anthropic::transport::{ApiKey, Endpoint};
+//! use tower_anthropic::{ApiErrorKind, Error};
+//!
+//! let mock = MockServer::start(MockConfig::default()).await?;
+//! mock.script("doc", [ScriptEntry::status(529)]);
+//! let http = HyperClient::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
 //! let service = ServiceBuilder::new()
 //!     .layer(ClassifyLayer::new().max_error_body(16 * 1024))
-//!     .service(http_service);
-//! # service }
+//!     .service(http);
+//!
+//! let mut endpoint = Endpoint::new(&mock.url(), ApiKey::new("sk-ant-test").unwrap())?;
+//! endpoint.set_header("x-mock-key".parse()?, "doc".parse()?);
+//! let body = r#"{"model":"claude-sonnet-4-6","max_tokens":16,"messages":[{"role":"user","content":"Hi"}]}"#;
+//! let err = service.oneshot(endpoint.post("/v1/messages", Bytes::from(body))).await.unwrap_err();
+//! assert_eq!(err.kind(), Some(ApiErrorKind::Overloaded));
+//! assert!(err.is_retryable() && err.request_id().is_some());
+//! assert!(matches!(err, Error::Api(_)));
+//! # Ok(()) }
 //! ```
 
 mod headers;

@@ -10,13 +10,36 @@
 //! made by one layer share its limit.
 //!
 //! ```
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! use anthropic_mock::{MockConfig, MockServer};
+//! use bytes::Bytes;
+//! use http_body_util::Full;
+//! use hyper_util::client::legacy::Client as HyperClient;
+//! use hyper_util::rt::TokioExecutor;
 //! use tower::ServiceBuilder;
 //! use tower_anthropic::limit::ConcurrencyLimitLayer;
+//! use tower_anthropic::messages::{CreateMessageRequest, MessagesService};
+//! use tower_anthropic::transport::{ApiKey, Endpoint};
+//! use tower_anthropic::classify::ClassifyLayer;
 //!
+//! let mock = MockServer::start(MockConfig::default()).await?;
 //! let limit = ConcurrencyLimitLayer::new(8);
-//! let builder = ServiceBuilder::new().layer(limit.clone());
-//! assert_eq!(limit.available_permits(), 8);
-//! # let _ = builder;
+//! let http = HyperClient::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
+//! let stack = ServiceBuilder::new()
+//!     .layer(limit.clone())
+//!     .layer(ClassifyLayer::new())
+//!     .service(http);
+//! let endpoint = Endpoint::new(&mock.url(), ApiKey::new("sk-ant-test").unwrap())?;
+//! let messages = MessagesService::new(stack, endpoint);
+//!
+//! let req = CreateMessageRequest::new("claude-sonnet-4-6", 16).user("Hi");
+//! let stream = messages.stream(req).await?;
+//! assert_eq!(limit.available_permits(), 7, "the open stream holds its permit");
+//! let message = stream.final_message().await?;
+//! assert_eq!(limit.available_permits(), 8, "and frees it when it ends");
+//! assert!(!message.text().is_empty());
+//! # Ok(()) }
 //! ```
 
 use std::future::Future;

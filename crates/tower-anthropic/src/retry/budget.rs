@@ -17,9 +17,12 @@ use tokio::time::Instant;
 /// requests over `t` seconds number at most `max_balance + ratio * N + floor_per_sec * t`:
 /// about 1.2 attempts per request with the defaults.
 ///
-/// Why not `tower::retry::budget::TpsBudget`: it measures its window with `std::time::Instant`
-/// (so it cannot be tested under paused tokio time) and stores `1 / percent` as an integer
-/// (a 30% budget becomes 33%). This one uses tokio's clock and exact ratios.
+/// Why not `tower::retry::budget::TpsBudget` (tower 0.5.3; it too uses tokio's clock): it
+/// stores the withdrawal cost as the integer `1 / percent` (a 30% budget becomes 1 in 3, i.e.
+/// 33%), panics (`assert!`) on a percent outside 0..=1000 or a `ttl` outside 1..=60 s, and
+/// starts empty but for its per-second reserve, so a burst of isolated failures right after
+/// start-up loses retries. This one keeps exact ratios, clamps absurd settings, and starts
+/// full.
 ///
 /// Cloning shares the bucket.
 #[derive(Debug, Clone)]

@@ -16,17 +16,42 @@
 //! bounds the load retries add during an outage.
 //!
 //! ```
+//! # #[tokio::main(flavor = "current_thread", start_paused = true)]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! use std::time::Duration;
+//! use anthropic_mock::{MockConfig, MockServer, ScriptEntry};
+//! use bytes::Bytes;
+//! use http_body_util::Full;
+//! use hyper_util::client::legacy::Client as HyperClient;
+//! use hyper_util::rt::TokioExecutor;
 //! use tower::ServiceBuilder;
-//! use tower_anthropic::ServiceBuilderExt;
+//! use tower_anthropic::messages::{CreateMessageRequest, MessagesService};
 //! use tower_anthropic::retry::{RetryBudget, RetryPolicy};
+//! use tower_anthropic::transport::{ApiKey, Endpoint};
+//! use tower_anthropic::{ApiErrorKind, ServiceBuilderExt};
 //!
+//! let mock = MockServer::start(MockConfig::default()).await?;
+//! // A 529, then a 429 asking for 2 s: both retried; then a 400: not retried.
+//! mock.script("doc", [ScriptEntry::status(529)]);
+//! mock.script("doc", [ScriptEntry::status_with_headers(429, [("retry-after", "2")])]);
+//! mock.script("doc", [ScriptEntry::status(400)]);
 //! let policy = RetryPolicy::new()
 //!     .max_retries(4)
 //!     .max_retry_after(Duration::from_secs(30))
 //!     .budget(Some(RetryBudget::new(0.1, 1.0, 20.0)));
-//! let builder = ServiceBuilder::new().retry_api_errors(policy).classify_responses();
-//! # let _ = builder;
+//! let http = HyperClient::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
+//! let stack = ServiceBuilder::new().retry_api_errors(policy).classify_responses().service(http);
+//! let mut endpoint = Endpoint::new(&mock.url(), ApiKey::new("sk-ant-test").unwrap())?;
+//! endpoint.set_header("x-mock-key".parse()?, "doc".parse()?);
+//! let messages = MessagesService::new(stack, endpoint);
+//!
+//! let req = CreateMessageRequest::new("claude-sonnet-4-6", 16).user("Hi");
+//! let err = messages.create(req).await.unwrap_err();
+//! assert_eq!(err.kind(), Some(ApiErrorKind::BadRequest));
+//! assert_eq!(err.attempts(), 3);
+//! let earlier: Vec<_> = err.earlier_attempts().iter().map(|e| e.kind()).collect();
+//! assert_eq!(earlier, [Some(ApiErrorKind::Overloaded), Some(ApiErrorKind::RateLimit)]);
+//! # Ok(()) }
 //! ```
 
 mod budget;
