@@ -78,10 +78,6 @@ impl<B> ApiBody<B> {
             inner: Inner::Stream { body },
         }
     }
-    /// Whether the body was read whole inside the attempt.
-    pub fn is_buffered(&self) -> bool {
-        matches!(self.inner, Inner::Full { .. })
-    }
 }
 
 impl<B> Body for ApiBody<B>

@@ -26,18 +26,18 @@ pub(crate) const USER_AGENT_VALUE: &str = concat!("tower-anthropic/", env!("CARG
 pub type RequestBody = Full<Bytes>;
 
 /// The pooled HTTP client: HTTP/1.1 and HTTP/2 (by ALPN) over rustls, or plain HTTP.
-pub type HttpClient = HyperClient<HttpsConnector<HttpConnector>, RequestBody>;
+pub(crate) type HttpClient = HyperClient<HttpsConnector<HttpConnector>, RequestBody>;
 
 /// Settings of the HTTP client.
 #[derive(Debug, Clone)]
-pub struct TransportConfig {
+pub(crate) struct TransportConfig {
     /// How long connecting may take (TCP and TLS). Default 5 s, as the Python SDK.
-    pub connect_timeout: Duration,
+    pub(crate) connect_timeout: Duration,
     /// How long an idle pooled connection is kept. Default 90 s. Really enforced: the pool
     /// has a timer.
-    pub pool_idle_timeout: Duration,
+    pub(crate) pool_idle_timeout: Duration,
     /// Idle connections kept per host. Default: no limit.
-    pub pool_max_idle_per_host: usize,
+    pub(crate) pool_max_idle_per_host: usize,
 }
 
 impl Default for TransportConfig {

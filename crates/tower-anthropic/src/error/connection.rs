@@ -29,7 +29,7 @@ pub struct ConnectionError {
 
 impl ConnectionError {
     /// Wraps a transport error, classifying it by walking its source chain.
-    pub fn new(source: impl Into<BoxError>) -> Self {
+    pub(crate) fn new(source: impl Into<BoxError>) -> Self {
         let source: BoxError = source.into();
         let kind = classify(&*source);
         Self {

@@ -28,7 +28,7 @@ pub struct TimeoutError {
 
 impl TimeoutError {
     /// A timeout of `kind` that fired after `after` (when known).
-    pub fn new(kind: TimeoutKind, after: Option<Duration>) -> Self {
+    pub(crate) fn new(kind: TimeoutKind, after: Option<Duration>) -> Self {
         Self {
             kind,
             after,

@@ -65,7 +65,7 @@ impl JitterSource {
     }
 
     /// The next draw, uniform in [0, 1) (SplitMix64).
-    pub fn next_f64(&self) -> f64 {
+    pub(crate) fn next_f64(&self) -> f64 {
         let mut z = self
             .0
             .fetch_add(0x9E37_79B9_7F4A_7C15, Ordering::Relaxed)

@@ -110,7 +110,7 @@ pin_project! {
 
 impl<B> IdleTimeoutBody<B> {
     /// Wraps `inner`; `None` means no bound.
-    pub fn new(inner: B, idle: Option<Duration>) -> Self {
+    pub(crate) fn new(inner: B, idle: Option<Duration>) -> Self {
         Self {
             inner,
             sleep: idle.map(tokio::time::sleep),
