@@ -7,6 +7,7 @@ use tower::layer::util::Stack;
 
 use crate::classify::ClassifyLayer;
 use crate::limit::ConcurrencyLimitLayer;
+use crate::pacing::{Pacer, PacingLayer};
 use crate::retry::{RetryLayer, RetryPolicy};
 use crate::timeout::{AttemptTimeoutLayer, OverallDeadlineLayer, StreamIdleTimeoutLayer};
 
@@ -57,6 +58,8 @@ pub trait ServiceBuilderExt<L>: sealed::Sealed {
     fn classify_responses(self) -> ServiceBuilder<Stack<ClassifyLayer, L>>;
     /// Adds a [`RetryLayer`] with `policy`; needs a classify layer below it.
     fn retry_api_errors(self, policy: RetryPolicy) -> ServiceBuilder<Stack<RetryLayer, L>>;
+    /// Adds a [`PacingLayer`] with `pacer` (below retry, above the attempt timeout).
+    fn pace(self, pacer: Pacer) -> ServiceBuilder<Stack<PacingLayer, L>>;
     /// Adds an [`AttemptTimeoutLayer`]; non-streaming bodies are read inside the attempt.
     fn attempt_timeout(self, timeout: Duration) -> ServiceBuilder<Stack<AttemptTimeoutLayer, L>>;
     /// Adds an [`OverallDeadlineLayer`]; put it outermost.
@@ -81,6 +84,9 @@ impl<L> ServiceBuilderExt<L> for ServiceBuilder<L> {
     }
     fn retry_api_errors(self, policy: RetryPolicy) -> ServiceBuilder<Stack<RetryLayer, L>> {
         self.layer(RetryLayer::new(policy))
+    }
+    fn pace(self, pacer: Pacer) -> ServiceBuilder<Stack<PacingLayer, L>> {
+        self.layer(PacingLayer::new(pacer))
     }
     fn attempt_timeout(self, timeout: Duration) -> ServiceBuilder<Stack<AttemptTimeoutLayer, L>> {
         self.layer(AttemptTimeoutLayer::new(timeout))

@@ -15,6 +15,7 @@ use crate::limit::ConcurrencyLimitLayer;
 use crate::messages::{
     ApiResponse, CountTokensRequest, CreateMessageRequest, Message, MessagesService, TokenCount,
 };
+use crate::pacing::{Pacer, PacingLayer, QuotaLimits};
 use crate::retry::{RetryBudget, RetryLayer, RetryPolicy};
 use crate::stream::MessageStream;
 use crate::timeout::{
@@ -38,6 +39,7 @@ pub const DEFAULT_STREAM_IDLE_TIMEOUT: Duration = Duration::from_secs(120);
 /// typed Messages API     CreateMessageRequest -> ApiResponse<Message> | Error
 ///   overall deadline     whole call, waits included (off unless set)
 ///     retry + budget     SDK rules, backoff with jitter, retry-after, shared budget
+///       pacing           every attempt waits for its quota (learned from the headers)
 ///       attempt timeout  600 s; non-streaming bodies read inside the attempt
 ///         idle timeout   gap between chunks of a stream (120 s)
 ///           limit        concurrency permit held until the body ends (off unless set)
@@ -62,6 +64,7 @@ pub const DEFAULT_STREAM_IDLE_TIMEOUT: Duration = Duration::from_secs(120);
 pub struct Client {
     service: MessagesService<HttpStack>,
     limit: ConcurrencyLimitLayer,
+    pacer: Option<Pacer>,
 }
 
 impl fmt::Debug for Client {
@@ -107,6 +110,11 @@ impl Client {
     /// Concurrency permits free now (all clones share them).
     pub fn available_permits(&self) -> usize {
         self.limit.available_permits()
+    }
+
+    /// The pacer (shared by all clones), for [`Pacer::snapshot`]; `None` when pacing is off.
+    pub fn pacer(&self) -> Option<&Pacer> {
+        self.pacer.as_ref()
     }
 }
 
@@ -169,6 +177,7 @@ pub enum ConfigError {
 /// | `stream_idle_timeout` | 120 s |
 /// | `concurrency_limit` | none; with `load_shed`, fail fast when full |
 /// | `max_retries` | 2 |
+/// | `pacing` | on: attempts paced to the quota learned from the rate-limit headers ([`crate::pacing`]) |
 /// | retry policy | [`RetryPolicy::default`]: backoff 0.5 s doubling to 8 s, jitter 25%, waits over 60 s returned, budget 20% |
 /// | `max_error_body` | 64 KiB |
 /// | `max_response_body` | 64 MiB |
@@ -188,6 +197,8 @@ pub struct ClientBuilder {
     concurrency_limit: Option<usize>,
     load_shed: bool,
     no_stream_retry: bool,
+    no_pacing: bool,
+    pacer: Option<Pacer>,
 }
 
 impl fmt::Debug for ClientBuilder {
@@ -300,6 +311,26 @@ impl ClientBuilder {
         self
     }
 
+    /// Whether attempts are paced to the quota the API's rate-limit headers describe (default:
+    /// yes; it acts only under pressure). See [`crate::pacing`].
+    pub fn pacing(mut self, on: bool) -> Self {
+        self.no_pacing = !on;
+        self
+    }
+
+    /// The pacer to use (to configure it, or to share one quota's state with other clients).
+    pub fn pacer(mut self, pacer: Pacer) -> Self {
+        self.pacer = Some(pacer);
+        self.no_pacing = false;
+        self
+    }
+
+    /// Limits to pace by before the first answer teaches the real ones (no probing at start).
+    pub fn rate_limits(mut self, limits: QuotaLimits) -> Self {
+        self.pacer = Some(self.pacer.unwrap_or_default().limits(limits));
+        self
+    }
+
     /// Whether a stream that fails before its first content is re-sent (default: yes).
     pub fn retry_streams_before_content(mut self, on: bool) -> Self {
         self.no_stream_retry = !on;
@@ -333,9 +364,11 @@ impl ClientBuilder {
             None => ConcurrencyLimitLayer::unlimited(),
         }
         .load_shed(self.load_shed);
+        let pacer = (!self.no_pacing).then(|| self.pacer.clone().unwrap_or_default());
         let stack = ServiceBuilder::new()
             .option_layer(self.deadline.map(OverallDeadlineLayer::new))
             .layer(RetryLayer::new(self.retry.clone()))
+            .option_layer(pacer.clone().map(PacingLayer::new))
             .map_response(|r: Response<_>| r.map(BodyExt::boxed_unsync))
             .layer(
                 AttemptTimeoutLayer::new(self.timeout.unwrap_or(DEFAULT_ATTEMPT_TIMEOUT))
@@ -355,6 +388,10 @@ impl ClientBuilder {
             .max_response_body(max_body)
             .long_request_guard(self.timeout.is_none())
             .resend_streams_before_content(!self.no_stream_retry);
-        Ok(Client { service, limit })
+        Ok(Client {
+            service,
+            limit,
+            pacer,
+        })
     }
 }

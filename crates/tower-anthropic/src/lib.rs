@@ -8,6 +8,7 @@
 //! typed Messages API       CreateMessageRequest -> ApiResponse<Message> | Error
 //!   overall deadline       whole call, waits included            (timeout::OverallDeadlineLayer)
 //!     retry + budget       SDK rules, backoff, retry-after, cap  (retry::RetryLayer)
+//!       pacing             each attempt waits for its quota      (pacing::PacingLayer)
 //!       attempt timeout    one attempt, body read included       (timeout::AttemptTimeoutLayer)
 //!         idle timeout     gaps between chunks of a stream       (timeout::StreamIdleTimeoutLayer)
 //!           limit          permit held until the body ends       (limit::ConcurrencyLimitLayer)
@@ -37,6 +38,7 @@ pub mod client;
 pub mod error;
 pub mod limit;
 pub mod messages;
+pub mod pacing;
 pub mod rate_limit;
 pub mod retry;
 pub mod stream;

@@ -227,7 +227,8 @@ async fn dropping_calls_mid_flight_returns_every_permit_and_connection() {
             async move { c.messages().create(req(16)).await },
         ));
     }
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    // Past the pacer's cold start (2 s without an answer from the new quota): all go out.
+    tokio::time::sleep(Duration::from_secs(3)).await;
     assert_eq!(c.available_permits(), 0);
     assert_eq!(s.stats().requests, 3, "two calls wait in line");
     for h in &handles {

@@ -37,7 +37,7 @@ mod timeout;
 pub use api::{ApiError, ApiErrorKind, SPEND_LIMIT_CODES};
 pub use connection::ConnectionError;
 pub(crate) use other::StreamFailure;
-pub use other::{DecodeError, InvalidRequestError, StreamError};
+pub use other::{DecodeError, InvalidRequestError, PacedError, StreamError};
 pub use timeout::{LimitReachedError, TimeoutError, TimeoutKind};
 
 /// A boxed error, as tower services use.
@@ -77,6 +77,10 @@ pub enum Error {
     /// before `message_stop`, or an event that could not be read.
     #[error(transparent)]
     Stream(Box<StreamError>),
+    /// The local pacer refused the call before sending: the quota could not take it within
+    /// the call's deadline or the pacer's `max_wait` (see [`crate::pacing`]).
+    #[error(transparent)]
+    Paced(PacedError),
 }
 
 /// What a call's attempts came to: how many were made, and the errors of those before the
@@ -131,7 +135,10 @@ impl Error {
 
     /// How long the server asked to wait before retrying (`retry-after-ms` or `retry-after`).
     pub fn retry_after(&self) -> Option<Duration> {
-        self.as_api().and_then(ApiError::retry_after)
+        match self {
+            Error::Paced(p) => Some(p.retry_after()),
+            _ => self.as_api().and_then(ApiError::retry_after),
+        }
     }
 
     /// Whether the official SDKs' rules (with this crate's deliberate differences) would
@@ -142,7 +149,10 @@ impl Error {
             Error::Api(e) => e.is_retryable(),
             Error::Connection(_) => true,
             Error::Timeout(t) => t.kind() != TimeoutKind::Deadline,
-            Error::Decode(_) | Error::InvalidRequest(_) | Error::LimitReached(_) => false,
+            Error::Decode(_)
+            | Error::InvalidRequest(_)
+            | Error::LimitReached(_)
+            | Error::Paced(_) => false,
             Error::Stream(s) => s.is_retryable(),
         }
     }
@@ -168,6 +178,7 @@ impl Error {
             Error::Timeout(e) => Some(&e.trail),
             Error::Decode(e) => Some(&e.trail),
             Error::Stream(e) => Some(&e.trail),
+            Error::Paced(e) => Some(&e.trail),
             Error::InvalidRequest(_) | Error::LimitReached(_) => None,
         }
     }
@@ -179,6 +190,7 @@ impl Error {
             Error::Timeout(e) => Some(&mut e.trail),
             Error::Decode(e) => Some(&mut e.trail),
             Error::Stream(e) => Some(&mut e.trail),
+            Error::Paced(e) => Some(&mut e.trail),
             Error::InvalidRequest(_) | Error::LimitReached(_) => None,
         }
     }

@@ -213,3 +213,53 @@ impl std::error::Error for StreamError {
             .map(|e| e as &(dyn std::error::Error + 'static))
     }
 }
+
+/// A call the pacer refused before sending: its predicted wait for the quota ran past its
+/// deadline or the pacer's `max_wait`. Not a server 429: nothing was sent, and
+/// [`retry_after`](Self::retry_after) says when the quota should take it.
+#[derive(Debug, Clone)]
+pub struct PacedError {
+    wait: std::time::Duration,
+    bucket: &'static str,
+    class: String,
+    pub(crate) trail: Trail,
+}
+
+impl PacedError {
+    pub(crate) fn new(wait: std::time::Duration, bucket: &'static str, class: String) -> Self {
+        Self {
+            wait,
+            bucket,
+            class,
+            trail: Trail {
+                attempts: 0,
+                earlier: None,
+            },
+        }
+    }
+    /// The predicted wait for the quota.
+    pub fn retry_after(&self) -> std::time::Duration {
+        self.wait
+    }
+    /// The bucket that set the wait (`requests`, `input tokens`, `output tokens`, or `quota`
+    /// for a 429's gate).
+    pub fn bucket(&self) -> &str {
+        self.bucket
+    }
+    /// The quota's model class.
+    pub fn model_class(&self) -> &str {
+        &self.class
+    }
+}
+
+impl fmt::Display for PacedError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "rate limit ({}, {}) would need a wait of {:?}, longer than the call may wait: not sent",
+            self.bucket, self.class, self.wait
+        )
+    }
+}
+
+impl std::error::Error for PacedError {}

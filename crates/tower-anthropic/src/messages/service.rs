@@ -18,6 +18,7 @@ use super::types::{CountTokensRequest, CreateMessageRequest, Message, TokenCount
 use crate::body::{AtBound, Buffered, Collect, DEFAULT_MAX_RESPONSE_BODY, ResponseMode};
 use crate::classify;
 use crate::error::{BoxError, DecodeError, Error, InvalidRequestError};
+use crate::pacing::{RequestCost, Settlement};
 use crate::rate_limit::RateLimitHeaders;
 use crate::retry::Attempts;
 use crate::stream::{Connect, MessageStream};
@@ -166,13 +167,22 @@ impl<S> MessagesService<S> {
         path: &str,
         req: &R,
         mode: ResponseMode,
+        paced: Option<(&str, u32)>,
     ) -> Result<Request<RequestBody>, Error> {
         let json = serde_json::to_vec(req).map_err(|e| {
             Error::InvalidRequest(InvalidRequestError::new(format!(
                 "cannot serialize the request: {e}"
             )))
         })?;
-        let mut http_req = self.endpoint.post(path, Bytes::from(json));
+        let json = Bytes::from(json);
+        let mut http_req = self.endpoint.post(path, json.clone());
+        if let Some((model, max_tokens)) = paced {
+            http_req.extensions_mut().insert(RequestCost {
+                model: Arc::from(model),
+                max_tokens,
+                body: json,
+            });
+        }
         if mode == ResponseMode::Streaming {
             http_req.headers_mut().insert(
                 http::header::ACCEPT,
@@ -235,11 +245,14 @@ fn check_expected_time(max_tokens: u32) -> Result<(), Error> {
 
 /// Reads and decodes a response; a non-2xx becomes a typed error even without the classify
 /// layer. A body the attempt layer already read (marked [`Buffered`]) is taken as it is.
-async fn read_response<RB, T>(resp: Response<RB>, max_body: usize) -> Result<ApiResponse<T>, Error>
+async fn read_response<RB, R>(
+    resp: Response<RB>,
+    max_body: usize,
+) -> Result<ApiResponse<R::Output>, Error>
 where
     RB: Body,
     RB::Error: Into<BoxError>,
-    T: DeserializeOwned,
+    R: ApiRequest,
 {
     let (parts, body) = resp.into_parts();
     if !parts.status.is_success() {
@@ -252,8 +265,8 @@ where
     } else {
         Collect::new(body, max_body, AtBound::Fail).await?
     };
-    let value: T = serde_json::from_slice(&bytes).map_err(|e| {
-        let what = std::any::type_name::<T>()
+    let value: R::Output = serde_json::from_slice(&bytes).map_err(|e| {
+        let what = std::any::type_name::<R::Output>()
             .rsplit("::")
             .next()
             .unwrap_or("value");
@@ -263,6 +276,11 @@ where
             Some(Box::new(e)),
         ))
     })?;
+    if let (Some(settlement), Some((input, output))) =
+        (parts.extensions.get::<Settlement>(), R::usage(&value))
+    {
+        settlement.settle(input, output);
+    }
     let attempts = parts.extensions.get::<Attempts>().map_or(1, |a| a.0);
     Ok(ApiResponse {
         value,
@@ -283,6 +301,16 @@ pub trait ApiRequest: Serialize + sealed::Sealed {
     /// Refuses a request before sending (`long_request_guard` as configured).
     fn check(&self, _long_request_guard: bool) -> Result<(), Error> {
         Ok(())
+    }
+    /// The model and `max_tokens`, for requests the pacer counts against a quota.
+    #[doc(hidden)]
+    fn paced(&self) -> Option<(&str, u32)> {
+        None
+    }
+    /// Input and output tokens an answer reports, to settle its quota reservation.
+    #[doc(hidden)]
+    fn usage(_output: &Self::Output) -> Option<(u64, u64)> {
+        None
     }
 }
 
@@ -307,6 +335,14 @@ impl ApiRequest for CreateMessageRequest {
             check_expected_time(self.max_tokens)?;
         }
         Ok(())
+    }
+
+    fn paced(&self) -> Option<(&str, u32)> {
+        Some((&self.model, self.max_tokens))
+    }
+
+    fn usage(message: &Message) -> Option<(u64, u64)> {
+        Some((message.usage.input_tokens, message.usage.output_tokens))
     }
 }
 
@@ -347,7 +383,7 @@ where
     fn call(&mut self, req: R) -> Self::Future {
         let http_req = match req
             .check(self.long_request_guard)
-            .and_then(|()| self.encode(R::PATH, &req, ResponseMode::Buffered))
+            .and_then(|()| self.encode(R::PATH, &req, ResponseMode::Buffered, req.paced()))
         {
             Ok(r) => r,
             Err(e) => return Box::pin(std::future::ready(Err(e))),
@@ -357,7 +393,7 @@ where
         let max_body = self.max_body;
         Box::pin(async move {
             let resp = call.await.map_err(Error::from_service_error)?;
-            read_response(resp, max_body).await
+            read_response::<_, R>(resp, max_body).await
         })
     }
 }
@@ -382,7 +418,8 @@ where
     fn call(&mut self, StreamRequest(mut req): StreamRequest) -> Self::Future {
         req.stream = Some(true);
         let path = <CreateMessageRequest as ApiRequest>::PATH;
-        let http_req = match self.encode(path, &req, ResponseMode::Streaming) {
+        let paced = Some((req.model.as_str(), req.max_tokens));
+        let http_req = match self.encode(path, &req, ResponseMode::Streaming, paced) {
             Ok(r) => r,
             Err(e) => return Box::pin(std::future::ready(Err(e))),
         };

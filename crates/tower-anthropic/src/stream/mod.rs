@@ -48,6 +48,7 @@ pub use events::{Delta, MessageAccumulator, MessageDeltaBody, StreamEvent};
 use crate::body::ResponseBody;
 use crate::error::{Error, StreamError, StreamFailure};
 use crate::messages::{Message, copy_request};
+use crate::pacing::Settlement;
 use crate::retry::{AttemptIndex, AttemptLog, Attempts, Decision, RetryPolicy, StreamResend};
 use crate::transport::RequestBody;
 use sse::{SseDecoder, SseEvent};
@@ -78,6 +79,8 @@ pub struct MessageStream {
     earlier: Vec<Error>,
     request_id: Option<String>,
     accumulator: MessageAccumulator,
+    /// The quota reservation of the current attempt, settled at `message_stop`.
+    settlement: Option<Settlement>,
 }
 
 enum State {
@@ -122,6 +125,7 @@ impl MessageStream {
             earlier: Vec::new(),
             request_id: None,
             accumulator: MessageAccumulator::new(),
+            settlement: None,
         };
         let resp = first.await?;
         s.on_response(resp)?;
@@ -147,6 +151,7 @@ impl MessageStream {
         if let Some(StreamResend(policy)) = ext.remove::<StreamResend>() {
             self.resend = self.resend_allowed.then_some(policy);
         }
+        self.settlement = ext.remove::<Settlement>();
         self.request_id = crate::classify::parse_request_id(resp.headers());
         let is_sse = resp
             .headers()
@@ -168,6 +173,13 @@ impl MessageStream {
         self.saw_stop = false;
         self.state = State::Reading(resp.into_body());
         Ok(())
+    }
+
+    /// The answer is complete: settle its quota reservation to the usage it reported.
+    fn settle(&mut self) {
+        if let (Some(s), Some(m)) = (self.settlement.take(), self.accumulator.message()) {
+            s.settle(m.usage.input_tokens, m.usage.output_tokens);
+        }
     }
 
     /// The `request-id` of the (latest) response.
@@ -310,9 +322,20 @@ impl MessageStream {
                                 failed = Some(e);
                                 break;
                             }
+                            if self.saw_stop {
+                                break;
+                            }
                         }
                         raw.clear();
                         self.raw = raw;
+                        if self.saw_stop {
+                            // `message_stop` ends the answer: whatever follows is ignored,
+                            // and a server that keeps the connection open cannot turn a
+                            // complete answer into an idle timeout.
+                            self.state = State::Done;
+                            self.settle();
+                            continue;
+                        }
                         if let Err(too_large) = fed {
                             let msg = too_large.to_string();
                             let e = StreamError::new(StreamFailure::TooLarge, msg)
@@ -328,6 +351,7 @@ impl MessageStream {
                         if self.saw_stop {
                             // Nothing held back can remain: message_stop flushes it.
                             self.state = State::Done;
+                            self.settle();
                         } else {
                             let what = if self.decoder.has_partial() {
                                 "mid-event"

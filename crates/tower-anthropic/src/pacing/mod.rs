@@ -1,0 +1,778 @@
+//! Rate-limit pacing: learn each quota from the API's `anthropic-ratelimit-*` headers and
+//! admit an attempt only when the quota can take it, so a workload runs at its rate limit
+//! instead of into it.
+//!
+//! A **quota** is (base URL, API key identity, model class): the key itself is never stored,
+//! only a hash of it. Each quota keeps three token buckets the way the API counts them
+//! (requests, input tokens, output tokens per minute, refilled continuously):
+//!
+//! - **Reservations.** Before an attempt goes out it reserves 1 request, its estimated input
+//!   tokens (a cheap estimate from the request body, corrected by what answered requests
+//!   report in `usage.input_tokens`; pluggable with [`TokenEstimator`]) and `max_tokens`
+//!   output tokens, as the API itself estimates output at the start. When the answer ends
+//!   (a `Message`, or the end of a stream) the reservation is settled to the real usage; an
+//!   attempt the API refused (an error status) is refunded.
+//! - **Learning.** Every response carrying the headers (200s and 429s, streaming or not)
+//!   teaches the limits and corrects the levels: the server's `remaining` is compared with
+//!   what this pacer saw when it admitted that very call, so calls in flight are never counted
+//!   twice. Before a quota's first answer its first call goes alone and the others wait for
+//!   that answer, at most [`Pacer::cold_start`] (2 s), then go unpaced (but counted); limits
+//!   configured with [`Pacer::limits`] pace even the first burst. An answer without the
+//!   headers (a proxy that strips them) before any with them turns pacing off for that quota.
+//! - **The 429 gate.** A 429 closes the quota until its `retry-after`; the calls waiting are
+//!   then released one by one in arrival order at the refill rate the headers taught (a slow
+//!   start, never a herd).
+//! - **Bounded waiting.** Calls wait in FIFO order; dropping a waiting call frees its place.
+//!   A call whose predicted start lies past its [`Deadline`] or past [`Pacer::max_wait`]
+//!   (default 60 s) fails at once with [`Error::Paced`], its `retry_after()` set to the
+//!   predicted wait: a local refusal a caller can tell from a server 429.
+//!
+//! Place it **below retry and above the attempt timeout**: every attempt (retries included)
+//! is paced, and a wait for the quota never counts against the attempt timeout. [`Client`]
+//! has it on by default (it acts only under pressure); [`Pacer::snapshot`] shows each quota,
+//! and each paced wait logs a `tracing` event with the wait and the bucket that set it.
+//!
+//! ```
+//! # #[tokio::main(flavor = "current_thread", start_paused = true)]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! use std::time::Duration;
+//! use anthropic_mock::{MockConfig, MockServer, RateLimits};
+//! use tower_anthropic::pacing::Pacer;
+//! use tower_anthropic::{Client, messages::CreateMessageRequest};
+//!
+//! // A quota of 60 requests a minute: one a second once the first second's burst is used.
+//! let mock = MockServer::start(MockConfig {
+//!     limits: RateLimits { requests_per_minute: 60, ..Default::default() },
+//!     ..Default::default()
+//! })
+//! .await?;
+//! let pacer = Pacer::new().max_wait(Duration::from_secs(120));
+//! let client = Client::builder()
+//!     .api_key("sk-ant-test")
+//!     .base_url(mock.url())
+//!     .pacer(pacer.clone())
+//!     .build()?;
+//! let mut calls = Vec::new();
+//! for _ in 0..80 {
+//!     let c = client.clone();
+//!     let req = CreateMessageRequest::new("claude-sonnet-4-6", 16).user("Hi");
+//!     calls.push(tokio::spawn(async move { c.messages().create(req).await }));
+//! }
+//! for call in calls {
+//!     call.await??;
+//! }
+//! assert_eq!(mock.stats().by_status.get(&429), None, "80 calls over a 60/min quota, no 429");
+//! let quota = &pacer.snapshot()[0];
+//! assert_eq!(quota.requests.limit, Some(60));
+//! # Ok(()) }
+//! ```
+//!
+//! [`Client`]: crate::Client
+//! [`Deadline`]: crate::timeout::Deadline
+
+mod estimate;
+mod quota;
+
+use std::collections::HashMap;
+use std::fmt;
+use std::future::Future;
+use std::hash::{Hash, Hasher};
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll, ready};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Request, Response};
+use pin_project_lite::pin_project;
+use tokio::time::{Instant, Sleep};
+use tower::{Layer, Service};
+
+pub use estimate::{BytesPerToken, TokenEstimator};
+use quota::{Admission, BUCKETS, Cost, NAMES, Quota, Slot, Waiter};
+
+use crate::error::{BoxError, Error, PacedError};
+use crate::rate_limit::RateLimitHeaders;
+use crate::timeout::Deadline;
+
+/// What a Messages request costs, attached by [`MessagesService`] to the requests it builds
+/// (a request without it passes the pacer unpaced).
+///
+/// [`MessagesService`]: crate::messages::MessagesService
+#[derive(Debug, Clone)]
+pub(crate) struct RequestCost {
+    pub(crate) model: Arc<str>,
+    pub(crate) max_tokens: u32,
+    /// The JSON body, for the token estimate (shared bytes, not a copy).
+    pub(crate) body: Bytes,
+}
+
+/// Per-minute limits to start a quota with, before its first answer teaches the real ones.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct QuotaLimits {
+    /// Requests per minute.
+    pub requests_per_minute: u64,
+    /// Input tokens per minute.
+    pub input_tokens_per_minute: u64,
+    /// Output tokens per minute.
+    pub output_tokens_per_minute: u64,
+}
+
+/// How a quota is named in a [`QuotaSnapshot`]: never the key, only a hash of it.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct QuotaId {
+    /// Scheme and authority of the API (`https://api.anthropic.com`).
+    pub endpoint: String,
+    /// A hash of the API key (SipHash with fixed keys): tells keys apart, cannot be reversed
+    /// into one.
+    pub key_id: u64,
+    /// The model class ([`Pacer::model_class`]; by default the model name).
+    pub class: String,
+}
+
+/// One bucket of a quota as the pacer sees it now.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct BucketSnapshot {
+    /// The per-minute limit, once learned or configured.
+    pub limit: Option<u64>,
+    /// What is left by this pacer's accounting (negative while output is settled later).
+    pub remaining: f64,
+    /// Reserved by calls in flight.
+    pub reserved: f64,
+}
+
+/// A quota as the pacer sees it now; see [`Pacer::snapshot`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct QuotaSnapshot {
+    /// Which quota.
+    pub id: QuotaId,
+    /// `anthropic-ratelimit-requests-*`.
+    pub requests: BucketSnapshot,
+    /// `anthropic-ratelimit-input-tokens-*`.
+    pub input_tokens: BucketSnapshot,
+    /// `anthropic-ratelimit-output-tokens-*`.
+    pub output_tokens: BucketSnapshot,
+    /// Calls waiting in line.
+    pub waiting: usize,
+    /// Until when a 429 closed the quota.
+    pub gate_until: Option<Instant>,
+    /// When a one-request call could start (now, when nothing holds it back).
+    pub next_free: Instant,
+}
+
+#[derive(Clone)]
+struct Config {
+    max_wait: Duration,
+    cold_start: Duration,
+    limits: Option<[f64; BUCKETS]>,
+    class: Arc<dyn Fn(&str) -> String + Send + Sync>,
+    estimator: Arc<dyn TokenEstimator>,
+}
+
+struct Shared {
+    config: Config,
+    quotas: Mutex<HashMap<QuotaId, Quota>>,
+    /// Learned ratio of real input tokens to the estimator's figure.
+    input_factor: Mutex<f64>,
+}
+
+/// The shared pacing state of every quota; cloning shares it. See the [module docs](self).
+///
+/// | setting | default |
+/// |---|---|
+/// | `max_wait` | 60 s (the retry layer's cap on server-directed waits) |
+/// | `limits` | none: learned from the first answer |
+/// | `cold_start` | 2 s: how long calls wait for a new quota's first answer |
+/// | `model_class` | the model name |
+/// | `estimator` | [`BytesPerToken`]`(4)`, corrected by the usage answers report |
+#[derive(Clone)]
+pub struct Pacer {
+    shared: Arc<Shared>,
+}
+
+impl fmt::Debug for Pacer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Pacer")
+            .field("max_wait", &self.shared.config.max_wait)
+            .field("quotas", &lock(&self.shared.quotas).len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Default for Pacer {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Quotas with nothing in flight are forgotten after this long unused.
+const IDLE_QUOTA: Duration = Duration::from_secs(600);
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl Pacer {
+    /// A pacer with the defaults.
+    pub fn new() -> Self {
+        Self::with_config(Config {
+            max_wait: Duration::from_secs(60),
+            cold_start: Duration::from_secs(2),
+            limits: None,
+            class: Arc::new(str::to_owned),
+            estimator: Arc::new(BytesPerToken(4)),
+        })
+    }
+
+    fn with_config(config: Config) -> Self {
+        Self {
+            shared: Arc::new(Shared {
+                config,
+                quotas: Mutex::new(HashMap::new()),
+                input_factor: Mutex::new(1.0),
+            }),
+        }
+    }
+
+    fn configure(self, f: impl FnOnce(&mut Config)) -> Self {
+        let mut config = self.shared.config.clone();
+        f(&mut config);
+        Self::with_config(config)
+    }
+
+    /// A call predicted to wait longer than this fails at once with [`Error::Paced`].
+    /// (Configure before sharing: setting it makes a fresh pacer.)
+    pub fn max_wait(self, max_wait: Duration) -> Self {
+        self.configure(|c| c.max_wait = max_wait)
+    }
+
+    /// How long, before a quota's first answer, the calls behind its first call wait for
+    /// that answer (which teaches the limits) before going out unpaced. Default 2 s; zero
+    /// sends everything at once.
+    pub fn cold_start(self, wait: Duration) -> Self {
+        self.configure(|c| c.cold_start = wait)
+    }
+
+    /// Limits every quota starts with, before its first answer teaches the real ones (so even
+    /// the first burst is paced). Zero means "no such limit".
+    pub fn limits(self, limits: QuotaLimits) -> Self {
+        let f = |n: u64| if n == 0 { f64::INFINITY } else { n as f64 };
+        self.configure(|c| {
+            c.limits = Some([
+                f(limits.requests_per_minute),
+                f(limits.input_tokens_per_minute),
+                f(limits.output_tokens_per_minute),
+            ])
+        })
+    }
+
+    /// Maps a model name to its quota class (models sharing a rate-limit pool map to one
+    /// class). Default: the model name itself.
+    pub fn model_class(self, class: impl Fn(&str) -> String + Send + Sync + 'static) -> Self {
+        self.configure(|c| c.class = Arc::new(class))
+    }
+
+    /// How input tokens are estimated from a request body (before the learned correction).
+    pub fn estimator(self, estimator: impl TokenEstimator + 'static) -> Self {
+        self.configure(|c| c.estimator = Arc::new(estimator))
+    }
+
+    /// Every quota as the pacer sees it now.
+    pub fn snapshot(&self) -> Vec<QuotaSnapshot> {
+        let now = Instant::now();
+        let mut quotas = lock(&self.shared.quotas);
+        let mut out: Vec<QuotaSnapshot> = quotas
+            .iter_mut()
+            .map(|(id, q)| {
+                let (wait, _) = q.predicted_wait(&[1.0, 0.0, 0.0], now);
+                let b = |i: usize| BucketSnapshot {
+                    limit: q.buckets[i]
+                        .limit
+                        .filter(|l| l.is_finite())
+                        .map(|l| l as u64),
+                    remaining: q.buckets[i].level,
+                    reserved: q.buckets[i].reserved,
+                };
+                QuotaSnapshot {
+                    id: id.clone(),
+                    requests: b(0),
+                    input_tokens: b(1),
+                    output_tokens: b(2),
+                    waiting: q.queue.len(),
+                    gate_until: q.gate_until.filter(|g| *g > now),
+                    next_free: now + wait,
+                }
+            })
+            .collect();
+        out.sort_by(|a, b| a.id.class.cmp(&b.id.class));
+        out
+    }
+
+    fn quota_id<B>(&self, req: &Request<B>, model: &str) -> QuotaId {
+        let uri = req.uri();
+        let endpoint = format!(
+            "{}://{}",
+            uri.scheme_str().unwrap_or("http"),
+            uri.authority().map_or("", |a| a.as_str())
+        );
+        let mut h = std::hash::DefaultHasher::new();
+        let key = req
+            .headers()
+            .get("x-api-key")
+            .or_else(|| req.headers().get(http::header::AUTHORIZATION));
+        key.map(|k| k.as_bytes()).hash(&mut h);
+        QuotaId {
+            endpoint,
+            key_id: h.finish(),
+            class: (self.shared.config.class)(model),
+        }
+    }
+
+    fn cost(&self, c: &RequestCost) -> (Cost, f64) {
+        let raw = self.shared.config.estimator.estimate(&c.body) as f64;
+        let factor = *lock(&self.shared.input_factor);
+        (
+            [
+                1.0,
+                (raw * factor).max(1.0).round(),
+                f64::from(c.max_tokens),
+            ],
+            raw,
+        )
+    }
+
+    /// Learns the estimator's error from an answered request.
+    fn learn_input(&self, raw: f64, actual: f64) {
+        if raw >= 1.0 && actual >= 1.0 {
+            let mut f = lock(&self.shared.input_factor);
+            // Weighted by size: large prompts say the most about the ratio.
+            let w = (raw / 20_000.0).clamp(0.05, 0.5);
+            *f = (*f * (1.0 - w) + (actual / raw) * w).clamp(0.05, 20.0);
+        }
+    }
+
+    /// Forgets quotas nothing holds on to.
+    fn evict(&self, quotas: &mut HashMap<QuotaId, Quota>, now: Instant) {
+        if quotas.len() > 64 {
+            quotas.retain(|_, q| !q.is_idle(now, IDLE_QUOTA));
+        }
+    }
+}
+
+/// Adds a [`Pacer`] to a stack (below retry, above the attempt timeout).
+#[derive(Debug, Clone, Default)]
+pub struct PacingLayer {
+    pacer: Pacer,
+}
+
+impl PacingLayer {
+    /// Paces with `pacer` (its state is shared by every service the layer makes).
+    pub fn new(pacer: Pacer) -> Self {
+        Self { pacer }
+    }
+    /// The pacer, for snapshots.
+    pub fn pacer(&self) -> &Pacer {
+        &self.pacer
+    }
+}
+
+impl<S> Layer<S> for PacingLayer {
+    type Service = Pacing<S>;
+    fn layer(&self, inner: S) -> Pacing<S> {
+        Pacing {
+            inner,
+            pacer: self.pacer.clone(),
+        }
+    }
+}
+
+/// The service of [`PacingLayer`].
+#[derive(Debug, Clone)]
+pub struct Pacing<S> {
+    inner: S,
+    pacer: Pacer,
+}
+
+impl<S> Pacing<S> {
+    crate::macros::define_inner_service_accessors!();
+}
+
+impl<S, B, RB> Service<Request<B>> for Pacing<S>
+where
+    S: Service<Request<B>, Response = Response<RB>> + Clone,
+    S::Error: Into<BoxError>,
+{
+    type Response = Response<RB>;
+    type Error = Error;
+    type Future = ResponseFuture<S, B>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
+        // Readiness of the inner service is awaited after admission, in the call: waiting for
+        // a permit must not hold a place in the quota's line, nor the other way round.
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: Request<B>) -> Self::Future {
+        // The inner service is driven to readiness inside the future (after admission).
+        let inner = self.inner.clone();
+        let inner = std::mem::replace(&mut self.inner, inner);
+        let Some(cost) = req.extensions().get::<RequestCost>().cloned() else {
+            return ResponseFuture::passthrough(inner, req);
+        };
+        let id = self.pacer.quota_id(&req, &cost.model);
+        let (cost_v, raw) = self.pacer.cost(&cost);
+        let now = Instant::now();
+        let pacer = self.pacer.clone();
+        let mut quotas = lock(&pacer.shared.quotas);
+        pacer.evict(&mut quotas, now);
+        let quota = quotas.entry(id.clone()).or_insert_with(|| {
+            let c = &pacer.shared.config;
+            Quota::new(c.limits, c.cold_start, now)
+        });
+        if !quota.paces() {
+            drop(quotas);
+            return ResponseFuture::passthrough(inner, req);
+        }
+        let (wait, bound) = quota.predicted_wait(&cost_v, now);
+        let limit = req
+            .extensions()
+            .get::<Deadline>()
+            .map(|d| d.instant().saturating_duration_since(now))
+            .map_or(pacer.shared.config.max_wait, |left| {
+                left.min(pacer.shared.config.max_wait)
+            });
+        if wait > limit {
+            drop(quotas);
+            let bucket = bound.map_or("quota", |b| NAMES[b]);
+            tracing::info!(wait = ?wait, bucket, class = %id.class,
+                "predicted quota wait too long: refusing at once");
+            let e = Error::Paced(PacedError::new(wait, bucket, id.class));
+            return ResponseFuture::refused(e);
+        }
+        let waiter = Arc::new(Waiter {
+            cost: cost_v,
+            slot: Mutex::new(Slot::default()),
+        });
+        quota.queue.push_back(waiter.clone());
+        let next = quota.pump(now, true);
+        drop(quotas);
+        ResponseFuture {
+            state: State::Waiting {
+                inner: Some(inner),
+                req: Some(req),
+                sleep: next.map(|(at, _)| Box::pin(tokio::time::sleep_until(at))),
+            },
+            ticket: Some(Ticket {
+                pacer,
+                id,
+                waiter,
+                raw_input: raw,
+                since: now,
+                admission: None,
+                input_from_headers: false,
+                bound: None,
+                finished: false,
+            }),
+        }
+    }
+}
+
+/// A call's place in its quota: while waiting, its place in line; once admitted, its
+/// reservation until settled. Dropping it frees whichever it holds.
+struct Ticket {
+    pacer: Pacer,
+    id: QuotaId,
+    waiter: Arc<Waiter>,
+    raw_input: f64,
+    since: Instant,
+    admission: Option<Admission>,
+    /// The answer's own headers corrected the input level (settlement then only learns).
+    input_from_headers: bool,
+    /// The bucket that last held the call back (for the trace of its wait).
+    bound: Option<usize>,
+    finished: bool,
+}
+
+impl Ticket {
+    fn with_quota<T>(&self, f: impl FnOnce(&mut Quota) -> T) -> Option<T> {
+        let mut quotas = lock(&self.pacer.shared.quotas);
+        quotas.get_mut(&self.id).map(f)
+    }
+
+    /// Whether the call was admitted; if not and it is at the head, when to look again.
+    fn poll_admitted(
+        &mut self,
+        cx: &mut Context<'_>,
+    ) -> Result<(), Option<(Instant, Option<usize>)>> {
+        {
+            let mut slot = lock(&self.waiter.slot);
+            if let Some(a) = slot.admitted {
+                self.admission = Some(a);
+                return Ok(());
+            }
+            slot.waker = Some(cx.waker().clone());
+        }
+        let now = Instant::now();
+        let next = self.with_quota(|q| q.pump(now, false)).flatten();
+        let slot = lock(&self.waiter.slot);
+        match slot.admitted {
+            Some(a) => {
+                self.admission = Some(a);
+                Ok(())
+            }
+            None => Err(next),
+        }
+    }
+
+    /// The attempt ended with `result`: learn from it, refund what was not charged.
+    fn on_result<RB>(&mut self, result: &Result<Response<RB>, Error>) {
+        let Some(admission) = self.admission else {
+            return;
+        };
+        let now = Instant::now();
+        let cost = self.waiter.cost;
+        let (headers, charged, gate) = match result {
+            Ok(resp) => (
+                Some(RateLimitHeaders::from_headers(resp.headers())),
+                true,
+                None,
+            ),
+            Err(Error::Api(api)) => {
+                let gate = (api.kind() == crate::ApiErrorKind::RateLimit && !api.is_spend_limit())
+                    .then(|| api.retry_after().unwrap_or(Duration::from_secs(1)));
+                (Some(*api.rate_limits()), false, gate)
+            }
+            // No answer: the server may have charged it; keep the reservation until settled.
+            Err(_) => (None, true, None),
+        };
+        let id = &self.id;
+        let mut quotas = lock(&self.pacer.shared.quotas);
+        if let Some(q) = quotas.get_mut(id) {
+            let learned = headers.is_some_and(|h| q.learn(&h, &admission, &cost, charged, now));
+            if !learned && headers.is_some() && !q.learned {
+                // An answer without rate-limit headers before any with: nothing to pace by.
+                q.unmanaged = true;
+            }
+            if let Some(wait) = gate {
+                tracing::info!(retry_after = ?wait, class = %id.class,
+                    "429: closing the quota until its retry-after");
+                q.close_gate(now + wait);
+            }
+            if !charged {
+                q.refund(&cost, &cost);
+            }
+            q.pump(now, true);
+        }
+        drop(quotas);
+        if !charged {
+            self.finished = true;
+        }
+        self.input_from_headers = headers.is_some_and(|h| h.input_tokens.remaining.is_some());
+    }
+
+    /// Settles to the real usage (input and output tokens the answer reports).
+    fn settle(&mut self, input: u64, output: u64) {
+        if self.finished || self.admission.is_none() {
+            return;
+        }
+        self.finished = true;
+        let cost = self.waiter.cost;
+        self.pacer.learn_input(self.raw_input, input as f64);
+        let input_refund = if self.input_from_headers {
+            0.0
+        } else {
+            cost[1] - input as f64
+        };
+        let refund = [0.0, input_refund, cost[2] - output as f64];
+        let release = [cost[0], cost[1], cost[2]];
+        let now = Instant::now();
+        self.with_quota(|q| {
+            q.refund(&refund, &release);
+            q.pump(now, true);
+        });
+    }
+}
+
+impl Drop for Ticket {
+    fn drop(&mut self) {
+        let now = Instant::now();
+        match self.admission {
+            // Never admitted: leave the line (and let the next call move up).
+            None => {
+                let waiter = self.waiter.clone();
+                let admitted = lock(&waiter.slot).admitted.is_some();
+                self.with_quota(|q| {
+                    q.queue.retain(|w| !Arc::ptr_eq(w, &waiter));
+                    if admitted {
+                        // Admitted between the last poll and the drop: give it back.
+                        q.refund(&waiter.cost, &waiter.cost);
+                    }
+                    q.pump(now, true);
+                });
+            }
+            // Admitted, never settled: the API may have charged it all; release the
+            // reservation without refunding anything.
+            Some(_) if !self.finished => {
+                let cost = self.waiter.cost;
+                self.with_quota(|q| {
+                    q.refund(&[0.0; BUCKETS], &cost);
+                    q.pump(now, true);
+                });
+            }
+            Some(_) => {}
+        }
+    }
+}
+
+/// The settlement of an admitted call, carried in the response's extensions until the answer
+/// ends: [`MessagesService`](crate::messages::MessagesService) settles it with the `usage` of
+/// the `Message`, a stream with the usage of its last `message_delta`. Dropped unsettled, the
+/// reservation is released with nothing refunded (the conservative reading).
+#[derive(Clone)]
+pub(crate) struct Settlement(Arc<Mutex<Option<Ticket>>>);
+
+impl fmt::Debug for Settlement {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Settlement")
+    }
+}
+
+impl Settlement {
+    pub(crate) fn settle(&self, input_tokens: u64, output_tokens: u64) {
+        if let Some(mut t) = lock(&self.0).take() {
+            t.settle(input_tokens, output_tokens);
+        }
+    }
+}
+
+pin_project! {
+    /// Future of [`Pacing`].
+    pub struct ResponseFuture<S, B>
+    where
+        S: Service<Request<B>>,
+    {
+        #[pin]
+        state: State<S, B>,
+        ticket: Option<Ticket>,
+    }
+}
+
+pin_project! {
+    #[project = StateProj]
+    enum State<S, B>
+    where
+        S: Service<Request<B>>,
+    {
+        Waiting { inner: Option<S>, req: Option<Request<B>>, sleep: Option<Pin<Box<Sleep>>> },
+        Ready { inner: Option<S>, req: Option<Request<B>> },
+        Calling { #[pin] future: S::Future },
+        Refused { error: Option<Error> },
+    }
+}
+
+impl<S, B> fmt::Debug for ResponseFuture<S, B>
+where
+    S: Service<Request<B>>,
+{
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ResponseFuture").finish_non_exhaustive()
+    }
+}
+
+impl<S, B> ResponseFuture<S, B>
+where
+    S: Service<Request<B>>,
+{
+    fn passthrough(inner: S, req: Request<B>) -> Self {
+        Self {
+            state: State::Ready {
+                inner: Some(inner),
+                req: Some(req),
+            },
+            ticket: None,
+        }
+    }
+
+    fn refused(error: Error) -> Self {
+        Self {
+            state: State::Refused { error: Some(error) },
+            ticket: None,
+        }
+    }
+}
+
+impl<S, B, RB> Future for ResponseFuture<S, B>
+where
+    S: Service<Request<B>, Response = Response<RB>>,
+    S::Error: Into<BoxError>,
+{
+    type Output = Result<Response<RB>, Error>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let mut this = self.project();
+        loop {
+            match this.state.as_mut().project() {
+                StateProj::Refused { error } => {
+                    return Poll::Ready(Err(error.take().expect("polled after completion")));
+                }
+                StateProj::Waiting { inner, req, sleep } => {
+                    let ticket = this.ticket.as_mut().expect("a waiting call has a ticket");
+                    match ticket.poll_admitted(cx) {
+                        Ok(()) => {
+                            let waited = ticket.since.elapsed();
+                            if waited > Duration::ZERO {
+                                let bucket = ticket.bound.map_or("quota", |b| NAMES[b]);
+                                tracing::info!(wait = ?waited, bucket, class = %ticket.id.class,
+                                    "paced: waited for the quota");
+                            }
+                            let (inner, req) = (inner.take(), req.take());
+                            this.state.set(State::Ready { inner, req });
+                        }
+                        Err(next) => {
+                            if let Some((_, Some(b))) = next {
+                                ticket.bound = Some(b);
+                            }
+                            match next.map(|(at, _)| at) {
+                                Some(at) => match sleep {
+                                    Some(s) if s.deadline() == at => {}
+                                    Some(s) => s.as_mut().reset(at),
+                                    None => *sleep = Some(Box::pin(tokio::time::sleep_until(at))),
+                                },
+                                None => *sleep = None,
+                            }
+                            if let Some(s) = sleep {
+                                if s.as_mut().poll(cx).is_ready() {
+                                    continue;
+                                }
+                            }
+                            return Poll::Pending;
+                        }
+                    }
+                }
+                StateProj::Ready { inner, req } => {
+                    let svc = inner.as_mut().expect("polled after completion");
+                    if let Err(e) = ready!(svc.poll_ready(cx)) {
+                        return Poll::Ready(Err(Error::from_service_error(e)));
+                    }
+                    let mut svc = inner.take().expect("polled after completion");
+                    let req = req.take().expect("polled after completion");
+                    let future = svc.call(req);
+                    this.state.set(State::Calling { future });
+                }
+                StateProj::Calling { future } => {
+                    let mut result = ready!(future.poll(cx)).map_err(Error::from_service_error);
+                    if let Some(mut ticket) = this.ticket.take() {
+                        ticket.on_result(&result);
+                        if let Ok(resp) = &mut result {
+                            if !ticket.finished {
+                                resp.extensions_mut()
+                                    .insert(Settlement(Arc::new(Mutex::new(Some(ticket)))));
+                            }
+                        }
+                    }
+                    return Poll::Ready(result);
+                }
+            }
+        }
+    }
+}

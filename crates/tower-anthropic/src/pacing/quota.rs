@@ -1,0 +1,367 @@
+//! The state of one quota: three token buckets learned from the API's headers, what is
+//! reserved by calls in flight, the 429 gate, and the FIFO line of waiting calls.
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
+use std::task::Waker;
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use crate::rate_limit::RateLimitHeaders;
+
+/// The three buckets, in this order everywhere: requests, input tokens, output tokens.
+pub(crate) const BUCKETS: usize = 3;
+pub(crate) const NAMES: [&str; BUCKETS] = ["requests", "input tokens", "output tokens"];
+
+/// What one attempt costs, per bucket.
+pub(crate) type Cost = [f64; BUCKETS];
+
+/// One token bucket as the API keeps it: `limit` per minute, refilled continuously.
+#[derive(Debug, Clone)]
+pub(crate) struct Bucket {
+    /// Per minute; `None` until learned (or configured): the bucket does not pace.
+    pub(crate) limit: Option<f64>,
+    /// What our accounting says is left now (may go negative: output is settled later).
+    pub(crate) level: f64,
+    /// Reserved by admitted calls not yet settled.
+    pub(crate) reserved: f64,
+    updated: Instant,
+}
+
+impl Bucket {
+    fn new(limit: Option<f64>, now: Instant) -> Self {
+        Self {
+            limit,
+            level: limit.unwrap_or(0.0),
+            reserved: 0.0,
+            updated: now,
+        }
+    }
+
+    fn refill(&mut self, now: Instant) {
+        if let Some(limit) = self.limit {
+            let dt = now.saturating_duration_since(self.updated).as_secs_f64();
+            self.level = (self.level + dt * limit / 60.0).min(limit);
+        }
+        self.updated = now;
+    }
+
+    /// How long until `need` fits (a need above the limit fits when the bucket is full, so
+    /// the server, not this pacer, has the last word on it).
+    fn wait_for(&self, need: f64) -> Duration {
+        match self.limit {
+            Some(limit) if limit > 0.0 => {
+                let need = need.min(limit);
+                if self.level >= need {
+                    Duration::ZERO
+                } else {
+                    secs((need - self.level) * 60.0 / limit)
+                }
+            }
+            _ => Duration::ZERO,
+        }
+    }
+}
+
+/// Seconds as a `Duration`, saturating (a bad number never panics).
+pub(crate) fn secs(s: f64) -> Duration {
+    if s.is_finite() && s > 0.0 {
+        Duration::try_from_secs_f64(s).unwrap_or(Duration::MAX)
+    } else {
+        Duration::ZERO
+    }
+}
+
+/// A call waiting in line.
+#[derive(Debug)]
+pub(crate) struct Waiter {
+    pub(crate) cost: Cost,
+    pub(crate) slot: Mutex<Slot>,
+}
+
+#[derive(Debug, Default)]
+pub(crate) struct Slot {
+    pub(crate) admitted: Option<Admission>,
+    pub(crate) waker: Option<Waker>,
+}
+
+/// What the pacer recorded when it admitted a call: its levels right after the reservation
+/// and the corrections applied so far, so the server's answer can be compared with the state
+/// it saw, without counting other calls twice.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Admission {
+    pub(crate) levels: [f64; BUCKETS],
+    pub(crate) corrections: [f64; BUCKETS],
+    /// Admitted before the limits were known.
+    pub(crate) unpaced: bool,
+}
+
+/// When the head of the line may go.
+#[derive(Debug)]
+enum Ready {
+    Now,
+    At(Instant, Option<usize>),
+}
+
+/// One quota (key identity x model class).
+#[derive(Debug)]
+pub(crate) struct Quota {
+    pub(crate) buckets: [Bucket; BUCKETS],
+    /// Limits known (learned or configured). Until then calls go out unpaced (but counted,
+    /// so the first answer's `remaining` can be reconciled with them).
+    pub(crate) learned: bool,
+    /// An answer carried no rate-limit headers before any did: nothing to pace by.
+    pub(crate) unmanaged: bool,
+    /// While unlearned: when the first call went out, and how long the others wait for its
+    /// answer before going out unpaced.
+    first_sent: Option<Instant>,
+    cold_start: Duration,
+    pub(crate) gate_until: Option<Instant>,
+    pub(crate) queue: VecDeque<Arc<Waiter>>,
+    corrections: [f64; BUCKETS],
+    pub(crate) last_used: Instant,
+}
+
+impl Quota {
+    pub(crate) fn new(
+        configured: Option<[f64; BUCKETS]>,
+        cold_start: Duration,
+        now: Instant,
+    ) -> Self {
+        let b = |i: usize| Bucket::new(configured.map(|c| c[i]), now);
+        Self {
+            buckets: [b(0), b(1), b(2)],
+            learned: configured.is_some(),
+            unmanaged: false,
+            first_sent: None,
+            cold_start,
+            gate_until: None,
+            queue: VecDeque::new(),
+            corrections: [0.0; BUCKETS],
+            last_used: now,
+        }
+    }
+
+    fn refill(&mut self, now: Instant) {
+        for b in &mut self.buckets {
+            b.refill(now);
+        }
+    }
+
+    /// Whether this quota paces at all.
+    pub(crate) fn paces(&self) -> bool {
+        !self.unmanaged
+    }
+
+    fn ready(&self, cost: &Cost, now: Instant) -> Ready {
+        let mut at = now;
+        let mut bound = None;
+        if let Some(gate) = self.gate_until {
+            if gate > now {
+                at = gate;
+                bound = Some(0);
+            }
+        }
+        if !self.learned {
+            // Cold start: the first call goes; the others wait for its answer (which teaches
+            // the limits) for a while, then go unpaced.
+            if let Some(first) = self.first_sent {
+                let until = first + self.cold_start;
+                if until > at {
+                    at = until;
+                    bound = None;
+                }
+            }
+            return if at > now {
+                Ready::At(at, bound)
+            } else {
+                Ready::Now
+            };
+        }
+        for (i, b) in self.buckets.iter().enumerate() {
+            let t = now + b.wait_for(cost[i]);
+            if t > at {
+                at = t;
+                bound = Some(i);
+            }
+        }
+        if at > now {
+            Ready::At(at, bound)
+        } else {
+            Ready::Now
+        }
+    }
+
+    /// The wait a new call of `cost` would have behind everyone in line (FIFO), and the
+    /// bucket that sets it.
+    pub(crate) fn predicted_wait(
+        &mut self,
+        cost: &Cost,
+        now: Instant,
+    ) -> (Duration, Option<usize>) {
+        self.refill(now);
+        let gate = self
+            .gate_until
+            .map_or(Duration::ZERO, |g| g.saturating_duration_since(now));
+        let mut wait = gate;
+        let mut bound = (gate > Duration::ZERO).then_some(0);
+        if self.learned {
+            for (i, b) in self.buckets.iter().enumerate() {
+                let Some(limit) = b.limit.filter(|l| *l > 0.0) else {
+                    continue;
+                };
+                let ahead: f64 = self.queue.iter().map(|w| w.cost[i].min(limit)).sum();
+                let need = ahead + cost[i].min(limit);
+                let t = secs((need - b.level) * 60.0 / limit);
+                if t > wait {
+                    wait = t;
+                    bound = Some(i);
+                }
+            }
+        }
+        (wait, bound)
+    }
+
+    /// Admits whoever can go from the head of the line; returns when the (new) head may go,
+    /// if it waits on time, and the bucket that holds it back. Wakes every call it admits,
+    /// and (with `wake_head`, when called on anyone else's behalf) the head, to re-arm.
+    pub(crate) fn pump(
+        &mut self,
+        now: Instant,
+        wake_head: bool,
+    ) -> Option<(Instant, Option<usize>)> {
+        self.refill(now);
+        self.last_used = now;
+        while let Some(head) = self.queue.front().cloned() {
+            match self.ready(&head.cost, now) {
+                Ready::Now => {
+                    let unpaced = !self.learned;
+                    if unpaced && self.first_sent.is_none() {
+                        self.first_sent = Some(now);
+                    }
+                    self.reserve(&head.cost);
+                    self.queue.pop_front();
+                    let mut slot = head.slot.lock().unwrap_or_else(|e| e.into_inner());
+                    slot.admitted = Some(Admission {
+                        levels: self.levels(),
+                        corrections: self.corrections,
+                        unpaced,
+                    });
+                    if let Some(w) = slot.waker.take() {
+                        w.wake();
+                    }
+                }
+                Ready::At(at, bound) => {
+                    if wake_head {
+                        self.wake_head();
+                    }
+                    return Some((at, bound));
+                }
+            }
+        }
+        None
+    }
+
+    fn wake_head(&self) {
+        if let Some(head) = self.queue.front() {
+            let mut slot = head.slot.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(w) = slot.waker.take() {
+                w.wake();
+            }
+        }
+    }
+
+    fn levels(&self) -> [f64; BUCKETS] {
+        [
+            self.buckets[0].level,
+            self.buckets[1].level,
+            self.buckets[2].level,
+        ]
+    }
+
+    fn reserve(&mut self, cost: &Cost) {
+        for (b, c) in self.buckets.iter_mut().zip(cost) {
+            b.level -= c;
+            b.reserved += c;
+        }
+    }
+
+    /// Gives back part of a reservation (what the API did not charge, or will not).
+    pub(crate) fn refund(&mut self, amounts: &Cost, release: &Cost) {
+        for ((b, a), r) in self.buckets.iter_mut().zip(amounts).zip(release) {
+            b.level += a;
+            if let Some(limit) = b.limit {
+                b.level = b.level.min(limit);
+            }
+            b.reserved = (b.reserved - r).max(0.0);
+        }
+    }
+
+    /// Learns from a response's headers. `admission` is what the pacer saw when it admitted
+    /// the call; `charged` says whether the server charged it (a 2xx) or not (an error
+    /// status), and `cost` what was reserved for it. Returns whether anything was learned.
+    pub(crate) fn learn(
+        &mut self,
+        headers: &RateLimitHeaders,
+        admission: &Admission,
+        cost: &Cost,
+        charged: bool,
+        now: Instant,
+    ) -> bool {
+        self.refill(now);
+        let limits = [
+            &headers.requests,
+            &headers.input_tokens,
+            &headers.output_tokens,
+        ];
+        let mut learned = false;
+        for (i, h) in limits.iter().enumerate() {
+            let (Some(limit), Some(remaining)) = (h.limit, h.remaining) else {
+                continue;
+            };
+            learned = true;
+            let limit = limit as f64;
+            let remaining = remaining as f64;
+            let b = &mut self.buckets[i];
+            let first = b.limit.is_none();
+            b.limit = Some(limit);
+            if first || admission.unpaced {
+                // The first answer: the server's view is the whole truth, less what other
+                // calls admitted since hold.
+                let others = (b.reserved - if charged { cost[i] } else { 0.0 }).max(0.0);
+                b.level = (remaining - others).min(limit);
+                continue;
+            }
+            // What the server saw at admission, against what we saw then (corrected by what
+            // was applied since): the difference is drift (another user of the quota, or an
+            // estimate that was off), applied once.
+            let ours = admission.levels[i]
+                + (self.corrections[i] - admission.corrections[i])
+                + if charged { 0.0 } else { cost[i] };
+            let drift = remaining - ours;
+            if drift.is_finite() && drift != 0.0 {
+                b.level = (b.level + drift).min(limit);
+                self.corrections[i] += drift;
+            }
+        }
+        if learned {
+            self.learned = true;
+        }
+        learned
+    }
+
+    /// A 429: nothing on this quota goes before `until`.
+    pub(crate) fn close_gate(&mut self, until: Instant) {
+        if self.gate_until.is_none_or(|g| g < until) {
+            self.gate_until = Some(until);
+        }
+    }
+
+    /// Whether nothing holds on to this quota any more (it may be forgotten).
+    pub(crate) fn is_idle(&self, now: Instant, idle: Duration) -> bool {
+        self.queue.is_empty()
+            && self.buckets.iter().all(|b| b.reserved <= 0.0)
+            && now.saturating_duration_since(self.last_used) > idle
+    }
+}
