@@ -23,7 +23,13 @@ fn main() -> ExitCode {
             Some(s) => {
                 let rt = tokio::runtime::Runtime::new().expect("a tokio runtime");
                 let report = rt.block_on(benches::run(url, s));
-                println!("{}", report.to_json("tower-anthropic", s.name));
+                let ideal = benches::rate_limited_ideal(s).as_secs_f64();
+                let mut json: serde_json::Value =
+                    serde_json::from_str(&report.to_json("tower-anthropic", s.name))
+                        .expect("the report is JSON");
+                json["ideal_s"] = ideal.into();
+                json["pacing"] = s.pacing.into();
+                println!("{json}");
                 ExitCode::SUCCESS
             }
             None => {
@@ -33,7 +39,8 @@ fn main() -> ExitCode {
         },
         _ => {
             eprintln!("usage: drive URL SCENARIO | drive --mock-args SCENARIO");
-            eprintln!("scenarios: rate_limited, overload, outage, streaming");
+            let names: Vec<_> = scenarios.iter().map(|s| s.name).collect();
+            eprintln!("scenarios: {}", names.join(", "));
             ExitCode::from(2)
         }
     }

@@ -34,6 +34,49 @@ pub struct Scenario {
     /// Whether the client keeps its default retry budget (`false`: turned off, to show
     /// what the budget changes).
     pub budget: bool,
+    /// Whether the client paces to the quota (its default; `false` to show what pacing
+    /// changes).
+    pub pacing: bool,
+    /// What each request asks.
+    pub shape: Shape,
+}
+
+/// The requests of a scenario.
+#[derive(Debug, Clone, Copy)]
+pub enum Shape {
+    /// A short prompt, `max_tokens` 64.
+    Small,
+    /// Prompts of mixed sizes, from 100 to 20,000 input tokens (a fixed cycle), `max_tokens` 64.
+    MixedInput,
+    /// A short prompt with this `max_tokens` (inflated over the real output).
+    MaxTokens(u32),
+}
+
+impl Shape {
+    /// Request `i` of the scenario.
+    pub fn request(self, i: usize) -> CreateMessageRequest {
+        match self {
+            Shape::Small => request(64),
+            Shape::MaxTokens(m) => request(m),
+            Shape::MixedInput => {
+                // 100 .. 20,000 tokens; the mock counts 4 characters a token.
+                const SIZES: [usize; 8] = [100, 20_000, 2_500, 12_000, 600, 17_000, 7_000, 1_200];
+                let tokens = SIZES[i % SIZES.len()];
+                CreateMessageRequest::new("claude-bench", 64).user("word".repeat(tokens))
+            }
+        }
+    }
+
+    /// Input tokens the mock counts for request `i`.
+    pub fn input_tokens(self, i: usize) -> u64 {
+        match self {
+            Shape::MixedInput => {
+                const SIZES: [u64; 8] = [100, 20_000, 2_500, 12_000, 600, 17_000, 7_000, 1_200];
+                SIZES[i % SIZES.len()] + 3
+            }
+            _ => 9,
+        }
+    }
 }
 
 /// How requests are sent.
@@ -80,6 +123,7 @@ pub fn scenarios() -> Vec<Scenario> {
                     requests_per_minute: 120,
                     input_tokens_per_minute: 1_000_000,
                     output_tokens_per_minute: 6_000,
+                    max_burst_from_idle: None,
                 },
                 ..Default::default()
             },
@@ -89,6 +133,8 @@ pub fn scenarios() -> Vec<Scenario> {
                 concurrency: 8,
             },
             budget: true,
+            pacing: true,
+            shape: Shape::Small,
         },
         Scenario {
             name: "overload",
@@ -107,6 +153,8 @@ pub fn scenarios() -> Vec<Scenario> {
                 concurrency: 16,
             },
             budget: true,
+            pacing: true,
+            shape: Shape::Small,
         },
         Scenario {
             name: "outage",
@@ -123,6 +171,8 @@ pub fn scenarios() -> Vec<Scenario> {
                 outage_len: Duration::from_secs(10),
             },
             budget: true,
+            pacing: true,
+            shape: Shape::Small,
         },
         Scenario {
             name: "streaming",
@@ -138,8 +188,94 @@ pub fn scenarios() -> Vec<Scenario> {
                 concurrency: 50,
             },
             budget: true,
+            pacing: true,
+            shape: Shape::MaxTokens(1000),
+        },
+        Scenario {
+            name: "input_bound",
+            title: "e. input-token bound: 300,000 input tokens/min; 56 prompts of 100 to 20,000 tokens at concurrency 8",
+            mock: MockConfig {
+                limits: RateLimits {
+                    requests_per_minute: 10_000,
+                    input_tokens_per_minute: 300_000,
+                    output_tokens_per_minute: 10_000_000,
+                    max_burst_from_idle: None,
+                },
+                ..Default::default()
+            },
+            mock_args: args("--rpm 10000 --itpm 300000 --otpm 10000000"),
+            load: Load::Closed {
+                n: 56,
+                concurrency: 8,
+            },
+            budget: true,
+            pacing: true,
+            shape: Shape::MixedInput,
+        },
+        Scenario {
+            name: "output_bound",
+            title: "f. output-token bound: 12,000 output tokens/min; 160 requests of max_tokens 400 for 100 real tokens, concurrency 8",
+            mock: MockConfig {
+                limits: RateLimits {
+                    requests_per_minute: 10_000,
+                    input_tokens_per_minute: 10_000_000,
+                    output_tokens_per_minute: 12_000,
+                    max_burst_from_idle: None,
+                },
+                output_tokens: 100,
+                ..Default::default()
+            },
+            mock_args: args("--rpm 10000 --itpm 10000000 --otpm 12000 --output-tokens 100"),
+            load: Load::Closed {
+                n: 160,
+                concurrency: 8,
+            },
+            budget: true,
+            pacing: true,
+            shape: Shape::MaxTokens(400),
+        },
+        Scenario {
+            name: "burst",
+            title: "g. burst: 900 requests/min; 1,000 requests at once at concurrency 256",
+            mock: MockConfig {
+                limits: RateLimits {
+                    requests_per_minute: 900,
+                    input_tokens_per_minute: 10_000_000,
+                    output_tokens_per_minute: 10_000_000,
+                    max_burst_from_idle: None,
+                },
+                ..Default::default()
+            },
+            mock_args: args("--rpm 900 --itpm 10000000 --otpm 10000000"),
+            load: Load::Closed {
+                n: 1000,
+                concurrency: 256,
+            },
+            budget: true,
+            pacing: true,
+            shape: Shape::Small,
         },
     ];
+    // The rate-limited scenarios again with pacing off, to show what pacing changes.
+    let unpaced: Vec<Scenario> = all
+        .iter()
+        .filter(|s| {
+            matches!(
+                s.name,
+                "rate_limited" | "input_bound" | "output_bound" | "burst"
+            )
+        })
+        .map(|s| Scenario {
+            name: match s.name {
+                "rate_limited" => "rate_limited_no_pacing",
+                "input_bound" => "input_bound_no_pacing",
+                "output_bound" => "output_bound_no_pacing",
+                _ => "burst_no_pacing",
+            },
+            pacing: false,
+            ..s.clone()
+        })
+        .collect();
     // The same overload and outage with the budget off, to show what it changes.
     let without: Vec<Scenario> = all
         .iter()
@@ -155,6 +291,7 @@ pub fn scenarios() -> Vec<Scenario> {
         })
         .collect();
     all.extend(without);
+    all.extend(unpaced);
     all
 }
 
@@ -230,9 +367,17 @@ async fn mock_log(url: &str) -> Vec<anthropic_mock::LogEntry> {
     serde_json::from_slice(&b).expect("the log is JSON")
 }
 
-/// The default `Client` at `url` (with its retry budget turned off when `budget` is false).
-pub fn client(url: &str, budget: bool) -> Client {
-    let mut b = Client::builder().api_key("sk-bench").base_url(url);
+/// The default `Client` at `url` (with its retry budget turned off when `budget` is false,
+/// and pacing when `pacing` is false). Waits for the quota may take long in these scenarios:
+/// the pacer's `max_wait` is raised so that nothing is refused.
+pub fn client(url: &str, budget: bool, pacing: bool) -> Client {
+    let mut b = Client::builder()
+        .api_key("sk-bench")
+        .base_url(url)
+        .pacing(pacing);
+    if pacing {
+        b = b.pacer(tower_anthropic::pacing::Pacer::new().max_wait(Duration::from_secs(600)));
+    }
     if !budget {
         b = b.retry_budget(None);
     }
@@ -247,21 +392,22 @@ fn request(max_tokens: u32) -> CreateMessageRequest {
 /// the scenario's settings; its counters are reset first).
 pub async fn run(url: &str, scenario: &Scenario) -> Report {
     reset_mock(url).await;
-    let client = client(url, scenario.budget);
+    let client = client(url, scenario.budget, scenario.pacing);
+    let shape = scenario.shape;
     let start = Instant::now();
     let mut report = Report::default();
     let mut latencies = Vec::new();
     match scenario.load {
         Load::Closed { n, concurrency } => {
-            let results = closed_loop(&client, n, concurrency, |c| async move {
-                c.messages().create(request(64)).await.is_ok()
+            let results = closed_loop(&client, n, concurrency, move |c, i| async move {
+                c.messages().create(shape.request(i)).await.is_ok()
             })
             .await;
             report.tally(&results, &mut latencies);
         }
         Load::Streams { n, concurrency } => {
-            let results = closed_loop(&client, n, concurrency, |c| async move {
-                match c.messages().stream(request(1000)).await {
+            let results = closed_loop(&client, n, concurrency, move |c, i| async move {
+                match c.messages().stream(shape.request(i)).await {
                     Ok(s) => s.final_message().await.is_ok(),
                     Err(_) => false,
                 }
@@ -354,7 +500,7 @@ async fn closed_loop<F, Fut>(
     call: F,
 ) -> Vec<(bool, Duration)>
 where
-    F: Fn(Client) -> Fut + Clone + Send + 'static,
+    F: Fn(Client, usize) -> Fut + Clone + Send + 'static,
     Fut: std::future::Future<Output = bool> + Send,
 {
     let next = Arc::new(AtomicUsize::new(0));
@@ -363,9 +509,13 @@ where
         let (client, next, call) = (client.clone(), next.clone(), call.clone());
         workers.spawn(async move {
             let mut out = Vec::new();
-            while next.fetch_add(1, Ordering::Relaxed) < n {
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                if i >= n {
+                    break;
+                }
                 let t = Instant::now();
-                let ok = call(client.clone()).await;
+                let ok = call(client.clone(), i).await;
                 out.push((ok, t.elapsed()));
             }
             out
@@ -423,16 +573,34 @@ impl Report {
     }
 }
 
-/// The ideal completion time of the rate-limited scenario: what does not fit in the full
-/// buckets at the start, at the refill rate.
+/// The ideal completion time of a rate-limited scenario by the mock's own accounting: per
+/// bucket, what does not fit in the full bucket at the start, at the refill rate:
+///
+/// - requests: `(n - rpm) / (rpm / 60)`;
+/// - input tokens: `(sum of input tokens - itpm) / (itpm / 60)`;
+/// - output tokens: every answer costs its real output in the end, but the last one must
+///   find its whole `max_tokens` free when admitted:
+///   `(n * out - otpm + (max_tokens - out)) / (otpm / 60)`.
+///
+/// The largest of the three (0 when everything fits at once).
 pub fn rate_limited_ideal(s: &Scenario) -> Duration {
     let Load::Closed { n, .. } = s.load else {
         return Duration::ZERO;
     };
-    let rpm = s.mock.limits.requests_per_minute as f64;
-    let otpm = s.mock.limits.output_tokens_per_minute as f64;
-    let out = s.mock.output_tokens.min(64) as f64;
+    let l = &s.mock.limits;
+    let (rpm, itpm, otpm) = (
+        l.requests_per_minute as f64,
+        l.input_tokens_per_minute as f64,
+        l.output_tokens_per_minute as f64,
+    );
+    let max_tokens = match s.shape {
+        Shape::MaxTokens(m) => m,
+        _ => 64,
+    } as f64;
+    let out = (s.mock.output_tokens as f64).min(max_tokens);
+    let input: f64 = (0..n).map(|i| s.shape.input_tokens(i) as f64).sum();
     let by_requests = (n as f64 - rpm).max(0.0) / (rpm / 60.0);
-    let by_output = (n as f64 * out - otpm).max(0.0) / (otpm / 60.0);
-    Duration::from_secs_f64(by_requests.max(by_output))
+    let by_input = (input - itpm).max(0.0) / (itpm / 60.0);
+    let by_output = (n as f64 * out - otpm + (max_tokens - out)).max(0.0) / (otpm / 60.0);
+    Duration::from_secs_f64(by_requests.max(by_input).max(by_output))
 }

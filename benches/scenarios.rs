@@ -37,10 +37,12 @@ fn main() {
         let url = mock.url();
         let r = rt.block_on(benches::run(&url, &s));
         let mut notes = String::new();
-        if s.name == "rate_limited" {
+        let ideal = benches::rate_limited_ideal(&s);
+        if !ideal.is_zero() || s.name.starts_with("burst") {
             notes = format!(
-                "ideal {:.1} s",
-                benches::rate_limited_ideal(&s).as_secs_f64()
+                "ideal {:.1} s; completion / ideal {:.3}",
+                ideal.as_secs_f64(),
+                r.wall.as_secs_f64() / ideal.as_secs_f64().max(1e-9)
             );
         }
         if s.name.starts_with("outage") {

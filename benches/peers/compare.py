@@ -10,6 +10,9 @@ MOCK = f"{ROOT}/target/release/anthropic-mock"
 DRIVE = f"{ROOT}/target/release/drive"
 PEER = f"{ROOT}/benches/peers/peer.py"
 SCENARIOS = ["rate_limited", "overload", "outage"]
+# `compare.sh pacing`: the rate-limited scenarios, each with pacing on, pacing off, and the
+# Python SDK, against one mock process (reset before each run).
+PACING = ["rate_limited", "input_bound", "output_bound", "burst"]
 
 
 def run_json(cmd):
@@ -25,7 +28,30 @@ def fmt(v, unit=""):
     return f"{v}{unit}"
 
 
+def pacing():
+    print("| scenario | client | ok | failed | 429s | attempts/req | wall (s) | ideal (s) | wall / ideal |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for sc in PACING:
+        args = subprocess.run([DRIVE, "--mock-args", sc], check=True, capture_output=True, text=True).stdout.split()
+        mock = subprocess.Popen([MOCK, *args], stdout=subprocess.PIPE, text=True)
+        try:
+            url = mock.stdout.readline().split()[-1]
+            paced = run_json([DRIVE, url, sc])
+            unpaced = run_json([DRIVE, url, sc + "_no_pacing"])
+            py = run_json([PYTHON, PEER, url, sc])
+        finally:
+            mock.terminate()
+            mock.wait(timeout=10)
+        ideal = paced["ideal_s"]
+        for who, d in (("tower-anthropic", paced), ("tower-anthropic, pacing off", unpaced), ("anthropic (Python)", py)):
+            ratio = d["wall_s"] / ideal if ideal else float("nan")
+            print(f"| {sc} | {who} | {d['succeeded']} | {d['failed']} | {d['mock_429']} | "
+                  f"{d['attempts_per_request']:.3f} | {d['wall_s']:.2f} | {ideal:.1f} | {ratio:.3f} |")
+
+
 def main():
+    if sys.argv[3:] == ["pacing"]:
+        return pacing()
     rows = []
     for sc in SCENARIOS:
         args = subprocess.run([DRIVE, "--mock-args", sc], check=True, capture_output=True, text=True).stdout.split()

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# The official Python SDK side by side with tower-anthropic, on scenarios a to c, against
-# one shared mock process per scenario. Installs `anthropic` from PyPI into a local
+# The official Python SDK side by side with tower-anthropic, on scenarios a to c (or, with
+# the argument `pacing`, on the rate-limited scenarios a, e, f and g with pacing on and off),
+# against one shared mock process per scenario. Installs `anthropic` from PyPI into a local
 # virtualenv on first use (VENV, default benches/peers/.venv).
 set -euo pipefail
 root=$(cd "$(dirname "$0")/../.." && pwd)
@@ -11,4 +12,4 @@ if [ ! -x "$venv/bin/python" ]; then
   "$venv/bin/pip" install --quiet "anthropic==2.10.0"
 fi
 echo "# tower-anthropic vs the official Python SDK ($("$venv/bin/python" -c 'import anthropic; print("anthropic", anthropic.__version__)')), $(nproc) cores, $(date -u +%Y-%m-%d)"
-exec "$venv/bin/python" "$root/benches/peers/compare.py" "$root" "$venv/bin/python"
+exec "$venv/bin/python" "$root/benches/peers/compare.py" "$root" "$venv/bin/python" "$@"

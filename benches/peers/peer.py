@@ -12,10 +12,21 @@ import anthropic
 # Same loads as benches/lib.rs.
 SCENARIOS = {
     "rate_limited": {"kind": "closed", "n": 160, "concurrency": 8},
+    "input_bound": {"kind": "closed", "n": 56, "concurrency": 8, "shape": "mixed_input"},
+    "output_bound": {"kind": "closed", "n": 160, "concurrency": 8, "max_tokens": 400},
+    "burst": {"kind": "closed", "n": 1000, "concurrency": 256},
     "overload": {"kind": "closed", "n": 500, "concurrency": 16},
     "outage": {"kind": "open", "rate": 50, "duration": 20.0, "outage_at": 5.0, "outage_len": 10.0},
 }
 MESSAGES = [{"role": "user", "content": "Hello from the benchmark"}]
+# The mixed prompt sizes of scenario e, as benches/lib.rs (`Shape::MixedInput`) cycles them.
+SIZES = [100, 20_000, 2_500, 12_000, 600, 17_000, 7_000, 1_200]
+
+
+def request(sc, i):
+    if sc.get("shape") == "mixed_input":
+        return 64, [{"role": "user", "content": "word" * SIZES[i % len(SIZES)]}]
+    return sc.get("max_tokens", 64), MESSAGES
 
 
 def control(url, method, path, body=b""):
@@ -31,10 +42,10 @@ def percentile(sorted_values, p):
     return sorted_values[min(i, len(sorted_values) - 1)]
 
 
-async def one(client):
+async def one(client, max_tokens=64, messages=MESSAGES):
     t = time.monotonic()
     try:
-        await client.messages.create(model="claude-bench", max_tokens=64, messages=MESSAGES)
+        await client.messages.create(model="claude-bench", max_tokens=max_tokens, messages=messages)
         return True, time.monotonic() - t
     except anthropic.APIError:
         return False, time.monotonic() - t
@@ -50,16 +61,16 @@ async def run(url, name):
     latencies, results = [], []
     if sc["kind"] == "closed":
         queue = asyncio.Queue()
-        for _ in range(sc["n"]):
-            queue.put_nowait(None)
+        for i in range(sc["n"]):
+            queue.put_nowait(i)
 
         async def worker():
             while True:
                 try:
-                    queue.get_nowait()
+                    i = queue.get_nowait()
                 except asyncio.QueueEmpty:
                     return
-                results.append(await one(client))
+                results.append(await one(client, *request(sc, i)))
 
         await asyncio.gather(*(worker() for _ in range(sc["concurrency"])))
         latencies = [lat for _, lat in results]

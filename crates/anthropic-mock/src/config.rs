@@ -56,6 +56,10 @@ pub struct RateLimits {
     pub input_tokens_per_minute: u64,
     /// Output tokens per minute.
     pub output_tokens_per_minute: u64,
+    /// An acceleration limit: at most this many requests admitted within a second that began
+    /// with the quota idle (its requests bucket at least 90% full); more get a 429 with
+    /// `error_code` `ramp_limit_exceeded` and `retry-after: 1`. `None`: no such limit.
+    pub max_burst_from_idle: Option<u32>,
 }
 
 impl Default for RateLimits {
@@ -65,6 +69,7 @@ impl Default for RateLimits {
             requests_per_minute: 100_000_000,
             input_tokens_per_minute: 100_000_000_000,
             output_tokens_per_minute: 100_000_000_000,
+            max_burst_from_idle: None,
         }
     }
 }

@@ -20,10 +20,13 @@ SERVER:
     --threads N             worker threads [default: number of cores]
     --log-capacity N        requests kept by /_mock/log [default: 1024]
 
-RATE LIMITS (token buckets per key, refilled continuously):
+RATE LIMITS (token buckets per API key and model, refilled continuously; output tokens are
+reserved from max_tokens at admission and the unused part given back when the answer ends):
     --rpm N                 requests per minute [default: 100000000]
     --itpm N                input tokens per minute [default: 100000000000]
     --otpm N                output tokens per minute [default: 100000000000]
+    --accel-burst N         acceleration limit: at most N requests in a second that starts
+                            from idle; more get a 429 ramp_limit_exceeded [default: none]
 
 ANSWERS AND LATENCY:
     --output-tokens N       output tokens per answer, capped by max_tokens [default: 48]
@@ -119,6 +122,7 @@ fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Option<Args>, St
             "--rpm",
             "--itpm",
             "--otpm",
+            "--accel-burst",
             "--output-tokens",
             "--ttfb",
             "--tps",
@@ -165,6 +169,7 @@ fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Option<Args>, St
                     _ => c.limits.output_tokens_per_minute = n,
                 }
             }
+            "--accel-burst" => c.limits.max_burst_from_idle = Some(parse_num::<u32>(f, &v)?.max(1)),
             "--output-tokens" => c.output_tokens = parse_num::<u32>(f, &v)?.max(1),
             "--ttfb" => c.latency.time_to_first_byte = parse_duration(&v)?,
             "--tps" => c.latency.tokens_per_second = parse_num(f, &v)?,

@@ -54,12 +54,16 @@ impl Bucket {
     }
 }
 
-/// The three buckets of one key.
+/// The three buckets of one quota (key x model), and the acceleration window.
 #[derive(Debug, Clone)]
 struct Buckets {
     requests: Bucket,
     input: Bucket,
     output: Bucket,
+    /// Start of the current one-second window, admissions in it, and whether it began with
+    /// the requests bucket nearly full (usage ramping up from idle).
+    window: (Instant, u32, bool),
+    last_used: Instant,
 }
 
 /// What a rate-limit check decided, with the header values to send either way.
@@ -69,6 +73,9 @@ pub(crate) struct Decision {
     pub(crate) retry_after: Option<u64>,
     /// Which bucket refused, for the error message.
     pub(crate) refused_by: Option<&'static str>,
+    /// `error.details.error_code` of the refusal (`ramp_limit_exceeded` for an acceleration
+    /// limit).
+    pub(crate) error_code: Option<&'static str>,
     pub(crate) headers: Vec<(&'static str, HeaderValue)>,
 }
 
@@ -91,45 +98,106 @@ impl RateLimiter {
         self.keys.clear();
     }
 
-    /// Admits a request of `input` tokens that will produce `output` tokens, or refuses it.
-    /// Admission needs one request, `input` input tokens and at least one output token left;
-    /// output is then charged in full (possibly into debt, as the API settles output after
-    /// the fact). Header values describe the buckets after the decision.
-    pub(crate) fn check(&mut self, key: &str, input: u64, output: u64, now: Instant) -> Decision {
+    /// Admits a request of `input` tokens and `max_tokens` output tokens on `quota` (API
+    /// key x model), or refuses it, the way the API counts: one request, the input tokens, and
+    /// output tokens estimated from `max_tokens` at admission (a `max_tokens` above the whole
+    /// bucket is admitted when the bucket is full), corrected by [`settle`](Self::settle) when
+    /// the answer ends. With an acceleration limit, more than that many admissions within a
+    /// second of a ramp from idle are refused (`ramp_limit_exceeded`). Header values describe
+    /// the buckets after the decision.
+    pub(crate) fn check(
+        &mut self,
+        quota: &str,
+        input: u64,
+        max_tokens: u64,
+        now: Instant,
+    ) -> Decision {
         let limits = self.limits;
-        let b = self.keys.entry(key.to_owned()).or_insert_with(|| Buckets {
-            requests: Bucket::new(limits.requests_per_minute, now),
-            input: Bucket::new(limits.input_tokens_per_minute, now),
-            output: Bucket::new(limits.output_tokens_per_minute, now),
-        });
+        if self.keys.len() >= MAX_QUOTAS && !self.keys.contains_key(quota) {
+            self.evict(now);
+        }
+        let b = self
+            .keys
+            .entry(quota.to_owned())
+            .or_insert_with(|| Buckets {
+                requests: Bucket::new(limits.requests_per_minute, now),
+                input: Bucket::new(limits.input_tokens_per_minute, now),
+                output: Bucket::new(limits.output_tokens_per_minute, now),
+                window: (now, 0, true),
+                last_used: now,
+            });
+        b.last_used = now;
         b.requests.refill(now);
         b.input.refill(now);
         b.output.refill(now);
+        let output_need = (max_tokens as f64).min(b.output.capacity);
         let waits = [
             ("requests", b.requests.wait_for(1.0)),
             ("input tokens", b.input.wait_for(input as f64)),
-            ("output tokens", b.output.wait_for(1.0)),
+            ("output tokens", b.output.wait_for(output_need)),
         ];
         let worst = waits
             .iter()
             .copied()
             .fold(("", 0.0f64), |a, w| if w.1 > a.1 { w } else { a });
-        let (retry_after, refused_by) = if worst.1 > 0.0 {
+        if now.saturating_duration_since(b.window.0) >= Duration::from_secs(1) {
+            let from_idle = b.requests.level >= 0.9 * b.requests.capacity;
+            b.window = (now, 0, from_idle);
+        }
+        let ramp = limits
+            .max_burst_from_idle
+            .is_some_and(|n| b.window.2 && b.window.1 >= n);
+        let (retry_after, refused_by, error_code) = if worst.1 > 0.0 {
             // Whole seconds, rounded up: waiting that long always suffices.
-            (Some((worst.1.ceil() as u64).max(1)), Some(worst.0))
+            (Some((worst.1.ceil() as u64).max(1)), Some(worst.0), None)
+        } else if ramp {
+            (Some(1), Some("acceleration"), Some("ramp_limit_exceeded"))
         } else {
             b.requests.level -= 1.0;
             b.input.level -= input as f64;
-            b.output.level -= output as f64;
-            (None, None)
+            b.output.level -= max_tokens as f64;
+            b.window.1 += 1;
+            (None, None, None)
         };
         Decision {
             retry_after,
             refused_by,
+            error_code,
             headers: headers(b),
         }
     }
+
+    /// The answer on `quota` ended: gives back the output tokens reserved from `max_tokens`
+    /// and not produced.
+    pub(crate) fn settle(&mut self, quota: &str, unused_output: u64, now: Instant) {
+        if let Some(b) = self.keys.get_mut(quota) {
+            b.output.refill(now);
+            b.output.level = (b.output.level + unused_output as f64).min(b.output.capacity);
+        }
+    }
+
+    /// Forgets quotas whose buckets are full again (they hold nothing a new one would not).
+    fn evict(&mut self, now: Instant) {
+        self.keys.retain(|_, b| {
+            b.requests.refill(now);
+            b.input.refill(now);
+            b.output.refill(now);
+            !(b.requests.level >= b.requests.capacity
+                && b.input.level >= b.input.capacity
+                && b.output.level >= b.output.capacity)
+        });
+        if self.keys.len() >= MAX_QUOTAS {
+            // Still full: drop the least recently used half.
+            let mut used: Vec<Instant> = self.keys.values().map(|b| b.last_used).collect();
+            used.sort();
+            let cut = used[used.len() / 2];
+            self.keys.retain(|_, b| b.last_used > cut);
+        }
+    }
 }
+
+/// Quotas kept at most; past this, idle ones are forgotten.
+const MAX_QUOTAS: usize = 10_000;
 
 fn headers(b: &Buckets) -> Vec<(&'static str, HeaderValue)> {
     let now = SystemTime::now();
@@ -205,7 +273,49 @@ mod tests {
             requests_per_minute: rpm,
             input_tokens_per_minute: itpm,
             output_tokens_per_minute: otpm,
+            max_burst_from_idle: None,
         }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn output_is_reserved_from_max_tokens_and_settled_to_the_real_output() {
+        let mut rl = RateLimiter::new(limits(1000, 1_000_000, 600));
+        let t0 = Instant::now();
+        let d = rl.check("k", 1, 400, t0);
+        assert!(d.retry_after.is_none());
+        assert_eq!(
+            header(&d, "anthropic-ratelimit-output-tokens-remaining"),
+            "200"
+        );
+        // 250 more does not fit while 400 are reserved...
+        assert_eq!(rl.check("k", 1, 250, t0).retry_after, Some(5));
+        // ...and does once the answer settles at 100 real tokens.
+        rl.settle("k", 300, t0);
+        assert!(rl.check("k", 1, 250, t0).retry_after.is_none());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_sharp_ramp_from_idle_meets_the_acceleration_limit() {
+        let mut rl = RateLimiter::new(RateLimits {
+            max_burst_from_idle: Some(5),
+            ..limits(20, 1_000_000, 1_000_000)
+        });
+        let t0 = Instant::now();
+        for _ in 0..5 {
+            assert!(rl.check("k", 1, 1, t0).retry_after.is_none());
+        }
+        let d = rl.check("k", 1, 1, t0);
+        assert_eq!(
+            (d.retry_after, d.error_code),
+            (Some(1), Some("ramp_limit_exceeded"))
+        );
+        // The next second began busy (bucket under 90%): no acceleration limit then.
+        let t1 = t0 + Duration::from_secs(1);
+        for _ in 0..10 {
+            assert!(rl.check("k", 1, 1, t1).retry_after.is_none());
+        }
+        // Another quota (another model) has buckets of its own.
+        assert!(rl.check("k/other-model", 1, 1, t1).retry_after.is_none());
     }
 
     #[tokio::test(start_paused = true)]
@@ -290,7 +400,7 @@ mod tests {
         for i in 0..500u64 {
             let input = 50 + (i * 37) % 200;
             let output = 10 + (i * 13) % 60;
-            if remaining.0 < 1 || remaining.1 < input || remaining.2 < 1 {
+            if remaining.0 < 1 || remaining.1 < input || remaining.2 < output {
                 now += Duration::from_millis(250);
                 let probe_headers = {
                     let mut c = rl.clone_for_probe();

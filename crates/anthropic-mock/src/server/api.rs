@@ -153,19 +153,25 @@ pub(super) async fn api_outcome(
     // 5. Rate limits, then the answer.
     let max_tokens = body["max_tokens"].as_u64().unwrap_or(1);
     let output_tokens = (state.config.output_tokens as u64).min(max_tokens).max(1) as u32;
-    let decision =
-        lock(&state.limiter).check(&key, input_tokens, output_tokens as u64, Instant::now());
+    // Buckets per (key, model class); the class is the model name.
+    let quota = format!("{key}/{}", body["model"].as_str().unwrap_or_default());
+    let decision = lock(&state.limiter).check(&quota, input_tokens, max_tokens, Instant::now());
     if let Some(secs) = decision.retry_after {
         fault = Some("rate_limited".to_owned());
         let msg = format!(
             "This request would exceed your organization's rate limit of {} per minute. Please retry after {secs} s.",
             decision.refused_by.unwrap_or("requests"),
         );
+        let msg = if decision.error_code.is_some() {
+            "Your request rate increased too quickly from idle: ramp up gradually.".to_owned()
+        } else {
+            msg
+        };
         let mut r = error_response(
             StatusCode::TOO_MANY_REQUESTS,
             "rate_limit_error",
             &msg,
-            None,
+            decision.error_code,
             request_id,
         );
         r.headers_mut()
@@ -194,8 +200,18 @@ pub(super) async fn api_outcome(
         words: generate::answer_words(output_tokens, n),
     };
     let streaming = body.get("stream").and_then(Value::as_bool).unwrap_or(false);
+    // What `max_tokens` reserved beyond the real output is given back when the answer ends.
+    let unused = max_tokens.saturating_sub(u64::from(output_tokens));
     let mut resp = if streaming {
-        stream_response(state, answer, delivery, stream_error_type, request_id)
+        let settle = (quota, unused);
+        stream_response(
+            state,
+            answer,
+            delivery,
+            stream_error_type,
+            request_id,
+            settle,
+        )
     } else {
         if latency.tokens_per_second > 0 {
             tokio::time::sleep(Duration::from_secs_f64(
@@ -203,6 +219,7 @@ pub(super) async fn api_outcome(
             ))
             .await;
         }
+        lock(&state.limiter).settle(&quota, unused, Instant::now());
         message_response(answer, delivery)
     };
     let headers = resp.headers_mut();

@@ -14,6 +14,7 @@ use super::routes::Resp;
 use crate::body::{MockBody, StreamGuard};
 use crate::generate::{self, Answer};
 use crate::script::default_error;
+use crate::stats::lock;
 
 pub(super) fn message_response(answer: Answer, delivery: Delivery) -> Resp {
     let json = Bytes::from(answer.message_json());
@@ -54,12 +55,22 @@ pub(super) fn stream_response(
     delivery: Delivery,
     error_type: Option<String>,
     request_id: &str,
+    (quota, unused_output): (String, u64),
 ) -> Resp {
     let events = answer.sse_events(state.config.ping_every);
     let (tx, body) = MockBody::channel(None, Some(StreamGuard::new(state.counters.clone())));
     let tps = state.config.latency.tokens_per_second;
     let request_id = request_id.to_owned();
+    let state = state.clone();
     tokio::spawn(async move {
+        // However the stream ends, its unused output reservation is settled.
+        struct Settle(Arc<State>, String, u64);
+        impl Drop for Settle {
+            fn drop(&mut self) {
+                lock(&self.0.limiter).settle(&self.1, self.2, tokio::time::Instant::now());
+            }
+        }
+        let _settle = Settle(state, quota, unused_output);
         for (i, ev) in events.into_iter().enumerate() {
             match delivery {
                 Delivery::StreamError(after) if i == after => {

@@ -341,13 +341,19 @@ impl Pacer {
         )
     }
 
-    /// Learns the estimator's error from an answered request.
+    /// Learns the estimator's error from an answered request: an underestimate raises the
+    /// correction at once (it risks 429s), an overestimate lowers it slowly, never below 1
+    /// (it only costs some throughput, and the fixed overhead of small requests would
+    /// otherwise drag large ones into underestimates).
     fn learn_input(&self, raw: f64, actual: f64) {
         if raw >= 1.0 && actual >= 1.0 {
+            let ratio = (actual / raw).min(20.0);
             let mut f = lock(&self.shared.input_factor);
-            // Weighted by size: large prompts say the most about the ratio.
-            let w = (raw / 20_000.0).clamp(0.05, 0.5);
-            *f = (*f * (1.0 - w) + (actual / raw) * w).clamp(0.05, 20.0);
+            *f = if ratio > *f {
+                ratio
+            } else {
+                (*f * 0.98 + ratio * 0.02).max(1.0)
+            };
         }
     }
 
@@ -531,6 +537,7 @@ impl Ticket {
         };
         let now = Instant::now();
         let cost = self.waiter.cost;
+        let mut drain = false;
         let (headers, charged, gate) = match result {
             Ok(resp) => (
                 Some(RateLimitHeaders::from_headers(resp.headers())),
@@ -540,6 +547,11 @@ impl Ticket {
             Err(Error::Api(api)) => {
                 let gate = (api.kind() == crate::ApiErrorKind::RateLimit && !api.is_spend_limit())
                     .then(|| api.retry_after().unwrap_or(Duration::from_secs(1)));
+                // A 429 that does not say which bucket ran out, or a ramp (acceleration)
+                // limit: resume from empty, at the refill rate.
+                drain = gate.is_some()
+                    && (api.rate_limits().is_empty()
+                        || api.error_code() == Some("ramp_limit_exceeded"));
                 (Some(*api.rate_limits()), false, gate)
             }
             // No answer: the server may have charged it; keep the reservation until settled.
@@ -549,17 +561,20 @@ impl Ticket {
         let mut quotas = lock(&self.pacer.shared.quotas);
         if let Some(q) = quotas.get_mut(id) {
             let learned = headers.is_some_and(|h| q.learn(&h, &admission, &cost, charged, now));
-            if !learned && headers.is_some() && !q.learned {
+            if !learned && result.is_ok() && !q.learned {
                 // An answer without rate-limit headers before any with: nothing to pace by.
                 q.unmanaged = true;
+            }
+            if !charged {
+                q.refund(&cost, &cost);
             }
             if let Some(wait) = gate {
                 tracing::info!(retry_after = ?wait, class = %id.class,
                     "429: closing the quota until its retry-after");
                 q.close_gate(now + wait);
-            }
-            if !charged {
-                q.refund(&cost, &cost);
+                if drain {
+                    q.drain();
+                }
             }
             q.pump(now, true);
         }

@@ -40,6 +40,10 @@ impl Bucket {
     }
 
     fn refill(&mut self, now: Instant) {
+        if now <= self.updated {
+            // Held (a 429's gate): nothing accrues before then.
+            return;
+        }
         if let Some(limit) = self.limit {
             let dt = now.saturating_duration_since(self.updated).as_secs_f64();
             self.level = (self.level + dt * limit / 60.0).min(limit);
@@ -118,6 +122,9 @@ pub(crate) struct Quota {
     first_sent: Option<Instant>,
     cold_start: Duration,
     pub(crate) gate_until: Option<Instant>,
+    /// After a 429's gate, until the line that waited has drained: the line goes at the
+    /// refill rate, whatever the server's `remaining` says it saved up meanwhile.
+    slow_start: Option<Instant>,
     pub(crate) queue: VecDeque<Arc<Waiter>>,
     corrections: [f64; BUCKETS],
     pub(crate) last_used: Instant,
@@ -137,6 +144,7 @@ impl Quota {
             first_sent: None,
             cold_start,
             gate_until: None,
+            slow_start: None,
             queue: VecDeque::new(),
             corrections: [0.0; BUCKETS],
             last_used: now,
@@ -233,6 +241,11 @@ impl Quota {
     ) -> Option<(Instant, Option<usize>)> {
         self.refill(now);
         self.last_used = now;
+        if self.slow_start.is_some_and(|end| {
+            now >= end || (self.queue.is_empty() && self.gate_until.is_none_or(|g| g <= now))
+        }) {
+            self.slow_start = None;
+        }
         while let Some(head) = self.queue.front().cloned() {
             match self.ready(&head.cost, now) {
                 Ready::Now => {
@@ -287,14 +300,17 @@ impl Quota {
         }
     }
 
-    /// Gives back part of a reservation (what the API did not charge, or will not).
+    /// Gives back part of a reservation (what the API did not charge, or will not). A refund
+    /// counts as a correction: the server gave it back too, and a later answer's `remaining`
+    /// may already show it.
     pub(crate) fn refund(&mut self, amounts: &Cost, release: &Cost) {
-        for ((b, a), r) in self.buckets.iter_mut().zip(amounts).zip(release) {
-            b.level += a;
+        for (i, b) in self.buckets.iter_mut().enumerate() {
+            b.level += amounts[i];
             if let Some(limit) = b.limit {
                 b.level = b.level.min(limit);
             }
-            b.reserved = (b.reserved - r).max(0.0);
+            b.reserved = (b.reserved - release[i]).max(0.0);
+            self.corrections[i] += amounts[i];
         }
     }
 
@@ -339,7 +355,19 @@ impl Quota {
             let ours = admission.levels[i]
                 + (self.corrections[i] - admission.corrections[i])
                 + if charged { 0.0 } else { cost[i] };
-            let drift = remaining - ours;
+            // Calls in flight reach the server in another order than this pacer admitted
+            // them, so a difference up to what is in flight besides this call is noise, not
+            // drift: only what lies beyond it is applied.
+            let in_flight = (b.reserved - cost[i]).max(0.0);
+            let raw = remaining - ours;
+            let drift = if raw > 0.0 {
+                (raw - in_flight).max(0.0)
+            } else {
+                (raw + in_flight).min(0.0)
+            };
+            if drift > 0.0 && self.slow_start.is_some() {
+                continue;
+            }
             if drift.is_finite() && drift != 0.0 {
                 b.level = (b.level + drift).min(limit);
                 self.corrections[i] += drift;
@@ -351,10 +379,31 @@ impl Quota {
         learned
     }
 
-    /// A 429: nothing on this quota goes before `until`.
+    /// After a 429 that did not say which bucket ran out (no rate-limit headers, or an
+    /// acceleration limit): nothing is left, so calls after the gate go at the refill rate.
+    pub(crate) fn drain(&mut self) {
+        for b in &mut self.buckets {
+            if b.limit.is_some() {
+                b.level = b.level.min(0.0);
+            }
+        }
+    }
+
+    /// A 429: nothing on this quota goes before `until`, and the buckets start refilling
+    /// only then (a slow start at the refill rate, not a burst of what the gate saved up).
     pub(crate) fn close_gate(&mut self, until: Instant) {
+        let now = Instant::now();
         if self.gate_until.is_none_or(|g| g < until) {
             self.gate_until = Some(until);
+        }
+        // The slow start lasts until the line that waited has drained, at most four times
+        // the gate (at least 4 s) after it opens.
+        let len = until
+            .saturating_duration_since(now)
+            .max(Duration::from_secs(1));
+        self.slow_start = Some(until + len * 4);
+        for b in &mut self.buckets {
+            b.updated = b.updated.max(until);
         }
     }
 
