@@ -329,3 +329,51 @@ event: message_stop\ndata: {\"type\":\"message_stop\"}\n\n";
     let (_, err) = drain(stream).await;
     assert!(matches!(err, Some(Error::Stream(se)) if se.is_invalid_event()));
 }
+
+/// A body that sends `data`, then neither ends nor sends anything else (a server keeping the
+/// connection open).
+struct ThenSilence(Option<Bytes>);
+
+impl http_body::Body for ThenSilence {
+    type Data = Bytes;
+    type Error = Error;
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, Error>>> {
+        match self.0.take() {
+            Some(b) => std::task::Poll::Ready(Some(Ok(http_body::Frame::data(b)))),
+            None => std::task::Poll::Pending,
+        }
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn message_stop_ends_the_stream_whatever_follows_or_stays_open() {
+    let body: &'static [u8] = b"event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"id\":\"m\",\"type\":\"message\",\"role\":\"assistant\",\"model\":\"x\",\"content\":[],\"stop_reason\":null,\"usage\":{\"input_tokens\":1,\"output_tokens\":0}}}\n\n\
+event: content_block_start\ndata: {\"type\":\"content_block_start\",\"index\":0,\"content_block\":{\"type\":\"text\",\"text\":\"\"}}\n\n\
+event: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"text_delta\",\"text\":\"done\"}}\n\n\
+event: message_stop\ndata: {\"type\":\"message_stop\"}\n\n\
+event: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"text_delta\",\"text\":\" and more\"}}\n\n\
+event: message_stop\ndata: {\"type\":\"message_stop\"}\n\n";
+    let svc = tower::service_fn(move |_req: http::Request<Full<Bytes>>| async move {
+        let resp = http::Response::builder()
+            .header("content-type", "text/event-stream")
+            .body(ThenSilence(Some(Bytes::from_static(body))).boxed_unsync())
+            .unwrap();
+        Ok::<http::Response<ResponseBody>, Error>(resp)
+    });
+    let stream = MessagesService::new(BoxCloneSyncService::new(svc), endpoint())
+        .stream(req())
+        .await
+        .unwrap();
+    let message = tokio::time::timeout(Duration::from_secs(60), stream.final_message())
+        .await
+        .expect("the stream ends at message_stop, not at a timeout")
+        .unwrap();
+    assert_eq!(
+        message.text(),
+        "done",
+        "nothing after message_stop is appended"
+    );
+}
