@@ -457,5 +457,8 @@ async fn resets_and_rate_limits_against_the_mock() {
     c.messages().create(req()).await.unwrap();
     assert!(start.elapsed() >= Duration::from_secs(2));
     let log = s.log();
-    assert_eq!(log[1].at_ms - log[0].at_ms, 2000);
+    // Exactly 2 s, plus at most the 1 ms timer tick the pacer's refill needs after a 429
+    // that did not say which bucket ran out.
+    let gap = log[1].at_ms - log[0].at_ms;
+    assert!((2000..=2001).contains(&gap), "{gap}");
 }
