@@ -294,7 +294,8 @@ impl ClientBuilder {
         self.deadline = Some(d);
         self
     }
-    /// The longest gap allowed between chunks of a stream (default 120 s).
+    /// The longest gap allowed between chunks of a stream (default 120 s); also the longest
+    /// a stream may take to its first content (pings do not count as progress).
     pub fn stream_idle_timeout(mut self, d: Duration) -> Self {
         self.stream_idle_timeout = Some(d);
         self
@@ -387,7 +388,11 @@ impl ClientBuilder {
         let service = MessagesService::new(BoxCloneSyncService::new(stack), endpoint)
             .max_response_body(max_body)
             .long_request_guard(self.timeout.is_none())
-            .resend_streams_before_content(!self.no_stream_retry);
+            .resend_streams_before_content(!self.no_stream_retry)
+            .first_content_timeout(Some(
+                self.stream_idle_timeout
+                    .unwrap_or(DEFAULT_STREAM_IDLE_TIMEOUT),
+            ));
         Ok(Client {
             service,
             limit,

@@ -14,9 +14,13 @@ use tower_anthropic::{ApiErrorKind, Client, ConfigError, Error};
 mod support;
 use support::KEY;
 
+/// One attempt per call, unpaced: these tests read how single answers are classified (a
+/// scripted 429 would otherwise close the pacer's gate for the next call; pacing has tests
+/// of its own).
 fn client(server: &MockServer, mock_key: &str) -> Client {
     support::builder(server, mock_key, 1)
         .max_retries(0)
+        .pacing(false)
         .build()
         .unwrap()
 }

@@ -15,6 +15,8 @@ pub enum TimeoutKind {
     Deadline,
     /// A stream went quiet for longer than the idle timeout.
     StreamIdle,
+    /// A stream sent no content (pings are not progress) within the time allowed for it.
+    FirstContent,
 }
 
 /// A timeout fired.
@@ -88,6 +90,7 @@ impl fmt::Display for TimeoutError {
                     TimeoutKind::Attempt => "attempt timed out",
                     TimeoutKind::Deadline => "deadline exceeded",
                     TimeoutKind::StreamIdle => "stream idle timeout",
+                    TimeoutKind::FirstContent => "no stream content",
                 };
                 match self.after {
                     Some(d) => write!(f, "{which} after {d:?}"),

@@ -5,6 +5,7 @@ use std::ops::Deref;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use bytes::{Buf, Bytes};
 use http::{HeaderMap, Request, Response};
@@ -23,6 +24,9 @@ use crate::rate_limit::RateLimitHeaders;
 use crate::retry::Attempts;
 use crate::stream::{Connect, MessageStream};
 use crate::transport::{Endpoint, RequestBody};
+
+/// Default time a stream may take to its first content.
+pub(crate) const DEFAULT_FIRST_CONTENT_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// A decoded response with what its headers said.
 #[derive(Debug, Clone)]
@@ -122,6 +126,7 @@ pub struct MessagesService<S> {
     max_body: usize,
     long_request_guard: bool,
     resend_streams: bool,
+    first_content: Option<Duration>,
 }
 
 impl<S> MessagesService<S> {
@@ -133,6 +138,7 @@ impl<S> MessagesService<S> {
             max_body: DEFAULT_MAX_RESPONSE_BODY,
             long_request_guard: false,
             resend_streams: true,
+            first_content: Some(DEFAULT_FIRST_CONTENT_TIMEOUT),
         }
     }
     /// Reads at most `bytes` of a successful response body, when no layer below (the attempt
@@ -151,6 +157,13 @@ impl<S> MessagesService<S> {
     /// retry policy (default: yes; needs a [`RetryLayer`](crate::retry::RetryLayer)).
     pub fn resend_streams_before_content(mut self, on: bool) -> Self {
         self.resend_streams = on;
+        self
+    }
+    /// How long a stream may go without content (its first content delta; pings and other
+    /// events are not progress) before the attempt fails with a `FirstContent` timeout and,
+    /// under a retry layer, is re-sent. Default 120 s; `None`: no limit.
+    pub fn first_content_timeout(mut self, limit: Option<Duration>) -> Self {
+        self.first_content = limit;
         self
     }
     /// The endpoint.
@@ -429,7 +442,10 @@ where
         let svc = self.inner.clone();
         let connect: Connect = Box::new(move |req| erase(svc.clone().oneshot(req)));
         let resend = self.resend_streams;
-        Box::pin(MessageStream::start(first, connect, template, resend))
+        let limit = self.first_content;
+        Box::pin(MessageStream::start(
+            first, connect, template, resend, limit,
+        ))
     }
 }
 

@@ -565,6 +565,7 @@ impl Ticket {
                 // An answer without rate-limit headers before any with: nothing to pace by.
                 q.unmanaged = true;
             }
+            q.first_answered();
             if !charged {
                 q.refund(&cost, &cost);
             }

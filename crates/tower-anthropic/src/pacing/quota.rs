@@ -407,6 +407,14 @@ impl Quota {
         }
     }
 
+    /// An answer came while the limits are still unknown (an error status carries no
+    /// rate-limit headers): the next call in line may go, alone again.
+    pub(crate) fn first_answered(&mut self) {
+        if !self.learned {
+            self.first_sent = None;
+        }
+    }
+
     /// Whether nothing holds on to this quota any more (it may be forgotten).
     pub(crate) fn is_idle(&self, now: Instant, idle: Duration) -> bool {
         self.queue.is_empty()

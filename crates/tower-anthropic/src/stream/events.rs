@@ -3,6 +3,7 @@
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
+use crate::error::{Error, StreamError, StreamFailure};
 use crate::messages::{ContentBlock, Message, StopReason};
 
 /// One event of a Messages stream. Event types this crate does not know are kept whole as
@@ -117,8 +118,10 @@ impl MessageAccumulator {
         Self::default()
     }
 
-    /// Applies one event.
-    pub fn apply(&mut self, event: &StreamEvent) {
+    /// Applies one event. A `content_block_start` whose index skips ahead of the blocks so
+    /// far is refused (the API numbers blocks 0, 1, 2, ...): a server-chosen index never sizes
+    /// memory.
+    pub fn apply(&mut self, event: &StreamEvent) -> Result<(), Error> {
         match event {
             StreamEvent::MessageStart { message } => {
                 self.message = Some(message.clone());
@@ -129,17 +132,30 @@ impl MessageAccumulator {
                 content_block,
             } => {
                 if let Some(m) = &mut self.message {
-                    if m.content.len() <= *index {
-                        m.content.resize(*index + 1, ContentBlock::text(""));
-                        self.json.resize(*index + 1, String::new());
+                    let have = m.content.len();
+                    if *index > have {
+                        let msg = format!(
+                            "content_block_start index {index} skips ahead of the {have} blocks so far"
+                        );
+                        return Err(Error::Stream(Box::new(StreamError::new(
+                            StreamFailure::InvalidEvent,
+                            msg,
+                        ))));
                     }
-                    m.content[*index] = content_block.clone();
+                    if *index == have {
+                        m.content.push(content_block.clone());
+                        self.json.push(String::new());
+                    } else {
+                        m.content[*index] = content_block.clone();
+                    }
                 }
             }
             StreamEvent::ContentBlockDelta { index, delta } => {
-                let Some(m) = &mut self.message else { return };
+                let Some(m) = &mut self.message else {
+                    return Ok(());
+                };
                 let Some(block) = m.content.get_mut(*index) else {
-                    return;
+                    return Ok(());
                 };
                 match (block, delta) {
                     (ContentBlock::Text { text, .. }, Delta::TextDelta { text: t }) => {
@@ -162,7 +178,9 @@ impl MessageAccumulator {
                 }
             }
             StreamEvent::ContentBlockStop { index } => {
-                let Some(m) = &mut self.message else { return };
+                let Some(m) = &mut self.message else {
+                    return Ok(());
+                };
                 if let (Some(ContentBlock::ToolUse { input, .. }), Some(json)) =
                     (m.content.get_mut(*index), self.json.get(*index))
                 {
@@ -174,7 +192,9 @@ impl MessageAccumulator {
                 }
             }
             StreamEvent::MessageDelta { delta, usage } => {
-                let Some(m) = &mut self.message else { return };
+                let Some(m) = &mut self.message else {
+                    return Ok(());
+                };
                 if delta.stop_reason.is_some() {
                     m.stop_reason = delta.stop_reason.clone();
                 }
@@ -196,6 +216,7 @@ impl MessageAccumulator {
             }
             StreamEvent::MessageStop | StreamEvent::Ping | StreamEvent::Unknown(_) => {}
         }
+        Ok(())
     }
 
     /// The message so far (`None` before `message_start`).

@@ -38,6 +38,7 @@ use std::collections::VecDeque;
 use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use http::{Request, Response};
 use http_body::Body;
@@ -46,12 +47,17 @@ use tokio::time::Sleep;
 pub use events::{Delta, MessageAccumulator, MessageDeltaBody, StreamEvent};
 
 use crate::body::ResponseBody;
-use crate::error::{Error, StreamError, StreamFailure};
+use crate::error::{Error, StreamError, StreamFailure, TimeoutError, TimeoutKind};
 use crate::messages::{Message, copy_request};
 use crate::pacing::Settlement;
 use crate::retry::{AttemptIndex, AttemptLog, Attempts, Decision, RetryPolicy, StreamResend};
 use crate::transport::RequestBody;
 use sse::{SseDecoder, SseEvent};
+
+/// Events held back before the first content at most (pings included).
+const MAX_HELD_EVENTS: usize = 1024;
+/// Bytes of event data before the first content at most.
+const MAX_HELD_BYTES: usize = 1024 * 1024;
 
 type Connecting = Pin<Box<dyn Future<Output = Result<Response<ResponseBody>, Error>> + Send>>;
 
@@ -73,6 +79,11 @@ pub struct MessageStream {
     raw: Vec<SseEvent>,
     pending: VecDeque<Result<StreamEvent, Error>>,
     held: Vec<StreamEvent>,
+    /// Bytes of event data seen before the first content (pings included).
+    held_bytes: usize,
+    /// The time allowed before the first content (pings are not progress).
+    first_content_limit: Option<Duration>,
+    first_content: Option<Pin<Box<Sleep>>>,
     content_started: bool,
     saw_stop: bool,
     attempts: u32,
@@ -108,6 +119,7 @@ impl MessageStream {
         connect: Connect,
         request: Request<RequestBody>,
         resend_allowed: bool,
+        first_content_limit: Option<Duration>,
     ) -> Result<MessageStream, Error> {
         let mut s = MessageStream {
             connect,
@@ -119,6 +131,9 @@ impl MessageStream {
             raw: Vec::new(),
             pending: VecDeque::new(),
             held: Vec::new(),
+            held_bytes: 0,
+            first_content_limit,
+            first_content: None,
             content_started: false,
             saw_stop: false,
             attempts: 0,
@@ -170,6 +185,11 @@ impl MessageStream {
         }
         self.decoder = SseDecoder::default();
         self.held.clear();
+        self.held_bytes = 0;
+        self.first_content = self
+            .first_content_limit
+            .filter(|_| !self.content_started)
+            .map(|d| Box::pin(tokio::time::sleep(d)));
         self.saw_stop = false;
         self.state = State::Reading(resp.into_body());
         Ok(())
@@ -244,21 +264,36 @@ impl MessageStream {
                     StreamEvent::MessageDelta { .. } | StreamEvent::MessageStop
                 );
             if !starts {
+                self.held_bytes += raw.data.len();
+                if self.held.len() >= MAX_HELD_EVENTS || self.held_bytes > MAX_HELD_BYTES {
+                    let msg = format!(
+                        "{} events ({} bytes) before the first content: more than the {} events or {} bytes held back",
+                        self.held.len() + 1,
+                        self.held_bytes,
+                        MAX_HELD_EVENTS,
+                        MAX_HELD_BYTES
+                    );
+                    return Err(Error::Stream(Box::new(StreamError::new(
+                        StreamFailure::TooLarge,
+                        msg,
+                    ))));
+                }
                 self.held.push(event);
                 return Ok(());
             }
             self.content_started = true;
+            self.first_content = None;
             for ev in std::mem::take(&mut self.held) {
-                self.hand_over(ev);
+                self.hand_over(ev)?;
             }
         }
-        self.hand_over(event);
-        Ok(())
+        self.hand_over(event)
     }
 
-    fn hand_over(&mut self, ev: StreamEvent) {
-        self.accumulator.apply(&ev);
+    fn hand_over(&mut self, ev: StreamEvent) -> Result<(), Error> {
+        self.accumulator.apply(&ev)?;
         self.pending.push_back(Ok(ev));
+        Ok(())
     }
 
     /// A failure mid-stream: re-send if nothing was handed over and the stack's retry policy
@@ -309,6 +344,17 @@ impl MessageStream {
                         self.state = State::Done;
                     }
                 },
+                State::Reading(_)
+                    if self
+                        .first_content
+                        .as_mut()
+                        .is_some_and(|s| s.as_mut().poll(cx).is_ready()) =>
+                {
+                    self.first_content = None;
+                    let limit = self.first_content_limit;
+                    let e = TimeoutError::new(TimeoutKind::FirstContent, limit);
+                    self.fail(Error::Timeout(e));
+                }
                 State::Reading(body) => match std::task::ready!(Pin::new(body).poll_frame(cx)) {
                     Some(Ok(frame)) => {
                         let Ok(data) = frame.into_data() else {
