@@ -287,7 +287,7 @@ mod tests {
         ];
         let mut acc = MessageAccumulator::new();
         for e in events {
-            acc.apply(&parse(e));
+            acc.apply(&parse(e)).unwrap();
         }
         let m = acc.into_message().unwrap();
         assert_eq!(
@@ -308,5 +308,28 @@ mod tests {
         );
         assert_eq!(m.stop_reason, Some(StopReason::ToolUse));
         assert_eq!((m.usage.input_tokens, m.usage.output_tokens), (10, 42));
+    }
+
+    #[test]
+    fn a_hostile_block_index_is_refused_without_allocating() {
+        let start = json!({"type": "message_start", "message": {"id": "m", "type": "message", "role": "assistant", "model": "x",
+            "content": [], "stop_reason": null, "stop_sequence": null, "usage": {"input_tokens": 1, "output_tokens": 1}}});
+        for index in [
+            u64::MAX,
+            4_611_686_018_427_387_904,
+            1_099_511_627_776,
+            10_000_000,
+            1,
+        ] {
+            let mut acc = MessageAccumulator::new();
+            acc.apply(&parse(start.clone())).unwrap();
+            let ev = json!({"type": "content_block_start", "index": index, "content_block": {"type": "text", "text": ""}});
+            let e = acc.apply(&parse(ev)).unwrap_err();
+            assert!(
+                matches!(&e, Error::Stream(s) if s.is_invalid_event()),
+                "{e}"
+            );
+            assert!(acc.message().unwrap().content.is_empty());
+        }
     }
 }
