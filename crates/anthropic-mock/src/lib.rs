@@ -43,5 +43,5 @@ mod time;
 pub use body::MockBody;
 pub use config::{Latency, MockConfig, Outage, OutageKind, RandomFaults, RateLimits};
 pub use script::{Script, ScriptEntry};
-pub use server::MockServer;
+pub use server::{MAX_SCRIPTED, MockServer};
 pub use stats::{LogEntry, Stats};

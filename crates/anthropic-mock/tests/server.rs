@@ -644,3 +644,53 @@ async fn serves_http2_with_prior_knowledge() {
         "message"
     );
 }
+
+#[tokio::test(start_paused = true)]
+async fn the_script_queue_is_bounded_and_huge_outages_do_not_panic() {
+    let s = MockServer::start(MockConfig::default()).await.unwrap();
+    s.script(
+        "a",
+        std::iter::repeat_n(ScriptEntry::Ok, anthropic_mock::MAX_SCRIPTED + 50),
+    );
+    // Full: the control endpoint says what it dropped.
+    let body = json!({"key": "b", "responses": [{"kind": "ok"}, {"kind": "ok"}]}).to_string();
+    let req = http::Request::post(format!("{}/_mock/script", s.url()))
+        .body(Full::new(Bytes::from(body)))
+        .unwrap();
+    let resp = client().request(req).await.unwrap();
+    let v: Value =
+        serde_json::from_slice(&resp.into_body().collect().await.unwrap().to_bytes()).unwrap();
+    assert_eq!(
+        (v["queued"].as_u64(), v["dropped"].as_u64()),
+        (Some(0), Some(2))
+    );
+    s.reset();
+    s.outage_for(Duration::MAX, OutageKind::Overloaded);
+    let c = client();
+    let url = format!("{}/v1/messages", s.url());
+    let body =
+        json!({"model": "m", "max_tokens": 5, "messages": [{"role": "user", "content": "x"}]});
+    let headers = [("x-api-key", "k"), ("anthropic-version", "2023-06-01")];
+    let r = send(&c, &url, &headers, body.to_string()).await.unwrap();
+    assert_eq!(r.status, 529);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_client_that_never_finishes_its_headers_is_disconnected() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let s = MockServer::start(MockConfig::default()).await.unwrap();
+    let addr = s.url().trim_start_matches("http://").to_owned();
+    let mut tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    tcp.write_all(b"POST /v1/messages HTTP/1.1\r\nhost: x\r\n")
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_secs(31)).await;
+    let mut buf = [0u8; 1024];
+    // The mock closed it (an EOF, or a 408 before it).
+    let n = tokio::time::timeout(Duration::from_secs(5), tcp.read(&mut buf))
+        .await
+        .expect("closed, not held open")
+        .unwrap_or(0);
+    let text = String::from_utf8_lossy(&buf[..n]);
+    assert!(n == 0 || text.starts_with("HTTP/1.1 408"), "{text}");
+}

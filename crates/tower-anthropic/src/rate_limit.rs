@@ -85,7 +85,9 @@ impl RateLimitHeaders {
 /// Parses an RFC 3339 timestamp (`2025-08-21T12:40:59Z`, fractions and offsets allowed).
 pub(crate) fn parse_rfc3339(s: &str) -> Option<SystemTime> {
     let b = s.as_bytes();
-    if b.len() < 20
+    // ASCII only: every slice below is then on a character boundary.
+    if !s.is_ascii()
+        || b.len() < 20
         || b[4] != b'-'
         || b[7] != b'-'
         || !matches!(b[10], b'T' | b't' | b' ')
@@ -104,7 +106,19 @@ pub(crate) fn parse_rfc3339(s: &str) -> Option<SystemTime> {
     };
     let (year, month, day) = (num(0..4)?, num(5..7)?, num(8..10)?);
     let (hour, min, sec) = (num(11..13)?, num(14..16)?, num(17..19)?);
-    if !(1..=12).contains(&month) || !(1..=31).contains(&day) || hour > 23 || min > 59 || sec > 60 {
+    let leap = (year % 4 == 0 && year % 100 != 0) || year % 400 == 0;
+    let month_days = match month {
+        2 if leap => 29,
+        2 => 28,
+        4 | 6 | 9 | 11 => 30,
+        _ => 31,
+    };
+    if !(1..=12).contains(&month)
+        || !(1..=month_days).contains(&day)
+        || hour > 23
+        || min > 59
+        || sec > 60
+    {
         return None;
     }
     let mut rest = &s[19..];
@@ -224,5 +238,23 @@ mod tests {
         );
         assert_eq!(RateLimitHeaders::from_headers(&h).requests.limit, None);
         assert!(RateLimitHeaders::from_headers(&HeaderMap::new()).is_empty());
+    }
+
+    #[test]
+    fn hostile_timestamps_are_refused_without_panicking() {
+        for bad in [
+            "2025-02-31T00:00:00Z",
+            "2025-04-31T00:00:00Z",
+            "2023-02-29T00:00:00Z",
+            "2025-0é-01T00:00:00Z",
+            "ééééééééééééééééééééééé",
+            "2025-08-21T12:40:59Zé",
+        ] {
+            assert_eq!(parse_rfc3339(bad), None, "{bad}");
+        }
+        assert!(
+            parse_rfc3339("2024-02-29T00:00:00Z").is_some(),
+            "a leap day"
+        );
     }
 }

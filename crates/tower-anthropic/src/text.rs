@@ -41,6 +41,38 @@ pub(crate) fn excerpt(body: &[u8], max: usize) -> String {
     out.trim().to_owned()
 }
 
+/// Whether `json` holds more than `max` JSON values (counted by the `[`, `{` and `,` outside
+/// strings: a cheap scan). Decoding turns each value into a heap node of tens of bytes, so a
+/// body of `[0,0,0,...]` would cost many times its size: the count bounds that before any
+/// decoding.
+pub(crate) fn too_many_json_values(json: &[u8], max: usize) -> bool {
+    let mut count = 0usize;
+    let mut in_string = false;
+    let mut escaped = false;
+    for &b in json {
+        if in_string {
+            match (escaped, b) {
+                (true, _) => escaped = false,
+                (false, b'\\') => escaped = true,
+                (false, b'"') => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match b {
+            b'"' => in_string = true,
+            b'[' | b'{' | b',' => {
+                count += 1;
+                if count > max {
+                    return true;
+                }
+            }
+            _ => {}
+        }
+    }
+    false
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -50,5 +82,12 @@ mod tests {
         let page = b"<html>\r\n<head><title>502 Bad Gateway</title></head>\r\n<body>\x07<h1>502</h1></body></html>";
         assert_eq!(excerpt(page, 200), "502 Bad Gateway 502");
         assert_eq!(excerpt("x".repeat(1000).as_bytes(), 10).len(), 10);
+    }
+
+    #[test]
+    fn json_values_are_counted_outside_strings() {
+        assert!(!too_many_json_values(br#"{"a":"x,y,[{,,,,","b":[1,2]}"#, 4));
+        assert!(too_many_json_values(br#"{"a":[1,2,3,4,5]}"#, 4));
+        assert!(!too_many_json_values(br#"{"a":"\",[,,,,,,"}"#, 2));
     }
 }

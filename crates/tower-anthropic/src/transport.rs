@@ -15,6 +15,21 @@ use hyper_util::client::legacy::Client as HyperClient;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 
+/// A URL as it may be shown: any `user:password@` replaced by `<redacted>@`.
+pub(crate) fn redact_userinfo(url: &str) -> String {
+    let start = url.find("://").map_or(0, |i| i + 3);
+    let end = url[start..]
+        .find(['/', '?', '#'])
+        .map_or(url.len(), |i| start + i);
+    match url[start..end].rfind('@') {
+        Some(at) => format!("{}<redacted>{}", &url[..start], &url[start + at..]),
+        None => url.to_owned(),
+    }
+}
+
+/// The API paths an endpoint must be able to reach (checked when it is built).
+const API_PATHS: &[&str] = &["/v1/messages", "/v1/messages/count_tokens"];
+
 /// The default base URL.
 pub const DEFAULT_BASE_URL: &str = "https://api.anthropic.com";
 /// The default `anthropic-version`.
@@ -81,7 +96,9 @@ impl ApiKey {
     /// Wraps a key; `None` if it is empty or not a valid header value.
     pub fn new(key: &str) -> Option<Self> {
         let key = key.trim();
-        if key.is_empty() {
+        // Visible ASCII only: a tab, a control or a non-ASCII character is a paste error, and
+        // would be sent raw.
+        if key.is_empty() || !key.bytes().all(|b| b.is_ascii_graphic()) {
             return None;
         }
         let mut v = HeaderValue::from_str(key).ok()?;
@@ -129,17 +146,35 @@ impl Endpoint {
     /// An endpoint at `base_url` (`http` or `https`; a path prefix is kept, so
     /// `http://host:8080/prefix` sends to `/prefix/v1/messages`).
     pub fn new(base_url: &str, api_key: ApiKey) -> Result<Self, InvalidBaseUrl> {
+        // Kept for the message: no credential, and not 64 KiB of it.
         let bad = |reason| InvalidBaseUrl {
-            url: base_url.to_owned(),
+            url: redact_userinfo(base_url).chars().take(200).collect(),
             reason,
         };
+        if base_url.contains('#') {
+            return Err(bad("a fragment is not allowed"));
+        }
         let uri: Uri = base_url.parse().map_err(|_| bad("not a URL"))?;
         match uri.scheme_str() {
             Some("http") | Some("https") => {}
             _ => return Err(bad("the scheme must be http or https")),
         }
-        if uri.authority().is_none() {
+        let Some(authority) = uri.authority() else {
             return Err(bad("no host"));
+        };
+        if authority.as_str().contains('@') {
+            // A credential in the URL would be sent to whoever answers and shown in logs.
+            return Err(bad("user information (user:password@) is not allowed"));
+        }
+        if authority.host().is_empty() {
+            return Err(bad("no host"));
+        }
+        let has_port = authority
+            .as_str()
+            .rsplit_once(':')
+            .is_some_and(|(_, p)| !p.ends_with(']'));
+        if has_port && authority.port_u16().is_none_or(|p| p == 0) {
+            return Err(bad("the port must be a number from 1 to 65535"));
         }
         if uri.query().is_some() {
             return Err(bad("a query string is not allowed"));
@@ -154,7 +189,14 @@ impl Endpoint {
         let base = base_url.trim_end_matches('/').to_owned();
         let messages_uri = format!("{base}/v1/messages")
             .parse()
-            .map_err(|_| bad("not a URL"))?;
+            .map_err(|_| bad("too long, or not a URL once an API path is added"))?;
+        // Every path the client sends to must make a valid URI, checked now rather than at
+        // the first call.
+        for path in API_PATHS {
+            format!("{base}{path}")
+                .parse::<Uri>()
+                .map_err(|_| bad("too long, or not a URL once an API path is added"))?;
+        }
         Ok(Self {
             base,
             api_key,
@@ -174,7 +216,10 @@ impl Endpoint {
         self.headers.insert(name, value);
     }
 
-    /// A `POST {base}{path}` request with the JSON `body` and every header.
+    /// A `POST {base}{path}` request with the JSON `body` and every header. A `path` that
+    /// does not make a valid URI with the base (only possible for a path other than the API's
+    /// own, which are checked when the endpoint is built) gets a relative URI that no client
+    /// sends anywhere: the call fails, without a panic and without reaching a server.
     pub fn post(&self, path: &str, body: Bytes) -> Request<RequestBody> {
         let mut req = Request::new(Full::new(body));
         *req.method_mut() = Method::POST;
@@ -183,7 +228,7 @@ impl Endpoint {
         } else {
             format!("{}{}", self.base, path)
                 .parse()
-                .expect("a valid base URL and an API path make a valid URI")
+                .unwrap_or_else(|_| Uri::from_static("/"))
         };
         let h = req.headers_mut();
         h.clone_from(&self.headers);

@@ -8,7 +8,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
@@ -55,7 +55,12 @@ pub(super) async fn serve_connection(
     });
     let ctl = control.clone();
     let svc = service_fn(move |req| handle(state.clone(), ctl.clone(), req));
-    let builder = auto::Builder::new(TokioExecutor::new());
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    // A client that never finishes its headers (slowloris) is disconnected.
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(super::HEADER_READ_TIMEOUT);
     let conn = builder.serve_connection(io, svc);
     tokio::select! {
         _ = conn => {}

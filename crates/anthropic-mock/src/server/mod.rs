@@ -28,6 +28,21 @@ use crate::rng::{self, SplitMix64};
 use crate::script::ScriptEntry;
 use crate::stats::{Counters, LogEntry, Stats, lock};
 
+/// Scripted entries queued at most, over all keys (a client's mistake must not grow the mock
+/// without bound).
+pub const MAX_SCRIPTED: usize = 100_000;
+
+/// How long a connection may take to send a request's headers, and stay idle between
+/// requests, before the mock closes it.
+const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// `now + d`, saturating at about a century (a huge duration means "forever", not a panic).
+pub(crate) fn far(d: Duration) -> Instant {
+    let now = Instant::now();
+    now.checked_add(d.min(Duration::from_secs(100 * 365 * 86_400)))
+        .unwrap_or(now + Duration::from_secs(365 * 86_400))
+}
+
 /// A running mock server. Dropping the handle shuts the server down and closes its
 /// connections.
 ///
@@ -112,14 +127,16 @@ impl MockServer {
         self.state.counters.recent()
     }
 
-    /// Queues `responses` for requests carrying `x-mock-key: key`, after any already queued.
+    /// Queues `responses` for requests carrying `x-mock-key: key`, after any already queued;
+    /// at most [`MAX_SCRIPTED`] entries are kept over all keys (the rest is dropped).
     pub fn script(&self, key: &str, responses: impl IntoIterator<Item = ScriptEntry>) {
+        // Past MAX_SCRIPTED entries in all, the rest is dropped.
         self.state.script(key, responses);
     }
 
     /// Starts an outage now, lasting `duration`: every API request gets `kind`.
     pub fn outage_for(&self, duration: Duration, kind: OutageKind) {
-        *lock(&self.state.manual_outage) = Some((Instant::now() + duration, kind));
+        *lock(&self.state.manual_outage) = Some((far(duration), kind));
     }
 
     /// Clears counters, log, scripts, rate-limit buckets and any manual outage, and reseeds the
@@ -141,11 +158,19 @@ impl Drop for MockServer {
 }
 
 impl State {
-    fn script(&self, key: &str, responses: impl IntoIterator<Item = ScriptEntry>) {
-        lock(&self.scripts)
-            .entry(key.to_owned())
-            .or_default()
-            .extend(responses);
+    /// Queues `responses` for `key`, up to `MAX_SCRIPTED` entries in all (what does not fit
+    /// is dropped; the return says how many were queued).
+    fn script(&self, key: &str, responses: impl IntoIterator<Item = ScriptEntry>) -> usize {
+        let mut scripts = lock(&self.scripts);
+        let queued: usize = scripts.values().map(VecDeque::len).sum();
+        let room = MAX_SCRIPTED.saturating_sub(queued);
+        if room == 0 {
+            return 0;
+        }
+        let q = scripts.entry(key.to_owned()).or_default();
+        let before = q.len();
+        q.extend(responses.into_iter().take(room));
+        q.len() - before
     }
 
     fn reset(&self) {

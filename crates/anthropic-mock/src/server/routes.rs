@@ -8,7 +8,6 @@ use http::{Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 use serde_json::{Value, json};
-use tokio::time::Instant;
 
 use super::State;
 use super::api::api_outcome;
@@ -57,9 +56,12 @@ pub(super) async fn handle(
         }
         (Method::POST, "/_mock/script") => match read_json::<crate::Script>(req).await {
             Ok(s) => {
-                let n = s.responses.len();
-                state.script(&s.key, s.responses);
-                json_response(StatusCode::OK, &json!({"queued": n}))
+                let asked = s.responses.len();
+                let n = state.script(&s.key, s.responses);
+                json_response(
+                    StatusCode::OK,
+                    &json!({"queued": n, "dropped": asked - n, "max": super::MAX_SCRIPTED}),
+                )
             }
             Err(e) => json_response(StatusCode::BAD_REQUEST, &json!({"error": e})),
         },
@@ -70,8 +72,7 @@ pub(super) async fn handle(
                     Some("reset") => OutageKind::Reset,
                     _ => OutageKind::Overloaded,
                 };
-                *lock(&state.manual_outage) =
-                    Some((Instant::now() + Duration::from_millis(ms), kind));
+                *lock(&state.manual_outage) = Some((super::far(Duration::from_millis(ms)), kind));
                 json_response(StatusCode::OK, &json!({"outage_ms": ms}))
             }
             Err(e) => json_response(StatusCode::BAD_REQUEST, &json!({"error": e})),

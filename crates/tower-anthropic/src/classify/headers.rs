@@ -16,13 +16,19 @@ fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
         .map(str::trim)
 }
 
-/// Seconds as a float, only when finite and greater than zero.
+/// The clock's resolution: a wait shorter than this is no wait.
+const TICK: Duration = Duration::from_millis(1);
+
+/// Seconds as a float, only when finite and at least one clock tick once rounded (so
+/// `1e-320` is no wait, not a retry at once).
 fn positive_secs(secs: f64) -> Option<Duration> {
-    (secs.is_finite() && secs > 0.0).then(|| {
-        Duration::try_from_secs_f64(secs)
-            .unwrap_or(MAX_RETRY_AFTER)
-            .min(MAX_RETRY_AFTER)
-    })
+    if !(secs.is_finite() && secs > 0.0) {
+        return None;
+    }
+    let d = Duration::try_from_secs_f64(secs)
+        .unwrap_or(MAX_RETRY_AFTER)
+        .min(MAX_RETRY_AFTER);
+    (d >= TICK).then_some(d)
 }
 
 /// The server-directed wait, in the SDKs' order: `retry-after-ms` (a float of milliseconds),
@@ -48,7 +54,8 @@ pub(crate) fn parse_retry_after(headers: &HeaderMap, now: SystemTime) -> Option<
 /// `x-should-retry: true` or `false`; anything else (including `TRUE`) is ignored, as the
 /// SDKs compare the exact lowercase strings.
 pub(crate) fn parse_should_retry(headers: &HeaderMap) -> Option<bool> {
-    match header(headers, "x-should-retry")? {
+    // Exact bytes, as the SDKs compare them: ` true` is not `true`.
+    match headers.get("x-should-retry")?.to_str().ok()? {
         "true" => Some(true),
         "false" => Some(false),
         _ => None,
@@ -160,5 +167,34 @@ mod tests {
             None
         );
         assert_eq!(parse_should_retry(&HeaderMap::new()), None);
+    }
+
+    #[test]
+    fn waits_below_the_clock_tick_and_padded_verdicts_do_not_count() {
+        let now = at("Fri, 29 Sep 2023 16:26:37 GMT");
+        for tiny in ["1e-320", "0.0000001"] {
+            assert_eq!(
+                parse_retry_after(&with(&[("retry-after", tiny)]), now),
+                None,
+                "{tiny}"
+            );
+            assert_eq!(
+                parse_retry_after(&with(&[("retry-after-ms", tiny)]), now),
+                None,
+                "{tiny}"
+            );
+        }
+        assert_eq!(
+            parse_retry_after(&with(&[("retry-after-ms", "1")]), now),
+            Some(Duration::from_millis(1))
+        );
+        assert_eq!(
+            parse_should_retry(&with(&[("x-should-retry", " true")])),
+            None
+        );
+        assert_eq!(
+            parse_should_retry(&with(&[("x-should-retry", "true ")])),
+            None
+        );
     }
 }

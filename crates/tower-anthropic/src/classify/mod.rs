@@ -247,10 +247,17 @@ impl ErrorBody {
     }
 }
 
+/// Longest upstream error message kept, in characters (sanitized: no control characters,
+/// whitespace folded).
+const MAX_MESSAGE: usize = 1000;
+
 /// Builds the typed error of an `event: error` in a stream (same JSON as an error body).
 pub(crate) fn stream_error_event(data: &[u8]) -> Error {
     let body = ErrorBody::parse(data);
-    let msg = body.message.unwrap_or_else(|| excerpt(data, 200));
+    let msg = body
+        .message
+        .map(|m| excerpt(m.as_bytes(), MAX_MESSAGE))
+        .unwrap_or_else(|| excerpt(data, 200));
     let mut e = StreamError::error_event(body.error_type, msg);
     e.set_request_id(body.request_id);
     Error::Stream(Box::new(e))
@@ -259,18 +266,22 @@ pub(crate) fn stream_error_event(data: &[u8]) -> Error {
 /// Builds the typed error from a non-2xx status, its headers and a (bounded) body prefix.
 pub(crate) fn api_error(parts: http::response::Parts, body: &[u8]) -> Error {
     let parsed = ErrorBody::parse(body);
-    let message = parsed.message.unwrap_or_else(|| {
-        let ex = excerpt(body, 200);
-        if ex.is_empty() {
-            parts
-                .status
-                .canonical_reason()
-                .unwrap_or("no body")
-                .to_owned()
-        } else {
-            ex
-        }
-    });
+    // The server's text reaches `Display` and logs: one line, printable, bounded.
+    let message = parsed
+        .message
+        .map(|m| excerpt(m.as_bytes(), MAX_MESSAGE))
+        .unwrap_or_else(|| {
+            let ex = excerpt(body, 200);
+            if ex.is_empty() {
+                parts
+                    .status
+                    .canonical_reason()
+                    .unwrap_or("no body")
+                    .to_owned()
+            } else {
+                ex
+            }
+        });
     let headers = parts.headers;
     Error::Api(Box::new(ApiError {
         kind: ApiErrorKind::from_status(parts.status),

@@ -54,7 +54,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::PollSemaphore;
 use tower::{Layer, Service};
 
-use crate::error::{BoxError, Error, LimitReachedError};
+use crate::error::{BoxError, Error, InvalidRequestError, LimitReachedError};
 
 /// Limits concurrent calls; see the [module docs](self).
 #[derive(Debug, Clone)]
@@ -181,14 +181,21 @@ where
     }
 
     fn call(&mut self, req: Request<B>) -> Self::Future {
-        if self.semaphore.is_some() {
-            assert!(
-                self.permit.is_some(),
-                "poll_ready must return Ready before call"
+        if self.semaphore.is_some() && self.permit.is_none() {
+            // A caller broke tower's contract (no `poll_ready` first): refuse the call rather
+            // than run it past the limit or panic inside a library.
+            let e = InvalidRequestError::new(
+                "the concurrency limit was called before poll_ready returned Ready",
             );
+            return ResponseFuture {
+                future: None,
+                refused: Some(Error::InvalidRequest(e)),
+                permit: None,
+            };
         }
         ResponseFuture {
-            future: self.inner.call(req),
+            future: Some(self.inner.call(req)),
+            refused: None,
             permit: self.permit.take(),
         }
     }
@@ -199,7 +206,8 @@ pin_project! {
     #[derive(Debug)]
     pub struct ResponseFuture<F> {
         #[pin]
-        future: F,
+        future: Option<F>,
+        refused: Option<Error>,
         permit: Option<OwnedSemaphorePermit>,
     }
 }
@@ -213,7 +221,13 @@ where
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
-        let resp = ready!(this.future.poll(cx)).map_err(Error::from_service_error)?;
+        if let Some(e) = this.refused.take() {
+            return Poll::Ready(Err(e));
+        }
+        let Some(future) = this.future.as_pin_mut() else {
+            return Poll::Pending;
+        };
+        let resp = ready!(future.poll(cx)).map_err(Error::from_service_error)?;
         let permit = this.permit.take();
         Poll::Ready(Ok(resp.map(|inner| PermitBody { inner, permit })))
     }

@@ -3,8 +3,8 @@
 mod service;
 mod types;
 
-pub(crate) use service::copy_request;
 pub use service::{ApiRequest, ApiResponse, MessagesService, ResponseFuture, StreamRequest};
+pub(crate) use service::{MAX_EVENT_JSON_VALUES, copy_request};
 pub use types::{
     Content, ContentBlock, CountTokensRequest, CreateMessageRequest, Message, MessageParam,
     Metadata, Role, StopReason, TokenCount, Tool, ToolChoice, Usage,

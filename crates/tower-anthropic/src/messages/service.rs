@@ -25,6 +25,13 @@ use crate::retry::Attempts;
 use crate::stream::{Connect, MessageStream};
 use crate::transport::{Endpoint, RequestBody};
 
+/// Most JSON values a response body may hold: a `Message` has a few hundred; a body of
+/// millions of tiny values would cost tens of times its size once decoded.
+pub(crate) const MAX_JSON_VALUES: usize = 1_000_000;
+
+/// Most JSON values one stream event may hold.
+pub(crate) const MAX_EVENT_JSON_VALUES: usize = 100_000;
+
 /// Default time a stream may take to its first content.
 pub(crate) const DEFAULT_FIRST_CONTENT_TIMEOUT: Duration = Duration::from_secs(120);
 
@@ -278,6 +285,12 @@ where
     } else {
         Collect::new(body, max_body, AtBound::Fail).await?
     };
+    if crate::text::too_many_json_values(&bytes, MAX_JSON_VALUES) {
+        let msg = format!(
+            "the response body holds more than {MAX_JSON_VALUES} JSON values (refused before decoding)"
+        );
+        return Err(Error::Decode(DecodeError::new(msg, &bytes, None)));
+    }
     let value: R::Output = serde_json::from_slice(&bytes).map_err(|e| {
         let what = std::any::type_name::<R::Output>()
             .rsplit("::")

@@ -160,7 +160,13 @@ impl RetryPolicy {
     pub fn backoff_delay(&self, n: u32) -> Duration {
         let exp = self.base.as_secs_f64() * 2f64.powi(n.min(62) as i32);
         let capped = exp.min(self.max_backoff.as_secs_f64());
-        Duration::from_secs_f64(capped * (1.0 - self.jitter * self.rng.next_f64()))
+        let secs = capped * (1.0 - self.jitter * self.rng.next_f64());
+        // Absurd settings saturate instead of panicking in the float conversion.
+        Duration::try_from_secs_f64(secs).unwrap_or(if secs > 0.0 {
+            Duration::MAX
+        } else {
+            Duration::ZERO
+        })
     }
 
     pub(crate) fn mark_attempt<B>(&self, req: &mut Request<B>, index: u32) {

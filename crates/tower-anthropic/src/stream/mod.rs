@@ -48,7 +48,7 @@ pub use events::{Delta, MessageAccumulator, MessageDeltaBody, StreamEvent};
 
 use crate::body::ResponseBody;
 use crate::error::{Error, StreamError, StreamFailure, TimeoutError, TimeoutKind};
-use crate::messages::{Message, copy_request};
+use crate::messages::{MAX_EVENT_JSON_VALUES, Message, copy_request};
 use crate::pacing::Settlement;
 use crate::retry::{AttemptIndex, AttemptLog, Attempts, Decision, RetryPolicy, StreamResend};
 use crate::transport::RequestBody;
@@ -240,6 +240,16 @@ impl MessageStream {
     fn handle(&mut self, raw: SseEvent) -> Result<(), Error> {
         if raw.event == "error" {
             return Err(crate::classify::stream_error_event(raw.data.as_bytes()));
+        }
+        if crate::text::too_many_json_values(raw.data.as_bytes(), MAX_EVENT_JSON_VALUES) {
+            let msg = format!(
+                "{} event holds more than {MAX_EVENT_JSON_VALUES} JSON values",
+                crate::text::excerpt(raw.event.as_bytes(), 40)
+            );
+            return Err(Error::Stream(Box::new(StreamError::new(
+                StreamFailure::TooLarge,
+                msg,
+            ))));
         }
         let event: StreamEvent = match serde_json::from_str(&raw.data) {
             Ok(ev) => ev,

@@ -148,6 +148,8 @@ impl SseDecoder {
                 if ev.data.ends_with('\n') {
                     ev.data.pop();
                 }
+                // The last event id carries over to the events after it (WHATWG).
+                self.event.id = ev.id.clone();
                 out.push(ev);
             } else {
                 // No data: the event is dropped, but its id stays (as the spec says).
@@ -246,6 +248,10 @@ mod tests {
         );
         // An event without data is not dispatched.
         assert!(decode_chunks(&[b"event: ping\n\n"]).is_empty());
+        // The last event id stays until another replaces it.
+        let out = decode_chunks(&[b"id: 1\ndata: a\n\ndata: b\n\nid: 2\ndata: c\n\n"]);
+        let ids: Vec<_> = out.iter().map(|e| e.id.as_deref()).collect();
+        assert_eq!(ids, [Some("1"), Some("1"), Some("2")]);
     }
 
     /// A deterministic generator for the chunking property.

@@ -8,6 +8,7 @@ use std::time::Duration;
 use http::Request;
 use pin_project_lite::pin_project;
 use tokio::time::{Instant, Sleep};
+use tower::util::Oneshot;
 use tower::{Layer, Service};
 
 use crate::error::{BoxError, Error, TimeoutError, TimeoutKind};
@@ -89,15 +90,17 @@ impl<S> OverallDeadline<S> {
 
 impl<S, B> Service<Request<B>> for OverallDeadline<S>
 where
-    S: Service<Request<B>>,
+    S: Service<Request<B>> + Clone,
     S::Error: Into<BoxError>,
 {
     type Response = S::Response;
     type Error = Error;
-    type Future = ResponseFuture<S::Future>;
+    type Future = ResponseFuture<Oneshot<S, Request<B>>>;
 
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
-        self.inner.poll_ready(cx).map_err(Error::from_service_error)
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
+        // The inner service is made ready inside the call's future, so the deadline covers
+        // that wait too (a concurrency permit held by a long stream, say).
+        Poll::Ready(Ok(()))
     }
 
     fn call(&mut self, mut req: Request<B>) -> Self::Future {
@@ -109,8 +112,10 @@ where
                 req.extensions_mut().insert(deadline);
             }
         }
+        let inner = self.inner.clone();
+        let inner = std::mem::replace(&mut self.inner, inner);
         ResponseFuture {
-            future: self.inner.call(req),
+            future: Oneshot::new(inner, req),
             sleep: tokio::time::sleep_until(deadline.at),
             limit: deadline.limit.unwrap_or(deadline.at - start),
         }

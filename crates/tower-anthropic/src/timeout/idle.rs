@@ -139,7 +139,12 @@ where
         match this.inner.poll_frame(cx) {
             Poll::Ready(frame) => {
                 if let (Some(sleep), Some(idle)) = (this.sleep.as_mut().as_pin_mut(), *this.idle) {
-                    sleep.reset(Instant::now() + idle);
+                    // A huge idle bound (`Duration::MAX`) means about forever, not a panic.
+                    let now = Instant::now();
+                    let at = now
+                        .checked_add(idle)
+                        .unwrap_or_else(|| now + Duration::from_secs(86_400 * 365 * 30));
+                    sleep.reset(at);
                 }
                 Poll::Ready(frame.map(|r| match r {
                     Ok(f) => Ok(f.map_data(|mut d| d.copy_to_bytes(d.remaining()))),
