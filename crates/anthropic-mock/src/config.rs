@@ -27,6 +27,8 @@ pub struct MockConfig {
     pub ping_every: u32,
     /// How many recent requests `/_mock/log` keeps.
     pub log_capacity: usize,
+    /// Serve HTTPS (HTTP/1.1 and HTTP/2 by ALPN) with this identity instead of plain HTTP.
+    pub tls: Option<crate::TlsIdentity>,
 }
 
 impl Default for MockConfig {
@@ -42,6 +44,7 @@ impl Default for MockConfig {
             max_body_bytes: 32 * 1024 * 1024,
             ping_every: 16,
             log_capacity: 1024,
+            tls: None,
         }
     }
 }

@@ -12,7 +12,10 @@
 //! - **random**, with a seed ([`RandomFaults`]): 529, 500, 503, HTML 502, reset, stall;
 //! - **outages** ([`Outage`], or [`MockServer::outage_for`]): every request gets a 529 or a
 //!   reset for a while;
-//! - **latency** ([`Latency`]): time to first byte and tokens per second.
+//! - **latency** ([`Latency`]): time to first byte and tokens per second;
+//! - **TLS** ([`MockConfig::tls`] with a [`TlsIdentity`]: a generated self-signed
+//!   certificate, or an expired one): HTTPS with HTTP/2 by ALPN, to test clients' TLS
+//!   handling and extra root certificates.
 //!
 //! `GET /_mock/stats`, `GET /_mock/log` and `POST /_mock/reset` observe and reset it, as do
 //! [`MockServer::stats`], [`MockServer::log`] and [`MockServer::reset`].
@@ -39,9 +42,11 @@ mod script;
 mod server;
 mod stats;
 mod time;
+mod tls;
 
 pub use body::MockBody;
 pub use config::{Latency, MockConfig, Outage, OutageKind, RandomFaults, RateLimits};
 pub use script::{Script, ScriptEntry};
 pub use server::{MAX_SCRIPTED, MockServer};
 pub use stats::{LogEntry, Stats};
+pub use tls::TlsIdentity;

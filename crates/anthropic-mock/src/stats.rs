@@ -36,6 +36,9 @@ pub struct LogEntry {
     pub method: String,
     /// Request path.
     pub path: String,
+    /// HTTP version, e.g. `HTTP/1.1` or `HTTP/2.0`.
+    #[serde(default)]
+    pub version: String,
     /// Arrival, in milliseconds since the server started.
     pub at_ms: u64,
     /// Selected request headers: `x-stainless-retry-count`, `x-mock-key`, `anthropic-version`,

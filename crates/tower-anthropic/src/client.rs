@@ -22,8 +22,8 @@ use crate::timeout::{
     AttemptTimeoutLayer, DEFAULT_ATTEMPT_TIMEOUT, OverallDeadlineLayer, StreamIdleTimeoutLayer,
 };
 use crate::transport::{
-    ApiKey, DEFAULT_API_VERSION, DEFAULT_BASE_URL, Endpoint, InvalidBaseUrl, RequestBody,
-    TransportConfig, http_client,
+    ApiKey, DEFAULT_API_VERSION, DEFAULT_BASE_URL, Endpoint, InvalidBaseUrl,
+    InvalidRootCertificate, RequestBody, TransportConfig, http_client,
 };
 
 /// The HTTP-level stack of a [`Client`], boxed: complete requests in, classified responses
@@ -159,6 +159,9 @@ pub enum ConfigError {
     /// The base URL cannot be used.
     #[error(transparent)]
     InvalidBaseUrl(#[from] InvalidBaseUrl),
+    /// An extra root certificate cannot be used.
+    #[error(transparent)]
+    InvalidRootCertificate(#[from] InvalidRootCertificate),
     /// A header name or value is invalid.
     #[error("invalid header {0:?}")]
     InvalidHeader(String),
@@ -257,6 +260,12 @@ impl ClientBuilder {
     /// How long idle pooled connections are kept.
     pub fn pool_idle_timeout(mut self, d: Duration) -> Self {
         self.transport.pool_idle_timeout = d;
+        self
+    }
+    /// Trusts this root certificate (DER-encoded X.509) besides the webpki roots: a
+    /// corporate proxy's, or a test server's. Repeatable.
+    pub fn add_root_certificate(mut self, der: impl Into<Vec<u8>>) -> Self {
+        self.transport.extra_roots.push(der.into());
         self
     }
     /// Idle pooled connections kept per host.
@@ -364,7 +373,7 @@ impl ClientBuilder {
     /// Builds the client; fails on a missing or empty key or an unusable base URL.
     pub fn build(self) -> Result<Client, ConfigError> {
         let endpoint = self.endpoint()?;
-        let http = http_client(&self.transport);
+        let http = http_client(&self.transport)?;
         let max_body = self.max_response_body.unwrap_or(DEFAULT_MAX_RESPONSE_BODY);
         let limit = match self.concurrency_limit {
             Some(n) => ConcurrencyLimitLayer::new(n),

@@ -44,7 +44,7 @@ pub type RequestBody = Full<Bytes>;
 pub(crate) type HttpClient = HyperClient<HttpsConnector<HttpConnector>, RequestBody>;
 
 /// Settings of the HTTP client.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub(crate) struct TransportConfig {
     /// How long connecting may take (TCP and TLS). Default 5 s, as the Python SDK.
     pub(crate) connect_timeout: Duration,
@@ -53,6 +53,19 @@ pub(crate) struct TransportConfig {
     pub(crate) pool_idle_timeout: Duration,
     /// Idle connections kept per host. Default: no limit.
     pub(crate) pool_max_idle_per_host: usize,
+    /// Root certificates trusted besides the webpki roots (DER), e.g. a corporate proxy's.
+    pub(crate) extra_roots: Vec<Vec<u8>>,
+}
+
+impl fmt::Debug for TransportConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TransportConfig")
+            .field("connect_timeout", &self.connect_timeout)
+            .field("pool_idle_timeout", &self.pool_idle_timeout)
+            .field("pool_max_idle_per_host", &self.pool_max_idle_per_host)
+            .field("extra_roots", &self.extra_roots.len())
+            .finish()
+    }
 }
 
 impl Default for TransportConfig {
@@ -61,31 +74,61 @@ impl Default for TransportConfig {
             connect_timeout: Duration::from_secs(5),
             pool_idle_timeout: Duration::from_secs(90),
             pool_max_idle_per_host: usize::MAX,
+            extra_roots: Vec::new(),
         }
     }
 }
 
+/// A root certificate that cannot be trusted (not DER-encoded X.509).
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("invalid root certificate #{index}: {reason}")]
+pub struct InvalidRootCertificate {
+    index: usize,
+    reason: String,
+}
+
+/// The TLS settings: the webpki roots plus any extra roots, with the ring provider.
+fn tls_config(config: &TransportConfig) -> Result<rustls::ClientConfig, InvalidRootCertificate> {
+    let mut roots = rustls::RootCertStore::empty();
+    roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+    for (index, der) in config.extra_roots.iter().enumerate() {
+        let cert = rustls_pki_types::CertificateDer::from(der.clone());
+        roots.add(cert).map_err(|e| InvalidRootCertificate {
+            index,
+            reason: e.to_string(),
+        })?;
+    }
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let tls = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| InvalidRootCertificate {
+            index: 0,
+            reason: e.to_string(),
+        })?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(tls)
+}
+
 /// Builds the pooled HTTP client. Needs a tokio runtime when used, not when built.
-pub(crate) fn http_client(config: &TransportConfig) -> HttpClient {
+pub(crate) fn http_client(config: &TransportConfig) -> Result<HttpClient, InvalidRootCertificate> {
     let mut http = HttpConnector::new();
     http.enforce_http(false);
     http.set_nodelay(true);
     http.set_connect_timeout(Some(config.connect_timeout));
-    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
     let https = hyper_rustls::HttpsConnectorBuilder::new()
-        .with_provider_and_webpki_roots(provider)
-        .expect("the ring provider supports the default TLS versions")
+        .with_tls_config(tls_config(config)?)
         .https_or_http()
         .enable_http1()
         .enable_http2()
         .wrap_connector(http);
-    HyperClient::builder(TokioExecutor::new())
+    Ok(HyperClient::builder(TokioExecutor::new())
         .timer(TokioTimer::new())
         // Without a pool timer hyper-util never evicts idle connections.
         .pool_timer(TokioTimer::new())
         .pool_idle_timeout(config.pool_idle_timeout)
         .pool_max_idle_per_host(config.pool_max_idle_per_host)
-        .build(https)
+        .build(https))
 }
 
 /// An API key. Its `Debug` never shows it, and the header made from it is marked sensitive.

@@ -49,10 +49,35 @@ pub(super) async fn serve_connection(
     state.counters.connection_opened();
     let _guard = ConnGuard(state.counters.clone());
     let control = Arc::new(ConnControl::default());
-    let io = TokioIo::new(ResetOnDrop {
+    let io = ResetOnDrop {
         stream,
         control: control.clone(),
-    });
+    };
+    match state.tls.clone() {
+        Some(acceptor) => {
+            let handshake = tokio::time::timeout(super::HEADER_READ_TIMEOUT, acceptor.0.accept(io));
+            let tls = tokio::select! {
+                r = handshake => match r {
+                    Ok(Ok(tls)) => tls,
+                    // A failed or stalled handshake (a plain-HTTP client, say) ends here.
+                    _ => return,
+                },
+                _ = shutdown.changed() => return,
+            };
+            serve(TokioIo::new(tls), state, control, shutdown).await
+        }
+        None => serve(TokioIo::new(io), state, control, shutdown).await,
+    }
+}
+
+async fn serve<I>(
+    io: TokioIo<I>,
+    state: Arc<State>,
+    control: Arc<ConnControl>,
+    mut shutdown: watch::Receiver<bool>,
+) where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
     let ctl = control.clone();
     let svc = service_fn(move |req| handle(state.clone(), ctl.clone(), req));
     let mut builder = auto::Builder::new(TokioExecutor::new());

@@ -73,6 +73,17 @@ struct State {
     rng: Mutex<SplitMix64>,
     ids: AtomicU64,
     manual_outage: Mutex<Option<(Instant, OutageKind)>>,
+    tls: Option<Acceptor>,
+}
+
+/// The TLS acceptor (a newtype: tokio-rustls's has no `Debug`).
+#[derive(Clone)]
+struct Acceptor(tokio_rustls::TlsAcceptor);
+
+impl std::fmt::Debug for Acceptor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("TlsAcceptor")
+    }
 }
 
 impl MockServer {
@@ -86,6 +97,12 @@ impl MockServer {
                 format!("fault probabilities add up to {total}, more than 1"),
             ));
         }
+        let tls = match &config.tls {
+            Some(id) => Some(Acceptor(id.acceptor().map_err(|e| {
+                io::Error::new(io::ErrorKind::InvalidInput, format!("TLS identity: {e}"))
+            })?)),
+            None => None,
+        };
         let listener = TcpListener::bind(config.addr).await?;
         let addr = listener.local_addr()?;
         let state = Arc::new(State {
@@ -96,6 +113,7 @@ impl MockServer {
             rng: Mutex::new(SplitMix64::new(config.faults.seed)),
             ids: AtomicU64::new(config.faults.seed.wrapping_mul(1_000_003)),
             manual_outage: Mutex::new(None),
+            tls,
             config,
         });
         let (shutdown, rx) = watch::channel(false);
@@ -107,9 +125,14 @@ impl MockServer {
         })
     }
 
-    /// The base URL, e.g. `http://127.0.0.1:41234`.
+    /// The base URL, e.g. `http://127.0.0.1:41234` (`https://` when serving TLS).
     pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
+        let scheme = if self.state.tls.is_some() {
+            "https"
+        } else {
+            "http"
+        };
+        format!("{scheme}://{}", self.addr)
     }
 
     /// The bound address.

@@ -116,6 +116,7 @@ async fn api(
     let mut entry = LogEntry {
         method: req.method().to_string(),
         path: req.uri().path().to_owned(),
+        version: format!("{:?}", req.version()),
         at_ms,
         headers: selected_headers(req.headers()),
         status: None,
