@@ -295,6 +295,16 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
+    async fn quotas_are_bounded_however_many_keys_come() {
+        let mut rl = RateLimiter::new(limits(10, 1_000, 1_000));
+        let t0 = Instant::now();
+        for i in 0..(MAX_QUOTAS + 5_000) {
+            rl.check(&format!("key-{i}"), 1, 1, t0);
+        }
+        assert!(rl.keys.len() <= MAX_QUOTAS, "{}", rl.keys.len());
+    }
+
+    #[tokio::test(start_paused = true)]
     async fn a_sharp_ramp_from_idle_meets_the_acceleration_limit() {
         let mut rl = RateLimiter::new(RateLimits {
             max_burst_from_idle: Some(5),

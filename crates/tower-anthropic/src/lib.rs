@@ -46,6 +46,7 @@ pub mod timeout;
 pub mod transport;
 
 mod builder;
+mod fuzz;
 mod macros;
 mod text;
 
@@ -55,6 +56,10 @@ pub use builder::ServiceBuilderExt;
 #[doc(hidden)]
 pub mod __private {
     pub use crate::stream::sse::{SseDecoder, SseEvent};
+    /// The fuzz entry points (the targets in `fuzz/` call them).
+    pub mod fuzz {
+        pub use crate::fuzz::{accumulate, decode_message, error_body, headers, sse_chunking};
+    }
 }
 pub use client::{Client, ClientBuilder, ConfigError};
 pub use error::{ApiError, ApiErrorKind, BoxError, Error};

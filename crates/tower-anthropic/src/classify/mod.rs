@@ -42,7 +42,7 @@
 //! # Ok(()) }
 //! ```
 
-mod headers;
+pub(crate) mod headers;
 
 use std::future::Future;
 use std::pin::Pin;

@@ -285,23 +285,7 @@ where
     } else {
         Collect::new(body, max_body, AtBound::Fail).await?
     };
-    if crate::text::too_many_json_values(&bytes, MAX_JSON_VALUES) {
-        let msg = format!(
-            "the response body holds more than {MAX_JSON_VALUES} JSON values (refused before decoding)"
-        );
-        return Err(Error::Decode(DecodeError::new(msg, &bytes, None)));
-    }
-    let value: R::Output = serde_json::from_slice(&bytes).map_err(|e| {
-        let what = std::any::type_name::<R::Output>()
-            .rsplit("::")
-            .next()
-            .unwrap_or("value");
-        Error::Decode(DecodeError::new(
-            format!("the response body is not a {what}"),
-            &bytes,
-            Some(Box::new(e)),
-        ))
-    })?;
+    let value: R::Output = decode(&bytes)?;
     if let (Some(settlement), Some((input, output))) =
         (parts.extensions.get::<Settlement>(), R::usage(&value))
     {
@@ -313,6 +297,28 @@ where
         request_id: classify::parse_request_id(&parts.headers),
         headers: parts.headers,
         attempts,
+    })
+}
+
+/// Decodes a 2xx body: bounded in what it may cost (JSON values counted first), a typed
+/// error for anything that is not a `T`.
+pub(crate) fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Error> {
+    if crate::text::too_many_json_values(bytes, MAX_JSON_VALUES) {
+        let msg = format!(
+            "the response body holds more than {MAX_JSON_VALUES} JSON values (refused before decoding)"
+        );
+        return Err(Error::Decode(DecodeError::new(msg, bytes, None)));
+    }
+    serde_json::from_slice(bytes).map_err(|e| {
+        let what = std::any::type_name::<T>()
+            .rsplit("::")
+            .next()
+            .unwrap_or("value");
+        Error::Decode(DecodeError::new(
+            format!("the response body is not a {what}"),
+            bytes,
+            Some(Box::new(e)),
+        ))
     })
 }
 

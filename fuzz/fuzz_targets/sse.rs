@@ -1,0 +1,6 @@
+//! Fuzz target: `tower_anthropic::__private::fuzz::sse_chunking` (see its docs for the invariant).
+#![no_main]
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| {
+    tower_anthropic::__private::fuzz::sse_chunking(data);
+});
