@@ -92,7 +92,10 @@ pub fn error_body(data: &[u8]) {
     let e = crate::classify::api_error(parts, body);
     let msg = e.as_api().expect("an API error").message();
     assert!(msg.chars().count() <= 1_000, "an unbounded message");
-    assert!(!msg.chars().any(char::is_control), "a control character kept");
+    assert!(
+        !msg.chars().any(char::is_control),
+        "a control character kept"
+    );
     let _ = e.to_string();
 }
 
@@ -137,8 +140,16 @@ mod tests {
     }
 
     const SSE: &[&[u8]] = &[
-        b"event: ", b"data: ", b"id: ", b": c\n", b"\n", b"\r\n", b"\r", b"{\"type\":\"ping\"}",
-        b"message_start", b"\xEF\xBB\xBF",
+        b"event: ",
+        b"data: ",
+        b"id: ",
+        b": c\n",
+        b"\n",
+        b"\r\n",
+        b"\r",
+        b"{\"type\":\"ping\"}",
+        b"message_start",
+        b"\xEF\xBB\xBF",
     ];
     const EVENTS: &[&[u8]] = &[
         b"{\"type\":\"message_start\",\"message\":{\"id\":\"m\",\"type\":\"message\",\"role\":\"assistant\",\"model\":\"x\",\"content\":[],\"stop_reason\":null,\"usage\":{\"input_tokens\":1,\"output_tokens\":0}}}\n",
@@ -151,13 +162,28 @@ mod tests {
         b"{\"type\":\"message_delta\",\"delta\":{\"stop_reason\":\"end_turn\"},\"usage\":{\"output_tokens\":3}}\n",
     ];
     const HEADERS: &[&[u8]] = &[
-        b"retry-after: ", b"retry-after-ms: ", b"x-should-retry: true\n", b"1e-320\n", b"nan\n",
-        b"Fri, 29 Sep 2023 16:26:57 GMT\n", b"anthropic-ratelimit-requests-limit: 50\n",
-        b"anthropic-ratelimit-tokens-reset: ", b"2025-02-31T00:00:00Z\n", b"\xC3\xA9", b"99999999999999999999\n",
+        b"retry-after: ",
+        b"retry-after-ms: ",
+        b"x-should-retry: true\n",
+        b"1e-320\n",
+        b"nan\n",
+        b"Fri, 29 Sep 2023 16:26:57 GMT\n",
+        b"anthropic-ratelimit-requests-limit: 50\n",
+        b"anthropic-ratelimit-tokens-reset: ",
+        b"2025-02-31T00:00:00Z\n",
+        b"\xC3\xA9",
+        b"99999999999999999999\n",
     ];
     const BODIES: &[&[u8]] = &[
-        b"{\"type\":\"error\",\"error\":{\"type\":\"", b"overloaded_error", b"\",\"message\":\"",
-        b"\\u001b[31m", b"\\n", b"\"}}", b"<html><title>", b"[0,0,0,", b"{\"id\":\"m\",\"content\":[",
+        b"{\"type\":\"error\",\"error\":{\"type\":\"",
+        b"overloaded_error",
+        b"\",\"message\":\"",
+        b"\\u001b[31m",
+        b"\\n",
+        b"\"}}",
+        b"<html><title>",
+        b"[0,0,0,",
+        b"{\"id\":\"m\",\"content\":[",
     ];
 
     #[test]

@@ -156,19 +156,20 @@ async fn a_429_gates_every_waiter_then_releases_them_in_order_at_the_refill_rate
     }
 }
 
-#[tokio::test(start_paused = true)]
-async fn dropping_a_waiting_call_frees_its_place() {
+/// A 60/min quota, learned and used up (the next call waits about a second).
+async fn used_up_quota() -> (MockServer, Pacer, Client) {
     let s = mock(60, 1_000_000, 1_000_000).await;
     let pacer = Pacer::new();
     let c = client(&s, &pacer);
     c.messages().create(support::req(16)).await.unwrap();
-    // Use the quota up (59 left).
-    assert!(
-        burst(&c, 59, support::req(16))
-            .await
-            .iter()
-            .all(Result::is_ok)
-    );
+    let results = burst(&c, 59, support::req(16)).await;
+    assert!(results.iter().all(Result::is_ok));
+    (s, pacer, c)
+}
+
+#[tokio::test(start_paused = true)]
+async fn dropping_a_waiting_call_frees_its_place() {
+    let (s, pacer, c) = used_up_quota().await;
     let c1 = c.clone();
     let a = tokio::spawn(async move { c1.messages().create(support::req(16)).await });
     tokio::time::sleep(Duration::from_millis(10)).await;
@@ -197,16 +198,7 @@ async fn dropping_a_waiting_call_frees_its_place() {
 
 #[tokio::test(start_paused = true)]
 async fn a_deadline_shorter_than_the_predicted_wait_fails_at_once() {
-    let s = mock(60, 1_000_000, 1_000_000).await;
-    let pacer = Pacer::new();
-    let c = client(&s, &pacer);
-    c.messages().create(support::req(16)).await.unwrap();
-    assert!(
-        burst(&c, 59, support::req(16))
-            .await
-            .iter()
-            .all(Result::is_ok)
-    );
+    let (s, pacer, c) = used_up_quota().await;
     let sent = s.stats().requests;
     // 30 more queued: the last one would wait about 30 s.
     let busy = burst(&c, 30, support::req(16));
