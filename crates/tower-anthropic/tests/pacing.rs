@@ -169,7 +169,7 @@ async fn used_up_quota() -> (MockServer, Pacer, Client) {
 
 #[tokio::test(start_paused = true)]
 async fn dropping_a_waiting_call_frees_its_place() {
-    let (s, pacer, c) = used_up_quota().await;
+    let (_mock, pacer, c) = used_up_quota().await;
     let c1 = c.clone();
     let a = tokio::spawn(async move { c1.messages().create(support::req(16)).await });
     tokio::time::sleep(Duration::from_millis(10)).await;
