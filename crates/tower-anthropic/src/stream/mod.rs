@@ -12,7 +12,11 @@
 //!   over twice. Once content has been handed over, errors surface and the request is never
 //!   re-sent (a silent re-POST would burn tokens);
 //! - errors before the stream starts (a 429 or 529 to the request) take the normal retry
-//!   path, and a concurrency permit is held until the stream ends.
+//!   path, and a concurrency permit is held until the stream ends;
+//! - `message_stop` ends the stream (anything after it is ignored); what is held back before
+//!   the first content is bounded (1,024 events, 1 MiB), and so is the time to the first
+//!   content (pings are not progress: a `FirstContent` timeout, re-sent like any failure
+//!   before content).
 //!
 //! ```no_run
 //! use tower_anthropic::{Client, messages::CreateMessageRequest, stream::{Delta, StreamEvent}};
