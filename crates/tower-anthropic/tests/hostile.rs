@@ -55,6 +55,17 @@ fn full(b: impl Into<Bytes>) -> ResponseBody {
     Full::new(b.into()).map_err(|e| match e {}).boxed_unsync()
 }
 
+/// Streams a server's event-stream `body` to its end through the typed service: the error
+/// it ended with, if any.
+async fn stream_error(body: String) -> Option<Error> {
+    let svc = answering(200, "text/event-stream", move || full(body.clone()));
+    let stream = MessagesService::new(svc, endpoint())
+        .stream(support::req(16))
+        .await
+        .unwrap();
+    support::drain(stream).await.1
+}
+
 const START: &str = "event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"id\":\"m\",\"type\":\"message\",\"role\":\"assistant\",\"model\":\"x\",\"content\":[],\"stop_reason\":null,\"usage\":{\"input_tokens\":1,\"output_tokens\":0}}}\n\n";
 
 #[tokio::test(start_paused = true)]
@@ -68,15 +79,7 @@ async fn a_huge_block_index_is_a_typed_error() {
         let body = format!(
             "{START}event: content_block_start\ndata: {{\"type\":\"content_block_start\",\"index\":{index},\"content_block\":{{\"type\":\"text\",\"text\":\"\"}}}}\n\nevent: content_block_delta\ndata: {{\"type\":\"content_block_delta\",\"index\":0,\"delta\":{{\"type\":\"text_delta\",\"text\":\"x\"}}}}\n\n"
         );
-        let svc = answering(200, "text/event-stream", move || full(body.clone()));
-        let (_, err) = support::drain(
-            MessagesService::new(svc, endpoint())
-                .stream(support::req(16))
-                .await
-                .unwrap(),
-        )
-        .await;
-        match err {
+        match stream_error(body).await {
             Some(Error::Stream(s)) => assert!(s.is_invalid_event(), "{s}"),
             other => panic!("{index}: {other:?}"),
         }
@@ -140,15 +143,7 @@ async fn pings_forever_before_content_end_with_a_first_content_timeout() {
 async fn a_ping_flood_before_content_is_bounded() {
     let flood: String =
         START.to_owned() + &"event: ping\ndata: {\"type\": \"ping\"}\n\n".repeat(5_000);
-    let svc = answering(200, "text/event-stream", move || full(flood.clone()));
-    let (_, err) = support::drain(
-        MessagesService::new(svc, endpoint())
-            .stream(support::req(16))
-            .await
-            .unwrap(),
-    )
-    .await;
-    match err {
+    match stream_error(flood).await {
         Some(Error::Stream(s)) => assert!(s.is_too_large(), "{s}"),
         other => panic!("{other:?}"),
     }
