@@ -131,8 +131,9 @@ pub enum OutageKind {
 }
 
 /// An outage window, measured from the server's start: from `start` for `duration`, and again
-/// every `every` if set (a schedule).
-#[derive(Debug, Clone, Copy, PartialEq)]
+/// every `every` if set (a schedule); for every model, or for one `model` only (then the
+/// others keep answering, as when one model is overloaded).
+#[derive(Debug, Clone, PartialEq)]
 pub struct Outage {
     /// When the (first) window opens, after the server started.
     pub start: Duration,
@@ -142,6 +143,8 @@ pub struct Outage {
     pub every: Option<Duration>,
     /// What requests get during the window.
     pub kind: OutageKind,
+    /// The one model affected (the request body's `model`); `None`: every request.
+    pub model: Option<String>,
 }
 
 impl Outage {
@@ -179,6 +182,7 @@ mod tests {
             duration: Duration::from_secs(5),
             every: None,
             kind: OutageKind::Overloaded,
+            model: None,
         };
         assert!(!once.is_active(Duration::from_secs(9)));
         assert!(once.is_active(Duration::from_secs(10)));
@@ -187,7 +191,7 @@ mod tests {
         assert!(!once.is_active(Duration::from_secs(70)));
         let sched = Outage {
             every: Some(Duration::from_secs(60)),
-            ..once
+            ..once.clone()
         };
         assert!(sched.is_active(Duration::from_secs(72)));
         assert!(!sched.is_active(Duration::from_secs(76)));

@@ -45,8 +45,10 @@ RANDOM FAULTS (probabilities per request, adding up to at most 1):
     --stall DURATION        how long a stall lasts [default: 30s]
 
 OUTAGES (every API request gets a 529, or a reset):
-    --outage START+LEN      an outage window from START after start-up, lasting LEN
-                            (repeatable), e.g. --outage 10s+5s
+    --outage START+LEN[@MODEL]
+                            an outage window from START after start-up, lasting LEN
+                            (repeatable), e.g. --outage 10s+5s; with @MODEL only requests
+                            for that model are hit, e.g. --outage 5s+15s@claude-sonnet-4-6
     --outage-every PERIOD   repeat every outage window with this period
     --outage-kind KIND      overloaded (529) or reset [default: overloaded]
 
@@ -59,7 +61,8 @@ CONTROL ENDPOINTS:
     POST /_mock/script      {\"key\": K, \"responses\": [...]}: scripted responses for requests
                             carrying `x-mock-key: K` (kinds: ok, status, html, reset, stall,
                             delay, cut_body, stall_body, stream_error, stream_cut, stream_stall)
-    POST /_mock/outage      {\"ms\": N, \"kind\": \"overloaded\"|\"reset\"}: an outage starting now
+    POST /_mock/outage      {\"ms\": N, \"kind\": \"overloaded\"|\"reset\", \"model\": M}: an
+                            outage starting now (for model M only when given)
 
     -h, --help              print this help
 ";
@@ -183,10 +186,15 @@ fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Option<Args>, St
             "--p-stall" => c.faults.p_stall = parse_prob(f, &v)?,
             "--stall" => c.faults.stall = parse_duration(&v)?,
             "--outage" => {
-                let (start, len) = v.split_once('+').ok_or_else(|| {
+                let (window, model) = match v.split_once('@') {
+                    Some((w, m)) if !m.is_empty() => (w, Some(m.to_owned())),
+                    Some(_) => return Err(format!("invalid outage `{v}`: empty model after @")),
+                    None => (v.as_str(), None),
+                };
+                let (start, len) = window.split_once('+').ok_or_else(|| {
                     format!("invalid outage `{v}`: expected START+LEN, like 10s+5s")
                 })?;
-                windows.push((parse_duration(start)?, parse_duration(len)?));
+                windows.push((parse_duration(start)?, parse_duration(len)?, model));
             }
             "--outage-every" => every = Some(parse_duration(&v)?),
             "--outage-kind" => {
@@ -214,10 +222,11 @@ fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Option<Args>, St
     }
     c.outages = windows
         .into_iter()
-        .map(|(start, duration)| Outage {
+        .map(|(start, duration, model)| Outage {
             start,
             duration,
             every,
+            model,
             kind,
         })
         .collect();
@@ -304,6 +313,13 @@ mod tests {
         assert_eq!(a.config.faults.seed, 7);
         assert_eq!(a.config.outages[0].start, Duration::from_secs(10));
         assert_eq!(a.config.outages[0].every, Some(Duration::from_secs(60)));
+        assert_eq!(a.config.outages[0].model, None);
+        let m = parse("--outage 5s+15s@claude-sonnet-4-6").unwrap().unwrap();
+        assert_eq!(
+            m.config.outages[0].model.as_deref(),
+            Some("claude-sonnet-4-6")
+        );
+        assert_eq!(m.config.outages[0].duration, Duration::from_secs(15));
         assert!(parse("--help").unwrap().is_none());
     }
 
@@ -317,6 +333,7 @@ mod tests {
             ("--ttfb 200", "with a unit"),
             ("--bogus 1", "unknown option"),
             ("--outage 10s", "START+LEN"),
+            ("--outage 1s+2s@", "empty model"),
             ("--outage-kind boom", "overloaded or reset"),
         ] {
             let e = parse(args)

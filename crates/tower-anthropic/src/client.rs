@@ -1,16 +1,20 @@
 //! [`Client`]: the default stack in one line, and [`ClientBuilder`] to tune it.
 
 use std::fmt;
+use std::sync::Arc;
 use std::time::Duration;
 
 use http::{HeaderName, HeaderValue, Request, Response};
 use http_body_util::BodyExt;
-use tower::ServiceBuilder;
 use tower::util::BoxCloneSyncService;
+use tower::{Layer, ServiceBuilder, ServiceExt};
 
 use crate::body::{DEFAULT_MAX_RESPONSE_BODY, ResponseBody};
+use crate::breaker::{CircuitBreakerLayer, CircuitBreakers};
 use crate::classify::{ClassifyLayer, DEFAULT_MAX_ERROR_BODY};
+use crate::degrade::DegradeLayer;
 use crate::error::Error;
+use crate::fallback::FallbackLayer;
 use crate::limit::ConcurrencyLimitLayer;
 use crate::messages::{
     ApiResponse, CountTokensRequest, CreateMessageRequest, Message, MessagesService, TokenCount,
@@ -65,6 +69,33 @@ pub struct Client {
     service: MessagesService<HttpStack>,
     limit: ConcurrencyLimitLayer,
     pacer: Option<Pacer>,
+    breakers: Option<CircuitBreakers>,
+    degrade: Option<Degrader>,
+}
+
+/// The closure of [`ClientBuilder::degrade`].
+type DegradeFn = Arc<dyn Fn(&CreateMessageRequest, &Error) -> Option<Message> + Send + Sync>;
+
+/// What [`ClientBuilder::degrade`] set: the closure and which errors it is offered.
+#[derive(Clone)]
+struct Degrader {
+    f: DegradeFn,
+    when: Arc<dyn Fn(&Error) -> bool + Send + Sync>,
+}
+
+impl Degrader {
+    /// `create` through a [`DegradeLayer`] over `service`.
+    fn call(
+        &self,
+        service: MessagesService<HttpStack>,
+        req: CreateMessageRequest,
+    ) -> crate::messages::ResponseFuture<ApiResponse<Message>> {
+        let (f, when) = (self.f.clone(), self.when.clone());
+        let svc = DegradeLayer::new(move |r: &CreateMessageRequest, e: &Error| f(r, e))
+            .when(move |e| when(e))
+            .layer(service);
+        Box::pin(svc.oneshot(req))
+    }
 }
 
 impl fmt::Debug for Client {
@@ -116,6 +147,12 @@ impl Client {
     pub fn pacer(&self) -> Option<&Pacer> {
         self.pacer.as_ref()
     }
+
+    /// The circuit breakers (shared by all clones), for [`CircuitBreakers::snapshot`]; `None`
+    /// when circuit breaking is off.
+    pub fn circuit_breakers(&self) -> Option<&CircuitBreakers> {
+        self.breakers.as_ref()
+    }
 }
 
 /// The Messages API of a [`Client`].
@@ -127,7 +164,10 @@ pub struct Messages<'a> {
 impl Messages<'_> {
     /// `POST /v1/messages`: a whole `Message`, or a typed error.
     pub async fn create(&self, req: CreateMessageRequest) -> Result<ApiResponse<Message>, Error> {
-        self.client.service.create(req).await
+        match &self.client.degrade {
+            Some(d) => d.call(self.client.service.clone(), req).await,
+            None => self.client.service.create(req).await,
+        }
     }
 
     /// `POST /v1/messages` with `stream: true`: typed events as they arrive. Errors before
@@ -182,6 +222,9 @@ pub enum ConfigError {
 /// | `max_retries` | 2 |
 /// | `pacing` | on: attempts paced to the quota learned from the rate-limit headers ([`crate::pacing`]) |
 /// | retry policy | [`RetryPolicy::default`]: backoff 0.5 s doubling to 8 s, jitter 25%, waits over 60 s returned, budget 20% |
+/// | `circuit_breakers` | off; per-model circuits between retry and pacing ([`crate::breaker`]) |
+/// | `fallback_models` | none; a chain of models tried when one is down ([`crate::fallback`]) |
+/// | `degrade` | none; a stand-in answer for chosen errors of `create` ([`crate::degrade`]) |
 /// | `max_error_body` | 64 KiB |
 /// | `max_response_body` | 64 MiB |
 #[derive(Clone, Default)]
@@ -202,6 +245,9 @@ pub struct ClientBuilder {
     no_stream_retry: bool,
     no_pacing: bool,
     pacer: Option<Pacer>,
+    breakers: Option<CircuitBreakers>,
+    fallback: Option<FallbackLayer>,
+    degrade: Option<Degrader>,
 }
 
 impl fmt::Debug for ClientBuilder {
@@ -227,6 +273,8 @@ impl fmt::Debug for ClientBuilder {
             .field("stream_idle_timeout", &self.stream_idle_timeout)
             .field("concurrency_limit", &self.concurrency_limit)
             .field("load_shed", &self.load_shed)
+            .field("circuit_breakers", &self.breakers)
+            .field("fallback", &self.fallback)
             .finish_non_exhaustive()
     }
 }
@@ -347,6 +395,58 @@ impl ClientBuilder {
         self
     }
 
+    /// Guards each model with a circuit breaker: while a model keeps failing, its calls fail
+    /// fast with [`Error::CircuitOpen`] (or move down the fallback chain) instead of adding
+    /// load. Pass the same [`CircuitBreakers`] to several clients to share circuits. See
+    /// [`crate::breaker`].
+    pub fn circuit_breakers(mut self, breakers: CircuitBreakers) -> Self {
+        self.breakers = Some(breakers);
+        self
+    }
+
+    /// When a call to the requested model ends (after its retries) in a 529, a 5xx, a
+    /// connection error, an attempt timeout or an open circuit, re-issue it to these models in
+    /// turn. Without [`circuit_breakers`](Self::circuit_breakers) set, this turns on per-model
+    /// breakers with the default settings, so a model that is down is skipped at once. See
+    /// [`crate::fallback`].
+    pub fn fallback_models<I, M>(mut self, models: I) -> Self
+    where
+        I: IntoIterator<Item = M>,
+        M: AsRef<str>,
+    {
+        self.fallback = Some(FallbackLayer::new(models));
+        self
+    }
+
+    /// A stand-in answer for `create` calls that fail: `f` gets the request and the error and
+    /// returns `Some(message)` (a cached or canned answer, marked
+    /// [`ApiResponse::is_degraded`]) or `None` to return the error. Only errors that are not
+    /// the caller's own are offered (see [`degrade_when`](Self::degrade_when)). See
+    /// [`crate::degrade`].
+    pub fn degrade<F>(mut self, f: F) -> Self
+    where
+        F: Fn(&CreateMessageRequest, &Error) -> Option<Message> + Send + Sync + 'static,
+    {
+        let when = match self.degrade.take() {
+            Some(d) => d.when,
+            None => Arc::new(|e: &Error| !e.is_caller_error()),
+        };
+        self.degrade = Some(Degrader {
+            f: Arc::new(f),
+            when,
+        });
+        self
+    }
+
+    /// Which errors [`degrade`](Self::degrade) is offered (default: those for which
+    /// [`Error::is_caller_error`] is false). Has no effect before `degrade`.
+    pub fn degrade_when(mut self, pred: impl Fn(&Error) -> bool + Send + Sync + 'static) -> Self {
+        if let Some(d) = &mut self.degrade {
+            d.when = Arc::new(pred);
+        }
+        self
+    }
+
     /// Whether a stream that fails before its first content is re-sent (default: yes).
     pub fn retry_streams_before_content(mut self, on: bool) -> Self {
         self.no_stream_retry = !on;
@@ -381,9 +481,15 @@ impl ClientBuilder {
         }
         .load_shed(self.load_shed);
         let pacer = (!self.no_pacing).then(|| self.pacer.clone().unwrap_or_default());
+        let breakers = self
+            .breakers
+            .clone()
+            .or_else(|| self.fallback.as_ref().map(|_| CircuitBreakers::default()));
         let stack = ServiceBuilder::new()
             .option_layer(self.deadline.map(OverallDeadlineLayer::new))
+            .option_layer(self.fallback.clone())
             .layer(RetryLayer::new(self.retry.clone()))
+            .option_layer(breakers.clone().map(CircuitBreakerLayer::new))
             .option_layer(pacer.clone().map(PacingLayer::new))
             .map_response(|r: Response<_>| r.map(BodyExt::boxed_unsync))
             .layer(
@@ -412,6 +518,8 @@ impl ClientBuilder {
             service,
             limit,
             pacer,
+            breakers,
+            degrade: self.degrade,
         })
     }
 }

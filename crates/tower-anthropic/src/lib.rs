@@ -33,9 +33,12 @@
 //! [`stream`] for streaming.
 
 pub mod body;
+pub mod breaker;
 pub mod classify;
 pub mod client;
+pub mod degrade;
 pub mod error;
+pub mod fallback;
 pub mod limit;
 pub mod messages;
 pub mod pacing;

@@ -11,7 +11,9 @@ use serde_json::{Value, json};
 use tokio::time::Instant;
 
 use super::State;
-use super::faults::{Action, Delivery, Outcome, Scripted, outage_or_random, scripted};
+use super::faults::{
+    Action, Delivery, Outcome, Scripted, model_outage, outage_or_random, scripted,
+};
 use super::responses::{
     error_response, html_response, hv, invalid, json_response, message_response, stream_response,
 };
@@ -28,7 +30,8 @@ fn done(fault: Option<String>, resp: Resp) -> Outcome {
 }
 
 /// Decides the answer to one API request, in the API's order: a scripted entry first, then
-/// authentication, outages and random faults, the body, the rate limits, and the answer.
+/// authentication, outages and random faults, the body, a model's outage, the rate limits,
+/// and the answer.
 pub(super) async fn api_outcome(
     state: &Arc<State>,
     req: Request<Incoming>,
@@ -142,6 +145,14 @@ pub(super) async fn api_outcome(
     };
     if let Err(msg) = validate(&body, route) {
         return done(fault, invalid(request_id, &msg));
+    }
+    // An outage of this one model (the body names it), before the rate limits.
+    if let Some(outcome) = model_outage(
+        state,
+        body["model"].as_str().unwrap_or_default(),
+        request_id,
+    ) {
+        return outcome;
     }
     let input_tokens = generate::estimate_input_tokens(&body);
     if route == Route::CountTokens {

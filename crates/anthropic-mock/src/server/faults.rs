@@ -156,14 +156,25 @@ pub(super) async fn scripted(
     }
 }
 
-/// An outage in force, or a random fault drawn from the seeded source.
+/// An outage of `model` in force (read once the body is), if any.
+pub(super) fn model_outage(state: &State, model: &str, request_id: &str) -> Option<Outcome> {
+    state
+        .outage(Some(model))
+        .map(|kind| outage_outcome(kind, request_id))
+}
+
+fn outage_outcome(kind: OutageKind, request_id: &str) -> Outcome {
+    let action = match kind {
+        OutageKind::Overloaded => Action::Respond(overloaded(request_id)),
+        OutageKind::Reset => Action::Reset { stall: None },
+    };
+    Outcome::fault("outage", action)
+}
+
+/// An outage of every model in force, or a random fault drawn from the seeded source.
 pub(super) fn outage_or_random(state: &State, request_id: &str) -> Option<Outcome> {
-    if let Some(kind) = state.outage() {
-        let action = match kind {
-            OutageKind::Overloaded => Action::Respond(overloaded(request_id)),
-            OutageKind::Reset => Action::Reset { stall: None },
-        };
-        return Some(Outcome::fault("outage", action));
+    if let Some(kind) = state.outage(None) {
+        return Some(outage_outcome(kind, request_id));
     }
     let f = state.config.faults;
     if f.total() <= 0.0 {

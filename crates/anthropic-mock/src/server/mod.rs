@@ -72,9 +72,21 @@ struct State {
     scripts: Mutex<HashMap<String, VecDeque<ScriptEntry>>>,
     rng: Mutex<SplitMix64>,
     ids: AtomicU64,
-    manual_outage: Mutex<Option<(Instant, OutageKind)>>,
+    /// Outages started through the API or `/_mock/outage`: (model or all, until, kind).
+    manual_outages: Mutex<Vec<ManualOutage>>,
     tls: Option<Acceptor>,
 }
+
+/// An outage started at run time.
+#[derive(Debug)]
+struct ManualOutage {
+    model: Option<String>,
+    until: Instant,
+    kind: OutageKind,
+}
+
+/// Most outages started at run time that are kept at once (one per model, and one for all).
+const MAX_MANUAL_OUTAGES: usize = 1024;
 
 /// The TLS acceptor (a newtype: tokio-rustls's has no `Debug`).
 #[derive(Clone)]
@@ -112,7 +124,7 @@ impl MockServer {
             scripts: Mutex::new(HashMap::new()),
             rng: Mutex::new(SplitMix64::new(config.faults.seed)),
             ids: AtomicU64::new(config.faults.seed.wrapping_mul(1_000_003)),
-            manual_outage: Mutex::new(None),
+            manual_outages: Mutex::new(Vec::new()),
             tls,
             config,
         });
@@ -159,7 +171,13 @@ impl MockServer {
 
     /// Starts an outage now, lasting `duration`: every API request gets `kind`.
     pub fn outage_for(&self, duration: Duration, kind: OutageKind) {
-        *lock(&self.state.manual_outage) = Some((far(duration), kind));
+        self.state.start_outage(None, duration, kind);
+    }
+
+    /// Starts an outage of one model now, lasting `duration`: requests for `model` get `kind`,
+    /// requests for other models are answered as usual.
+    pub fn model_outage_for(&self, model: &str, duration: Duration, kind: OutageKind) {
+        self.state.start_outage(Some(model), duration, kind);
     }
 
     /// Clears counters, log, scripts, rate-limit buckets and any manual outage, and reseeds the
@@ -201,24 +219,43 @@ impl State {
         lock(&self.scripts).clear();
         lock(&self.limiter).reset();
         *lock(&self.rng) = SplitMix64::new(self.config.faults.seed);
-        *lock(&self.manual_outage) = None;
+        lock(&self.manual_outages).clear();
+    }
+
+    /// Starts (or replaces) the manual outage of `model` (or of every model).
+    fn start_outage(&self, model: Option<&str>, duration: Duration, kind: OutageKind) {
+        let mut all = lock(&self.manual_outages);
+        let now = Instant::now();
+        all.retain(|o| o.until > now && o.model.as_deref() != model);
+        if all.len() >= MAX_MANUAL_OUTAGES {
+            return;
+        }
+        all.push(ManualOutage {
+            model: model.map(str::to_owned),
+            until: far(duration),
+            kind,
+        });
     }
 
     fn elapsed_ms(&self) -> u64 {
         self.start.elapsed().as_millis() as u64
     }
 
-    fn outage(&self) -> Option<OutageKind> {
-        if let Some((until, kind)) = *lock(&self.manual_outage) {
-            if Instant::now() < until {
-                return Some(kind);
-            }
+    /// The outage in force for requests for `model` (`None`: outages of every model only).
+    fn outage(&self, model: Option<&str>) -> Option<OutageKind> {
+        let now = Instant::now();
+        let manual = lock(&self.manual_outages)
+            .iter()
+            .find(|o| now < o.until && o.model.as_deref() == model)
+            .map(|o| o.kind);
+        if manual.is_some() {
+            return manual;
         }
         let elapsed = self.start.elapsed();
         self.config
             .outages
             .iter()
-            .find(|o| o.is_active(elapsed))
+            .find(|o| o.model.as_deref() == model && o.is_active(elapsed))
             .map(|o| o.kind)
     }
 

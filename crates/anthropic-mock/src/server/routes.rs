@@ -16,7 +16,7 @@ use super::faults::Action;
 use super::responses::{error_response, json_response};
 use crate::body::MockBody;
 use crate::config::OutageKind;
-use crate::stats::{LogEntry, lock, selected_headers};
+use crate::stats::{LogEntry, selected_headers};
 
 /// A response of the mock.
 pub(super) type Resp = Response<MockBody>;
@@ -72,8 +72,9 @@ pub(super) async fn handle(
                     Some("reset") => OutageKind::Reset,
                     _ => OutageKind::Overloaded,
                 };
-                *lock(&state.manual_outage) = Some((super::far(Duration::from_millis(ms)), kind));
-                json_response(StatusCode::OK, &json!({"outage_ms": ms}))
+                let model = v.get("model").and_then(Value::as_str);
+                state.start_outage(model, Duration::from_millis(ms), kind);
+                json_response(StatusCode::OK, &json!({"outage_ms": ms, "model": model}))
             }
             Err(e) => json_response(StatusCode::BAD_REQUEST, &json!({"error": e})),
         },

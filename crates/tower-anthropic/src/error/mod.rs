@@ -37,7 +37,7 @@ mod timeout;
 pub use api::{ApiError, ApiErrorKind, SPEND_LIMIT_CODES};
 pub use connection::ConnectionError;
 pub(crate) use other::StreamFailure;
-pub use other::{DecodeError, InvalidRequestError, PacedError, StreamError};
+pub use other::{CircuitOpenError, DecodeError, InvalidRequestError, PacedError, StreamError};
 pub use timeout::{LimitReachedError, TimeoutError, TimeoutKind};
 
 /// A boxed error, as tower services use.
@@ -81,6 +81,10 @@ pub enum Error {
     /// the call's deadline or the pacer's `max_wait` (see [`crate::pacing`]).
     #[error(transparent)]
     Paced(PacedError),
+    /// A circuit breaker refused the call without sending it: the target has been failing
+    /// (see [`crate::breaker`]).
+    #[error(transparent)]
+    CircuitOpen(CircuitOpenError),
 }
 
 /// What a call's attempts came to: how many were made, and the errors of those before the
@@ -137,6 +141,7 @@ impl Error {
     pub fn retry_after(&self) -> Option<Duration> {
         match self {
             Error::Paced(p) => Some(p.retry_after()),
+            Error::CircuitOpen(c) => Some(c.retry_after()),
             _ => self.as_api().and_then(ApiError::retry_after),
         }
     }
@@ -152,8 +157,51 @@ impl Error {
             Error::Decode(_)
             | Error::InvalidRequest(_)
             | Error::LimitReached(_)
-            | Error::Paced(_) => false,
+            | Error::Paced(_)
+            | Error::CircuitOpen(_) => false,
             Error::Stream(s) => s.is_retryable(),
+        }
+    }
+
+    /// Whether this error says the *service* is unhealthy, as a circuit breaker counts it: a
+    /// 529 or any 5xx, a connection error, an attempt timeout (or a stream that stalled or
+    /// broke with an overloaded or server error event). Not 4xx, not 429 (rate limits are the
+    /// pacer's business), not a refusal made locally. An open circuit is not itself counted.
+    pub fn is_unhealthy(&self) -> bool {
+        match self {
+            Error::Api(e) => e.status().is_server_error() || e.kind() == ApiErrorKind::Overloaded,
+            Error::Connection(_) => true,
+            Error::Timeout(t) => t.kind() != TimeoutKind::Deadline,
+            Error::Stream(s) => {
+                s.is_truncated()
+                    || s.kind().is_some_and(|k| {
+                        matches!(
+                            k,
+                            ApiErrorKind::Overloaded
+                                | ApiErrorKind::InternalServer
+                                | ApiErrorKind::ServiceUnavailable
+                                | ApiErrorKind::GatewayTimeout
+                        )
+                    })
+            }
+            Error::Decode(_)
+            | Error::InvalidRequest(_)
+            | Error::LimitReached(_)
+            | Error::Paced(_)
+            | Error::CircuitOpen(_) => false,
+        }
+    }
+
+    /// Whether the caller must change the request (or its key, or its account) before trying
+    /// again: refused locally, or a 4xx other than 408, 409 and 429.
+    pub fn is_caller_error(&self) -> bool {
+        match self {
+            Error::InvalidRequest(_) => true,
+            Error::Api(e) => {
+                let s = e.status();
+                s.is_client_error() && !matches!(s.as_u16(), 408 | 409 | 429)
+            }
+            _ => false,
         }
     }
 
@@ -179,6 +227,7 @@ impl Error {
             Error::Decode(e) => Some(&e.trail),
             Error::Stream(e) => Some(&e.trail),
             Error::Paced(e) => Some(&e.trail),
+            Error::CircuitOpen(e) => Some(&e.trail),
             Error::InvalidRequest(_) | Error::LimitReached(_) => None,
         }
     }
@@ -191,6 +240,7 @@ impl Error {
             Error::Decode(e) => Some(&mut e.trail),
             Error::Stream(e) => Some(&mut e.trail),
             Error::Paced(e) => Some(&mut e.trail),
+            Error::CircuitOpen(e) => Some(&mut e.trail),
             Error::InvalidRequest(_) | Error::LimitReached(_) => None,
         }
     }

@@ -263,3 +263,62 @@ impl fmt::Display for PacedError {
 }
 
 impl std::error::Error for PacedError {}
+
+/// A circuit breaker refused the call: the target (a model, or a key of the caller's) has
+/// been failing, and the breaker fails fast instead of adding load (see [`crate::breaker`]).
+#[derive(Debug, Clone)]
+pub struct CircuitOpenError {
+    key: Arc<str>,
+    retry_after: std::time::Duration,
+    half_open: bool,
+    pub(crate) trail: Trail,
+}
+
+impl CircuitOpenError {
+    pub(crate) fn new(key: Arc<str>, retry_after: std::time::Duration, half_open: bool) -> Self {
+        Self {
+            key,
+            retry_after,
+            half_open,
+            trail: Trail {
+                attempts: 0,
+                earlier: None,
+            },
+        }
+    }
+    /// The breaker's key: the model, unless the request carried a
+    /// [`CircuitKey`](crate::breaker::CircuitKey).
+    pub fn key(&self) -> &str {
+        &self.key
+    }
+    /// Time until the circuit half-opens and lets probes through; zero when it is half-open
+    /// already and every probe slot is taken.
+    pub fn retry_after(&self) -> std::time::Duration {
+        self.retry_after
+    }
+    /// Whether the circuit was half-open (probing) rather than open.
+    pub fn is_half_open(&self) -> bool {
+        self.half_open
+    }
+}
+
+impl fmt::Display for CircuitOpenError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.half_open {
+            write!(
+                f,
+                "circuit for {:?} is half-open and its probe slots are taken",
+                self.key
+            )
+        } else {
+            write!(
+                f,
+                "circuit for {:?} is open: failing fast for {:.1} s more",
+                self.key,
+                self.retry_after.as_secs_f64()
+            )
+        }
+    }
+}
+
+impl std::error::Error for CircuitOpenError {}

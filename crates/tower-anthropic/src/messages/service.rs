@@ -19,6 +19,7 @@ use super::types::{CountTokensRequest, CreateMessageRequest, Message, TokenCount
 use crate::body::{AtBound, Buffered, Collect, DEFAULT_MAX_RESPONSE_BODY, ResponseMode};
 use crate::classify;
 use crate::error::{BoxError, DecodeError, Error, InvalidRequestError};
+use crate::fallback::FallbackDepth;
 use crate::pacing::{RequestCost, Settlement};
 use crate::rate_limit::RateLimitHeaders;
 use crate::retry::Attempts;
@@ -42,9 +43,37 @@ pub struct ApiResponse<T> {
     request_id: Option<String>,
     headers: HeaderMap,
     attempts: u32,
+    fallback_depth: u32,
+    degraded: Option<Error>,
 }
 
 impl<T> ApiResponse<T> {
+    /// A stand-in answer for a call that failed with `error`: a cached or canned value, as
+    /// [`DegradeLayer`](crate::degrade::DegradeLayer) makes it. [`is_degraded`](Self::is_degraded)
+    /// is true and [`degraded_by`](Self::degraded_by) keeps the error; there are no headers.
+    pub fn degraded(value: T, error: Error) -> Self {
+        Self {
+            value,
+            request_id: None,
+            headers: HeaderMap::new(),
+            attempts: error.attempts(),
+            fallback_depth: 0,
+            degraded: Some(error),
+        }
+    }
+    /// Whether this is a stand-in answer rather than the API's.
+    pub fn is_degraded(&self) -> bool {
+        self.degraded.is_some()
+    }
+    /// For a stand-in answer, the error it stands in for.
+    pub fn degraded_by(&self) -> Option<&Error> {
+        self.degraded.as_ref()
+    }
+    /// How far down its fallback chain the call was answered: 0 for the requested model, 1
+    /// for the first fallback model... (see [`crate::fallback`]).
+    pub fn fallback_depth(&self) -> u32 {
+        self.fallback_depth
+    }
     /// The `request-id` header.
     pub fn request_id(&self) -> Option<&str> {
         self.request_id.as_deref()
@@ -292,11 +321,14 @@ where
         settlement.settle(input, output);
     }
     let attempts = parts.extensions.get::<Attempts>().map_or(1, |a| a.0);
+    let fallback_depth = parts.extensions.get::<FallbackDepth>().map_or(0, |d| d.0);
     Ok(ApiResponse {
         value,
         request_id: classify::parse_request_id(&parts.headers),
         headers: parts.headers,
         attempts,
+        fallback_depth,
+        degraded: None,
     })
 }
 

@@ -313,6 +313,25 @@ pub struct Message {
 }
 
 impl Message {
+    /// A message not made by the API: one text block, `end_turn`, no usage, an id starting
+    /// `canned_`. For stand-in answers ([`crate::degrade`]) and tests.
+    pub fn canned(model: impl Into<String>, text: impl Into<String>) -> Self {
+        Self {
+            id: "canned_0".to_owned(),
+            kind: "message".to_owned(),
+            role: Role::Assistant,
+            model: model.into(),
+            content: vec![ContentBlock::Text {
+                text: text.into(),
+                citations: None,
+            }],
+            stop_reason: Some(StopReason::EndTurn),
+            stop_sequence: None,
+            usage: Usage::default(),
+            extra: Map::new(),
+        }
+    }
+
     /// All text blocks joined.
     pub fn text(&self) -> String {
         self.content

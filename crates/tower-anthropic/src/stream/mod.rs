@@ -52,6 +52,7 @@ pub use events::{Delta, MessageAccumulator, MessageDeltaBody, StreamEvent};
 
 use crate::body::ResponseBody;
 use crate::error::{Error, StreamError, StreamFailure, TimeoutError, TimeoutKind};
+use crate::fallback::FallbackDepth;
 use crate::messages::{MAX_EVENT_JSON_VALUES, Message, copy_request};
 use crate::pacing::Settlement;
 use crate::retry::{AttemptIndex, AttemptLog, Attempts, Decision, RetryPolicy, StreamResend};
@@ -91,6 +92,7 @@ pub struct MessageStream {
     content_started: bool,
     saw_stop: bool,
     attempts: u32,
+    fallback_depth: u32,
     earlier: Vec<Error>,
     request_id: Option<String>,
     accumulator: MessageAccumulator,
@@ -141,6 +143,7 @@ impl MessageStream {
             content_started: false,
             saw_stop: false,
             attempts: 0,
+            fallback_depth: 0,
             earlier: Vec::new(),
             request_id: None,
             accumulator: MessageAccumulator::new(),
@@ -171,6 +174,7 @@ impl MessageStream {
             self.resend = self.resend_allowed.then_some(policy);
         }
         self.settlement = ext.remove::<Settlement>();
+        self.fallback_depth = ext.get::<FallbackDepth>().map_or(0, |d| d.0);
         self.request_id = crate::classify::parse_request_id(resp.headers());
         let is_sse = resp
             .headers()
@@ -214,6 +218,12 @@ impl MessageStream {
     /// Attempts made so far (re-sends before content included).
     pub fn attempts(&self) -> u32 {
         self.attempts
+    }
+
+    /// How far down its fallback chain the stream was answered (0: the requested model; see
+    /// [`crate::fallback`]).
+    pub fn fallback_depth(&self) -> u32 {
+        self.fallback_depth
     }
 
     /// The message accumulated from the events handed over so far.
