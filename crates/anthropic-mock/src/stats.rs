@@ -27,7 +27,15 @@ pub struct Stats {
     pub open_streams: u64,
     /// Largest number of event streams open at once.
     pub max_open_streams: u64,
+    /// API requests by the model their body named (counted once the body is read, so a
+    /// request answered before that, by a script, an auth error or an outage of every model,
+    /// is not here); past 1,000 distinct models the rest count under `"(other)"`.
+    #[serde(default)]
+    pub by_model: BTreeMap<String, u64>,
 }
+
+/// Most distinct models `by_model` keeps.
+const MAX_MODELS: usize = 1000;
 
 /// One request as the log keeps it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -82,6 +90,7 @@ pub(crate) struct Counters {
     requests: AtomicU64,
     by_status: Box<[AtomicU64]>,
     by_fault: Mutex<BTreeMap<String, u64>>,
+    by_model: Mutex<BTreeMap<String, u64>>,
     tokens_in: AtomicU64,
     tokens_out: AtomicU64,
     pub(crate) open_connections: AtomicU64,
@@ -98,6 +107,7 @@ impl Counters {
             requests: AtomicU64::new(0),
             by_status: (0..600).map(|_| AtomicU64::new(0)).collect(),
             by_fault: Mutex::new(BTreeMap::new()),
+            by_model: Mutex::new(BTreeMap::new()),
             tokens_in: AtomicU64::new(0),
             tokens_out: AtomicU64::new(0),
             open_connections: AtomicU64::new(0),
@@ -121,6 +131,16 @@ impl Counters {
 
     pub(crate) fn fault(&self, name: &str) {
         *lock(&self.by_fault).entry(name.to_owned()).or_default() += 1;
+    }
+
+    pub(crate) fn model(&self, model: &str) {
+        let mut m = lock(&self.by_model);
+        let key = if m.len() < MAX_MODELS || m.contains_key(model) {
+            model
+        } else {
+            "(other)"
+        };
+        *m.entry(key.to_owned()).or_default() += 1;
     }
 
     pub(crate) fn tokens(&self, input: u64, output: u64) {
@@ -168,6 +188,7 @@ impl Counters {
             c.store(0, Relaxed);
         }
         lock(&self.by_fault).clear();
+        lock(&self.by_model).clear();
         self.tokens_in.store(0, Relaxed);
         self.tokens_out.store(0, Relaxed);
         self.total_connections
@@ -196,6 +217,7 @@ impl Counters {
             total_connections: self.total_connections.load(Relaxed),
             open_streams: self.open_streams.load(Relaxed),
             max_open_streams: self.max_open_streams.load(Relaxed),
+            by_model: lock(&self.by_model).clone(),
         }
     }
 }

@@ -147,11 +147,9 @@ pub(super) async fn api_outcome(
         return done(fault, invalid(request_id, &msg));
     }
     // An outage of this one model (the body names it), before the rate limits.
-    if let Some(outcome) = model_outage(
-        state,
-        body["model"].as_str().unwrap_or_default(),
-        request_id,
-    ) {
+    let model = body["model"].as_str().unwrap_or_default();
+    state.counters.model(model);
+    if let Some(outcome) = model_outage(state, model, request_id) {
         return outcome;
     }
     let input_tokens = generate::estimate_input_tokens(&body);
