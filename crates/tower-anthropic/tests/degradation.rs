@@ -29,6 +29,7 @@ fn req(model: &str) -> CreateMessageRequest {
 fn config() -> CircuitBreakerConfig {
     CircuitBreakerConfig::new()
         .minimum_calls(4)
+        .window_calls(50)
         .failure_rate_threshold(0.5)
         .window(Duration::from_secs(10))
         .open_for(Duration::from_secs(5))
@@ -81,7 +82,11 @@ async fn opens_at_the_threshold_once_the_window_holds_minimum_calls() {
     assert_eq!(e.key(), PRIMARY);
     assert_eq!(e.retry_after(), Duration::from_secs(5));
     assert!(!e.is_half_open());
-    assert_eq!(s.stats().requests, 4, "the refused call never reached the server");
+    assert_eq!(
+        s.stats().requests,
+        4,
+        "the refused call never reached the server"
+    );
     let snap = &b.snapshot()[0];
     assert_eq!(snap.times_opened, 1);
     assert_eq!(snap.retry_after, Some(Duration::from_secs(5)));
@@ -106,6 +111,27 @@ async fn failures_leave_the_rolling_window() {
     assert_eq!(b.state(PRIMARY), Some(CircuitState::Closed));
     assert_eq!(b.snapshot()[0].calls, 1);
     assert_eq!(b.snapshot()[0].failures, 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_busy_targets_earlier_successes_do_not_dilute_an_outage() {
+    let s = mock().await;
+    let b = CircuitBreakers::new(config().window_calls(20));
+    let c = client(&s, "busy", &b).build().unwrap();
+    for _ in 0..100 {
+        c.messages().create(req(PRIMARY)).await.unwrap();
+    }
+    s.script("busy", std::iter::repeat_n(ScriptEntry::status(529), 10));
+    for i in 0..10 {
+        assert_eq!(
+            b.state(PRIMARY),
+            Some(CircuitState::Closed),
+            "after {i} failures"
+        );
+        let _ = c.messages().create(req(PRIMARY)).await;
+    }
+    // Ten failures among the last twenty outcomes: open, however many successes came before.
+    assert_eq!(b.state(PRIMARY), Some(CircuitState::Open));
 }
 
 #[tokio::test(start_paused = true)]
@@ -197,7 +223,11 @@ async fn client_errors_and_rate_limits_never_open_it() {
     }
     assert_eq!(b.state(PRIMARY), Some(CircuitState::Closed));
     assert_eq!(b.snapshot()[0].failures, 0);
-    assert_eq!(b.snapshot()[0].calls, n as u32, "answered calls count as successes");
+    assert_eq!(
+        b.snapshot()[0].calls,
+        n as u32,
+        "answered calls count as successes"
+    );
     // Connection resets and 5xx do count.
     s.script(
         "4xx",
@@ -242,11 +272,8 @@ async fn a_cancelled_probe_frees_its_slot() {
     tokio::time::advance(Duration::from_secs(5)).await;
     // The only probe hangs, and its caller gives up on it.
     s.script("cancel", [ScriptEntry::Delay { ms: 60_000 }]);
-    let probe = tokio::time::timeout(
-        Duration::from_secs(1),
-        c.messages().create(req(PRIMARY)),
-    )
-    .await;
+    let probe =
+        tokio::time::timeout(Duration::from_secs(1), c.messages().create(req(PRIMARY))).await;
     assert!(probe.is_err(), "the probe was cut short");
     assert_eq!(b.snapshot()[0].probes_in_flight, 0);
     // The slot is free: the next call is a probe, succeeds, and closes the circuit.
@@ -305,7 +332,11 @@ async fn falls_back_down_the_chain_in_order() {
     assert_eq!((msg.model.as_str(), msg.fallback_depth()), (THIRD, 0));
     // Streams fall back too, before anything is handed over.
     let stream = c.messages().stream(req(SECOND)).await.unwrap();
-    assert_eq!(stream.fallback_depth(), 1, "{SECOND} failed, the chain skips it");
+    assert_eq!(
+        stream.fallback_depth(),
+        1,
+        "{SECOND} failed, the chain skips it"
+    );
     assert_eq!(stream.final_message().await.unwrap().model, THIRD);
 }
 
@@ -422,7 +453,10 @@ async fn degrades_chosen_errors_and_marks_the_answer() {
 async fn degrades_through_a_service_of_yours() {
     let s = mock().await;
     s.outage_for(Duration::from_secs(600), OutageKind::Reset);
-    let c = support::builder(&s, "svc", 6).max_retries(0).build().unwrap();
+    let c = support::builder(&s, "svc", 6)
+        .max_retries(0)
+        .build()
+        .unwrap();
     // An asynchronous source of stand-ins (a cache, say), as a tower service.
     let cache = tower::service_fn(|ask: DegradeRequest<CreateMessageRequest>| async move {
         assert!(ask.error.is_unhealthy());
@@ -439,7 +473,10 @@ async fn degrades_through_a_service_of_yours() {
 async fn a_model_outage_hits_only_that_model() {
     let s = mock().await;
     s.model_outage_for(PRIMARY, Duration::from_secs(10), OutageKind::Overloaded);
-    let c: Client = support::builder(&s, "mo", 7).max_retries(0).build().unwrap();
+    let c: Client = support::builder(&s, "mo", 7)
+        .max_retries(0)
+        .build()
+        .unwrap();
     let e = c.messages().create(req(PRIMARY)).await.unwrap_err();
     assert_eq!(e.status().map(|s| s.as_u16()), Some(529));
     c.messages().create(req(SECOND)).await.unwrap();

@@ -11,9 +11,9 @@
 //!   (400, 401, 404...) and a 429 are answers from a healthy service (rate limits are the
 //!   pacer's business) and count as successes; a call dropped before its outcome counts as
 //!   nothing.
-//! - **Closed.** Outcomes go into a rolling time window (`window`, ten buckets). Once it holds
-//!   at least `minimum_calls` outcomes and the share of failures reaches
-//!   `failure_rate_threshold`, the circuit opens.
+//! - **Closed.** Outcomes go into a rolling window: the last `window_calls` outcomes, none
+//!   older than `window`. Once it holds at least `minimum_calls` outcomes and the share of
+//!   failures reaches `failure_rate_threshold`, the circuit opens.
 //! - **Open.** Calls fail at once with [`Error::CircuitOpen`], whose `retry_after()` is the time
 //!   until the circuit half-opens. The first open interval is `open_for`; each reopening
 //!   without a close in between doubles it, up to `max_open_for`.
@@ -81,10 +81,13 @@ use tower::{Layer, Service};
 use crate::error::{BoxError, CircuitOpenError, Error};
 use crate::pacing::RequestCost;
 
+/// Most outcomes a window keeps.
+const MAX_WINDOW_CALLS: u32 = 1000;
+
 /// Most circuits kept: past this, circuits that are closed and idle are dropped to make room,
 /// and a call whose key finds no room goes unguarded (a flood of distinct keys cannot grow
 /// memory without bound).
-pub const MAX_CIRCUITS: usize = 10_000;
+pub const MAX_CIRCUITS: usize = 1000;
 
 /// The key of the circuit that guards a request, when the caller chooses it: insert it into
 /// the request's extensions (e.g. with `map_request`). Without it the key is the model.
@@ -107,14 +110,16 @@ const DEFAULT_KEY: &str = "default";
 /// |---|---|
 /// | `failure_rate_threshold` | 0.5 |
 /// | `minimum_calls` | 10 in the window |
-/// | `window` | 10 s, rolling |
-/// | `open_for` | 5 s, doubling on each reopening |
-/// | `max_open_for` | 60 s |
+/// | `window_calls` | the last 20 outcomes... |
+/// | `window` | ...none older than 10 s |
+/// | `open_for` | 1 s, doubling on each reopening |
+/// | `max_open_for` | 10 s |
 /// | `half_open_probes` | 3 |
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct CircuitBreakerConfig {
     failure_rate_threshold: f64,
     minimum_calls: u32,
+    window_calls: u32,
     window: Duration,
     open_for: Duration,
     max_open_for: Duration,
@@ -126,9 +131,10 @@ impl Default for CircuitBreakerConfig {
         Self {
             failure_rate_threshold: 0.5,
             minimum_calls: 10,
+            window_calls: 20,
             window: Duration::from_secs(10),
-            open_for: Duration::from_secs(5),
-            max_open_for: Duration::from_secs(60),
+            open_for: Duration::from_secs(1),
+            max_open_for: Duration::from_secs(10),
             half_open_probes: 3,
         }
     }
@@ -147,12 +153,24 @@ impl CircuitBreakerConfig {
         }
         self
     }
-    /// How many outcomes the window must hold before the rate is judged (at least 1).
+    /// How many outcomes the window must hold before the rate is judged (at least 1, at most
+    /// `window_calls`).
     pub fn minimum_calls(mut self, n: u32) -> Self {
-        self.minimum_calls = n.max(1);
+        self.minimum_calls = n.clamp(1, MAX_WINDOW_CALLS);
+        self.window_calls = self.window_calls.max(self.minimum_calls);
         self
     }
-    /// The rolling window of outcomes a closed circuit judges (at least 10 ms, at most a day).
+    /// How many of the latest outcomes a closed circuit judges (at least `minimum_calls`, at
+    /// most 1,000). Counting calls rather than seconds keeps a busy target's window short:
+    /// at 50 calls a second, 20 outcomes are the last 0.4 s, so an outage opens the circuit
+    /// within a fraction of a second instead of waiting for the failures to outweigh ten
+    /// seconds of earlier successes.
+    pub fn window_calls(mut self, n: u32) -> Self {
+        self.window_calls = n.clamp(self.minimum_calls, MAX_WINDOW_CALLS);
+        self
+    }
+    /// The oldest an outcome may be and still count (at least 10 ms, at most a day): a quiet
+    /// target's old outcomes do not linger.
     pub fn window(mut self, d: Duration) -> Self {
         self.window = d.clamp(Duration::from_millis(10), Duration::from_secs(86_400));
         self
@@ -195,7 +213,7 @@ pub struct CircuitSnapshot {
     pub key: Arc<str>,
     /// Its state now (an open circuit whose interval is over reads `HalfOpen`).
     pub state: CircuitState,
-    /// Outcomes in the window (closed circuits).
+    /// Outcomes in the window (closed circuits; pruned when read).
     pub calls: u32,
     /// Failures among them.
     pub failures: u32,
@@ -377,7 +395,8 @@ impl CircuitBreakers {
                     return;
                 }
                 c.window.prune(now, cfg.window);
-                c.window.add(now, cfg.window, outcome == Outcome::Failure);
+                c.window
+                    .add(now, cfg.window_calls, outcome == Outcome::Failure);
                 let (calls, failures) = c.window.totals();
                 let rate = f64::from(failures) / f64::from(calls.max(1));
                 if calls >= cfg.minimum_calls && rate >= cfg.failure_rate_threshold {
@@ -487,60 +506,44 @@ impl Circuit {
     }
 }
 
-/// Outcomes over a rolling window, in ten buckets.
+/// The most recent outcomes, oldest first: at most `window_calls`, none older than `window`.
 #[derive(Debug, Default)]
 struct Window {
-    buckets: VecDeque<Bucket>,
-}
-
-#[derive(Debug, Clone, Copy)]
-struct Bucket {
-    start: Instant,
-    calls: u32,
+    outcomes: VecDeque<(Instant, bool)>,
     failures: u32,
 }
 
-const BUCKETS: u32 = 10;
-
 impl Window {
     fn prune(&mut self, now: Instant, window: Duration) {
-        let width = window / BUCKETS;
-        while let Some(b) = self.buckets.front() {
-            if now.duration_since(b.start) >= window + width {
-                self.buckets.pop_front();
-            } else {
+        while let Some(&(at, failed)) = self.outcomes.front() {
+            if now.duration_since(at) < window {
                 break;
             }
+            self.pop(failed);
         }
     }
 
-    fn add(&mut self, now: Instant, window: Duration, failure: bool) {
-        let width = window / BUCKETS;
-        let fresh = self
-            .buckets
-            .back()
-            .is_none_or(|b| now.duration_since(b.start) >= width);
-        if fresh {
-            self.buckets.push_back(Bucket {
-                start: now,
-                calls: 0,
-                failures: 0,
-            });
+    fn pop(&mut self, failed: bool) {
+        self.outcomes.pop_front();
+        self.failures -= u32::from(failed);
+    }
+
+    fn add(&mut self, now: Instant, max_calls: u32, failure: bool) {
+        while self.outcomes.len() >= max_calls as usize {
+            let failed = self.outcomes.front().is_some_and(|o| o.1);
+            self.pop(failed);
         }
-        if let Some(b) = self.buckets.back_mut() {
-            b.calls = b.calls.saturating_add(1);
-            b.failures = b.failures.saturating_add(u32::from(failure));
-        }
+        self.outcomes.push_back((now, failure));
+        self.failures += u32::from(failure);
     }
 
     fn totals(&self) -> (u32, u32) {
-        self.buckets.iter().fold((0, 0), |(c, f), b| {
-            (c.saturating_add(b.calls), f.saturating_add(b.failures))
-        })
+        (self.outcomes.len() as u32, self.failures)
     }
 
     fn clear(&mut self) {
-        self.buckets.clear();
+        self.outcomes.clear();
+        self.failures = 0;
     }
 }
 
@@ -663,17 +666,22 @@ mod tests {
     use super::*;
 
     #[test]
-    fn window_prunes_old_buckets() {
+    fn window_keeps_the_latest_outcomes_within_its_time() {
         let mut w = Window::default();
         let t0 = Instant::now();
         let win = Duration::from_secs(10);
-        w.add(t0, win, true);
-        w.add(t0 + Duration::from_secs(5), win, false);
+        w.add(t0, 3, true);
+        w.add(t0 + Duration::from_secs(5), 3, false);
         assert_eq!(w.totals(), (2, 1));
         w.prune(t0 + Duration::from_secs(12), win);
         assert_eq!(w.totals(), (1, 0));
         w.prune(t0 + Duration::from_secs(17), win);
         assert_eq!(w.totals(), (0, 0));
+        // At most three: the oldest make room.
+        for i in 0..5 {
+            w.add(t0, 3, i < 2);
+        }
+        assert_eq!(w.totals(), (3, 0));
     }
 
     #[test]
@@ -689,6 +697,14 @@ mod tests {
         assert_eq!(c.half_open_probes, 1);
         assert_eq!(c.max_open_for, Duration::from_secs(120));
         assert_eq!(c.window, Duration::from_millis(10));
+        let w = CircuitBreakerConfig::new()
+            .minimum_calls(30)
+            .window_calls(5);
+        assert_eq!((w.minimum_calls, w.window_calls), (30, 30));
+        let w = CircuitBreakerConfig::new()
+            .window_calls(u32::MAX)
+            .minimum_calls(u32::MAX);
+        assert_eq!((w.minimum_calls, w.window_calls), (1000, 1000));
         let nan = CircuitBreakerConfig::new().failure_rate_threshold(f64::NAN);
         assert_eq!(nan.failure_rate_threshold, 0.5);
     }
