@@ -5,16 +5,19 @@ use std::time::Duration;
 use tower::ServiceBuilder;
 use tower::layer::util::Stack;
 
+use crate::breaker::{CircuitBreakerLayer, CircuitBreakers};
 use crate::classify::ClassifyLayer;
+use crate::fallback::FallbackLayer;
 use crate::limit::ConcurrencyLimitLayer;
 use crate::pacing::{Pacer, PacingLayer};
 use crate::retry::{RetryLayer, RetryPolicy};
 use crate::timeout::{AttemptTimeoutLayer, OverallDeadlineLayer, StreamIdleTimeoutLayer};
 
 /// Adds this crate's layers to a `tower::ServiceBuilder`, outermost first as in
-/// [`Client`](crate::Client)'s stack. Keep the order: retry above classify (the policy
-/// decides from classified errors), the limit below retry (a request waiting between
-/// attempts holds no permit). Any other layer may stand in between, tower's own included.
+/// [`Client`](crate::Client)'s stack. Keep the order: fallback above retry (each model gets its
+/// retries), the circuit breaker just below retry (each attempt is evidence, and an open circuit
+/// ends the retries), retry above classify (the policy decides from classified errors), the
+/// limit below retry (a request waiting between attempts holds no permit). Any other layer may stand in between, tower's own included.
 ///
 /// ```
 /// # #[tokio::main(flavor = "current_thread")]
@@ -26,6 +29,7 @@ use crate::timeout::{AttemptTimeoutLayer, OverallDeadlineLayer, StreamIdleTimeou
 /// use hyper_util::client::legacy::Client as HyperClient;
 /// use hyper_util::rt::TokioExecutor;
 /// use tower::ServiceBuilder;
+/// use tower_anthropic::breaker::CircuitBreakers;
 /// use tower_anthropic::messages::{CreateMessageRequest, MessagesService};
 /// use tower_anthropic::retry::RetryPolicy;
 /// use tower_anthropic::transport::{ApiKey, Endpoint};
@@ -37,7 +41,9 @@ use crate::timeout::{AttemptTimeoutLayer, OverallDeadlineLayer, StreamIdleTimeou
 /// let http = HyperClient::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
 /// let stack = ServiceBuilder::new()
 ///     .overall_deadline(Duration::from_secs(120))
+///     .fall_back_to(["claude-haiku-4-5"])
 ///     .retry_api_errors(RetryPolicy::new())
+///     .circuit_breaker(CircuitBreakers::default())
 ///     .attempt_timeout(Duration::from_secs(60))
 ///     .stream_idle_timeout(Duration::from_secs(30))
 ///     .concurrency_limit_until_body_end(16)
@@ -56,6 +62,18 @@ use crate::timeout::{AttemptTimeoutLayer, OverallDeadlineLayer, StreamIdleTimeou
 pub trait ServiceBuilderExt<L>: sealed::Sealed {
     /// Adds a [`ClassifyLayer`] with the defaults: non-2xx responses become typed errors.
     fn classify_responses(self) -> ServiceBuilder<Stack<ClassifyLayer, L>>;
+    /// Adds a [`FallbackLayer`]: a call whose model is down is re-issued to these models in
+    /// turn; above retry (and above the circuit breaker).
+    fn fall_back_to<I, M>(self, models: I) -> ServiceBuilder<Stack<FallbackLayer, L>>
+    where
+        I: IntoIterator<Item = M>,
+        M: AsRef<str>;
+    /// Adds a [`CircuitBreakerLayer`] over `breakers` (per-model circuits); below retry,
+    /// above pacing.
+    fn circuit_breaker(
+        self,
+        breakers: CircuitBreakers,
+    ) -> ServiceBuilder<Stack<CircuitBreakerLayer, L>>;
     /// Adds a [`RetryLayer`] with `policy`; needs a classify layer below it.
     fn retry_api_errors(self, policy: RetryPolicy) -> ServiceBuilder<Stack<RetryLayer, L>>;
     /// Adds a [`PacingLayer`] with `pacer` (below retry, above the attempt timeout).
@@ -79,6 +97,19 @@ pub trait ServiceBuilderExt<L>: sealed::Sealed {
 }
 
 impl<L> ServiceBuilderExt<L> for ServiceBuilder<L> {
+    fn fall_back_to<I, M>(self, models: I) -> ServiceBuilder<Stack<FallbackLayer, L>>
+    where
+        I: IntoIterator<Item = M>,
+        M: AsRef<str>,
+    {
+        self.layer(FallbackLayer::new(models))
+    }
+    fn circuit_breaker(
+        self,
+        breakers: CircuitBreakers,
+    ) -> ServiceBuilder<Stack<CircuitBreakerLayer, L>> {
+        self.layer(CircuitBreakerLayer::new(breakers))
+    }
     fn classify_responses(self) -> ServiceBuilder<Stack<ClassifyLayer, L>> {
         self.layer(ClassifyLayer::new())
     }

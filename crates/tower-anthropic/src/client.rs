@@ -40,9 +40,12 @@ pub const DEFAULT_STREAM_IDLE_TIMEOUT: Duration = Duration::from_secs(120);
 /// A client for the Messages API with the default resilience stack, outermost first:
 ///
 /// ```text
+/// degrade                chosen errors of `create` -> a marked stand-in (off unless set)
 /// typed Messages API     CreateMessageRequest -> ApiResponse<Message> | Error
 ///   overall deadline     whole call, waits included (off unless set)
+///     fallback           a down model -> the next model of the chain (off unless set)
 ///     retry + budget     SDK rules, backoff with jitter, retry-after, shared budget
+///       circuit breaker  per model, fail fast while it is down (off unless set)
 ///       pacing           every attempt waits for its quota (learned from the headers)
 ///       attempt timeout  600 s; non-streaming bodies read inside the attempt
 ///         idle timeout   gap between chunks of a stream (120 s)

@@ -5,9 +5,12 @@
 //! around any HTTP service to the API, and [`Client`] assembles a sound default stack:
 //!
 //! ```text
+//! degrade to default       chosen errors -> a marked stand-in   (degrade::DegradeLayer)
 //! typed Messages API       CreateMessageRequest -> ApiResponse<Message> | Error
 //!   overall deadline       whole call, waits included            (timeout::OverallDeadlineLayer)
-//!     retry + budget       SDK rules, backoff, retry-after, cap  (retry::RetryLayer)
+//!     fallback chain       a down model -> the next model        (fallback::FallbackLayer)
+//!       retry + budget     SDK rules, backoff, retry-after, cap  (retry::RetryLayer)
+//!       circuit breaker    per model: fail fast while it is down (breaker::CircuitBreakerLayer)
 //!       pacing             each attempt waits for its quota      (pacing::PacingLayer)
 //!       attempt timeout    one attempt, body read included       (timeout::AttemptTimeoutLayer)
 //!         idle timeout     gaps between chunks of a stream       (timeout::StreamIdleTimeoutLayer)

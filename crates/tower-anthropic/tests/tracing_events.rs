@@ -81,3 +81,57 @@ async fn one_event_per_retry_and_no_key_in_any() {
     }
     assert!(events.iter().all(|e| !e.contains("SECRET")), "{events:#?}");
 }
+
+#[tokio::test(start_paused = true)]
+async fn circuit_changes_and_fallbacks_are_events() {
+    use std::time::Duration;
+    use tower_anthropic::breaker::{CircuitBreakerConfig, CircuitBreakers};
+    let capture = Capture::default();
+    let _guard = tracing::subscriber::set_default(capture.clone());
+    let s = MockServer::start(MockConfig::default()).await.unwrap();
+    let breakers = CircuitBreakers::new(
+        CircuitBreakerConfig::new()
+            .minimum_calls(2)
+            .half_open_probes(1),
+    );
+    let c = Client::builder()
+        .api_key(KEY)
+        .base_url(s.url())
+        .max_retries(0)
+        .circuit_breakers(breakers)
+        .fallback_models(["fallback-model"])
+        .build()
+        .unwrap();
+    s.model_outage_for(
+        "primary-model",
+        Duration::from_millis(900),
+        anthropic_mock::OutageKind::Overloaded,
+    );
+    let req = CreateMessageRequest::new("primary-model", 8).user("hi");
+    for _ in 0..3 {
+        let m = c.messages().create(req.clone()).await.unwrap();
+        assert_eq!(m.model, "fallback-model");
+    }
+    tokio::time::advance(Duration::from_secs(1)).await;
+    let m = c.messages().create(req).await.unwrap();
+    assert_eq!(m.model, "primary-model", "the probe succeeded");
+
+    let events = capture.0.lock().unwrap().clone();
+    let find = |needle: &str| {
+        events
+            .iter()
+            .filter(|e| e.contains(needle))
+            .cloned()
+            .collect::<Vec<_>>()
+    };
+    let opened = find("message=circuit opened");
+    assert_eq!(opened.len(), 1, "{events:#?}");
+    assert!(opened[0].starts_with("WARN"), "{}", opened[0]);
+    assert!(opened[0].contains("circuit=primary-model"), "{}", opened[0]);
+    assert_eq!(find("message=circuit half-open").len(), 1, "{events:#?}");
+    assert_eq!(find("message=circuit closed").len(), 1, "{events:#?}");
+    let fell = find("message=falling back");
+    assert_eq!(fell.len(), 3, "{events:#?}");
+    assert!(fell[0].contains("to=fallback-model"), "{}", fell[0]);
+    assert!(events.iter().all(|e| !e.contains("SECRET")), "{events:#?}");
+}
