@@ -37,6 +37,9 @@ pub struct Scenario {
     /// Whether the client paces to the quota (its default; `false` to show what pacing
     /// changes).
     pub pacing: bool,
+    /// Whether the client has the degradation layers on: per-model circuit breakers and the
+    /// fallback chain [`PRIMARY`] -> [`FALLBACK`] (scenario h).
+    pub degradation: bool,
     /// What each request asks.
     pub shape: Shape,
 }
@@ -101,6 +104,18 @@ pub enum Load {
         /// How long it lasts.
         outage_len: Duration,
     },
+    /// A request every `1/rate` s for `duration` to [`PRIMARY`]; the primary model alone is
+    /// down from `outage_at` for `outage_len` (the fallback model answers throughout).
+    ModelOutage {
+        /// Requests per second.
+        rate: u32,
+        /// How long the traffic lasts.
+        duration: Duration,
+        /// When the primary's outage starts.
+        outage_at: Duration,
+        /// How long it lasts.
+        outage_len: Duration,
+    },
     /// `n` streams by `concurrency` workers.
     Streams {
         /// Streams in all.
@@ -134,6 +149,7 @@ pub fn scenarios() -> Vec<Scenario> {
             },
             budget: true,
             pacing: true,
+            degradation: false,
             shape: Shape::Small,
         },
         Scenario {
@@ -154,6 +170,7 @@ pub fn scenarios() -> Vec<Scenario> {
             },
             budget: true,
             pacing: true,
+            degradation: false,
             shape: Shape::Small,
         },
         Scenario {
@@ -172,6 +189,7 @@ pub fn scenarios() -> Vec<Scenario> {
             },
             budget: true,
             pacing: true,
+            degradation: false,
             shape: Shape::Small,
         },
         Scenario {
@@ -189,6 +207,7 @@ pub fn scenarios() -> Vec<Scenario> {
             },
             budget: true,
             pacing: true,
+            degradation: false,
             shape: Shape::MaxTokens(1000),
         },
         Scenario {
@@ -210,6 +229,7 @@ pub fn scenarios() -> Vec<Scenario> {
             },
             budget: true,
             pacing: true,
+            degradation: false,
             shape: Shape::MixedInput,
         },
         Scenario {
@@ -232,6 +252,7 @@ pub fn scenarios() -> Vec<Scenario> {
             },
             budget: true,
             pacing: true,
+            degradation: false,
             shape: Shape::MaxTokens(400),
         },
         Scenario {
@@ -253,9 +274,40 @@ pub fn scenarios() -> Vec<Scenario> {
             },
             budget: true,
             pacing: true,
+            degradation: false,
+            shape: Shape::Small,
+        },
+        Scenario {
+            name: "model_outage",
+            title: "h. model outage: 50 requests/s for 30 s; the primary model is down from 5 s to 20 s, the fallback model is healthy",
+            mock: MockConfig {
+                log_capacity: 100_000,
+                ..Default::default()
+            },
+            mock_args: args("--log-capacity 100000"),
+            load: Load::ModelOutage {
+                rate: 50,
+                duration: Duration::from_secs(30),
+                outage_at: Duration::from_secs(5),
+                outage_len: Duration::from_secs(15),
+            },
+            budget: true,
+            pacing: true,
+            degradation: true,
             shape: Shape::Small,
         },
     ];
+    // Scenario h without the degradation layers: the default stack, as the SDKs have it.
+    let layers_off = all
+        .iter()
+        .filter(|s| s.name == "model_outage")
+        .map(|s| Scenario {
+            name: "model_outage_no_layers",
+            degradation: false,
+            ..s.clone()
+        })
+        .collect::<Vec<_>>();
+    all.extend(layers_off);
     // The rate-limited scenarios again with pacing off, to show what pacing changes.
     let unpaced: Vec<Scenario> = all
         .iter()
@@ -317,8 +369,32 @@ pub struct Report {
     /// Outage only: attempts the mock received during the outage window.
     pub outage_attempts: u64,
     /// Outage only: from the end of the outage until every request finishing in a 1 s
-    /// window succeeded.
+    /// window succeeded (scenario h: and was answered by the primary model).
     pub recovery: Option<Duration>,
+    /// Scenario h: requests answered by the primary model.
+    pub answered_primary: usize,
+    /// Scenario h: requests answered by a fallback model.
+    pub answered_fallback: usize,
+    /// Scenario h: attempts that reached the primary model from 1 s after its outage began
+    /// to its end, per request started then.
+    pub primary_attempts_per_request: Option<f64>,
+    /// Scenario h: when the primary's circuit first opened, after the outage began.
+    pub breaker_opened: Option<Duration>,
+    /// Scenario h: latency of the requests started during the outage, p50 and p99.
+    pub outage_p50: Duration,
+    /// See `outage_p50`.
+    pub outage_p99: Duration,
+}
+
+/// Scenario h's primary model.
+pub const PRIMARY: &str = "claude-sonnet-4-6";
+/// Scenario h's fallback model.
+pub const FALLBACK: &str = "claude-haiku-4-5";
+
+/// Scenario h's circuit settings: the defaults, with the open interval capped at 2 s so that
+/// traffic returns within 2 s of the outage's end.
+pub fn breaker_config() -> tower_anthropic::breaker::CircuitBreakerConfig {
+    tower_anthropic::breaker::CircuitBreakerConfig::default().max_open_for(Duration::from_secs(2))
 }
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
@@ -371,10 +447,22 @@ async fn mock_log(url: &str) -> Vec<anthropic_mock::LogEntry> {
 /// and pacing when `pacing` is false). Waits for the quota may take long in these scenarios:
 /// the pacer's `max_wait` is raised so that nothing is refused.
 pub fn client(url: &str, budget: bool, pacing: bool) -> Client {
+    client_with(url, budget, pacing, false)
+}
+
+/// [`client`], with the degradation layers of scenario h when `degradation` is true.
+pub fn client_with(url: &str, budget: bool, pacing: bool, degradation: bool) -> Client {
     let mut b = Client::builder()
         .api_key("sk-bench")
         .base_url(url)
         .pacing(pacing);
+    if degradation {
+        b = b
+            .circuit_breakers(tower_anthropic::breaker::CircuitBreakers::new(
+                breaker_config(),
+            ))
+            .fallback_models([FALLBACK]);
+    }
     if pacing {
         b = b.pacer(tower_anthropic::pacing::Pacer::new().max_wait(Duration::from_secs(600)));
     }
@@ -392,7 +480,7 @@ fn request(max_tokens: u32) -> CreateMessageRequest {
 /// the scenario's settings; its counters are reset first).
 pub async fn run(url: &str, scenario: &Scenario) -> Report {
     reset_mock(url).await;
-    let client = client(url, scenario.budget, scenario.pacing);
+    let client = client_with(url, scenario.budget, scenario.pacing, scenario.degradation);
     let shape = scenario.shape;
     let start = Instant::now();
     let mut report = Report::default();
@@ -482,6 +570,15 @@ pub async fn run(url: &str, scenario: &Scenario) -> Report {
                 t += Duration::from_millis(100);
             }
         }
+        Load::ModelOutage {
+            rate,
+            duration,
+            outage_at,
+            outage_len,
+        } => {
+            let timing = (rate, duration, outage_at, outage_len);
+            model_outage(url, &client, start, timing, &mut report, &mut latencies).await;
+        }
     }
     report.wall = start.elapsed();
     latencies.sort();
@@ -489,6 +586,118 @@ pub async fn run(url: &str, scenario: &Scenario) -> Report {
     report.p99 = percentile(&latencies, 0.99);
     report.mock = mock_stats(url).await;
     report
+}
+
+/// Scenario h: open-loop traffic to [`PRIMARY`] while it alone is down.
+async fn model_outage(
+    url: &str,
+    client: &Client,
+    start: Instant,
+    (rate, duration, outage_at, outage_len): (u32, Duration, Duration, Duration),
+    report: &mut Report,
+    latencies: &mut Vec<Duration>,
+) {
+    let mut tasks = tokio::task::JoinSet::new();
+    let mut ticker = tokio::time::interval(Duration::from_secs(1) / rate);
+    let mut outage_started = false;
+    let (o_start, o_end) = (outage_at, outage_at + outage_len);
+    while start.elapsed() < duration {
+        ticker.tick().await;
+        let now = start.elapsed();
+        if !outage_started && now >= outage_at {
+            outage_started = true;
+            let body = format!(
+                "{{\"ms\": {}, \"kind\": \"overloaded\", \"model\": \"{PRIMARY}\"}}",
+                outage_len.as_millis()
+            );
+            control_call(url, http::Method::POST, "/_mock/outage", &body).await;
+        }
+        if report.breaker_opened.is_none() && now >= o_start {
+            let open = client
+                .circuit_breakers()
+                .and_then(|b| b.state(PRIMARY))
+                .is_some_and(|s| s == tower_anthropic::breaker::CircuitState::Open);
+            if open {
+                report.breaker_opened = Some(now - o_start);
+            }
+        }
+        let client = client.clone();
+        tasks.spawn(async move {
+            let t0 = start.elapsed();
+            let req = CreateMessageRequest::new(PRIMARY, 64).user("Hello from the benchmark");
+            // (succeeded, answered by the primary)
+            let r = match client.messages().create(req).await {
+                Ok(m) => (true, m.fallback_depth() == 0),
+                Err(_) => (false, false),
+            };
+            (r, t0, start.elapsed())
+        });
+    }
+    let mut done = Vec::new();
+    while let Some(r) = tasks.join_next().await {
+        done.push(r.expect("a request task finished"));
+    }
+    let mut during = Vec::new();
+    let mut after_open = 0usize;
+    for &((ok, primary), t0, t1) in &done {
+        report.requests += 1;
+        if ok {
+            report.succeeded += 1;
+            if primary {
+                report.answered_primary += 1;
+            } else {
+                report.answered_fallback += 1;
+            }
+        } else {
+            report.failed += 1;
+        }
+        latencies.push(t1 - t0);
+        if t0 >= o_start && t0 < o_end {
+            report.outage_requests += 1;
+            during.push(t1 - t0);
+        }
+        if t0 >= o_start + Duration::from_secs(1) && t0 < o_end {
+            after_open += 1;
+        }
+    }
+    during.sort();
+    report.outage_p50 = percentile(&during, 0.5);
+    report.outage_p99 = percentile(&during, 0.99);
+    // Attempts on the primary the mock saw (its clock started before ours: align on the first
+    // logged request).
+    let log = mock_log(url).await;
+    if let Some(first) = log.iter().map(|e| e.at_ms).min() {
+        let at = |d: Duration| first + d.as_millis() as u64;
+        let on_primary = |e: &&anthropic_mock::LogEntry| e.model.as_deref() == Some(PRIMARY);
+        let in_window = |e: &&anthropic_mock::LogEntry, lo: Duration, hi: Duration| {
+            e.at_ms >= at(lo) && e.at_ms < at(hi)
+        };
+        report.outage_attempts = log
+            .iter()
+            .filter(on_primary)
+            .filter(|e| in_window(e, o_start, o_end))
+            .count() as u64;
+        let late = log
+            .iter()
+            .filter(on_primary)
+            .filter(|e| in_window(e, o_start + Duration::from_secs(1), o_end))
+            .count();
+        report.primary_attempts_per_request = Some(late as f64 / after_open.max(1) as f64);
+    }
+    // Back on the primary: the first 1 s window after the outage in which every request that
+    // finished was answered by the primary model.
+    let mut t = o_end;
+    while t < duration + Duration::from_secs(30) {
+        let w: Vec<_> = done
+            .iter()
+            .filter(|d| d.2 >= t && d.2 < t + Duration::from_secs(1))
+            .collect();
+        if !w.is_empty() && w.iter().all(|d| d.0.0 && d.0.1) {
+            report.recovery = Some(t - o_end);
+            break;
+        }
+        t += Duration::from_millis(100);
+    }
 }
 
 /// `n` calls of `call` by `concurrency` workers sharing `client`: whether each succeeded,
@@ -568,6 +777,12 @@ impl Report {
             "outage_requests": self.outage_requests,
             "outage_attempts": self.outage_attempts,
             "recovery_s": self.recovery.map(|d| d.as_secs_f64()),
+            "answered_primary": self.answered_primary,
+            "answered_fallback": self.answered_fallback,
+            "primary_attempts_per_request": self.primary_attempts_per_request,
+            "breaker_opened_s": self.breaker_opened.map(|d| d.as_secs_f64()),
+            "outage_p50_ms": self.outage_p50.as_secs_f64() * 1e3,
+            "outage_p99_ms": self.outage_p99.as_secs_f64() * 1e3,
         })
         .to_string()
     }

@@ -55,6 +55,26 @@ fn main() {
                     .map_or("n/a".to_owned(), |d| format!("{:.1} s", d.as_secs_f64())),
             );
         }
+        if s.name.starts_with("model_outage") {
+            notes = format!(
+                "answered {:.1}% (primary {}, fallback {}); breaker opened {}; primary attempts/request from 1 s into the outage {}; outage p50 {:.0} ms, p99 {:.0} ms; back on the primary {}",
+                100.0 * r.succeeded as f64 / r.requests.max(1) as f64,
+                r.answered_primary,
+                r.answered_fallback,
+                r.breaker_opened.map_or("never".to_owned(), |d| format!(
+                    "{:.2} s in",
+                    d.as_secs_f64()
+                )),
+                r.primary_attempts_per_request
+                    .map_or("n/a".to_owned(), |a| format!("{a:.3}")),
+                r.outage_p50.as_secs_f64() * 1e3,
+                r.outage_p99.as_secs_f64() * 1e3,
+                r.recovery.map_or("n/a".to_owned(), |d| format!(
+                    "{:.1} s after",
+                    d.as_secs_f64()
+                )),
+            );
+        }
         if s.name == "streaming" {
             let bare = rt.block_on(bare_streams(&url, 400, 50));
             let bytes = bare.1;

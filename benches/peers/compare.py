@@ -49,9 +49,35 @@ def pacing():
                   f"{d['attempts_per_request']:.3f} | {d['wall_s']:.2f} | {ideal:.1f} | {ratio:.3f} |")
 
 
+def degradation():
+    """Scenario h: tower-anthropic with breakers and a fallback model, without them, and the
+    Python SDK, against one mock process (reset before each run)."""
+    sc = "model_outage"
+    args = subprocess.run([DRIVE, "--mock-args", sc], check=True, capture_output=True, text=True).stdout.split()
+    mock = subprocess.Popen([MOCK, *args], stdout=subprocess.PIPE, text=True)
+    try:
+        url = mock.stdout.readline().split()[-1]
+        runs = [("tower-anthropic, breaker + fallback", run_json([DRIVE, url, sc])),
+                ("tower-anthropic, layers off", run_json([DRIVE, url, sc + "_no_layers"])),
+                ("anthropic (Python)", run_json([PYTHON, PEER, url, sc]))]
+    finally:
+        mock.terminate()
+        mock.wait(timeout=10)
+    print("| client | requests | answered | by primary | by fallback | failed | breaker opened (s into outage) "
+          "| primary attempts/request from 1 s into outage | outage p50 (ms) | outage p99 (ms) | back on primary (s) |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    for who, d in runs:
+        answered = 100.0 * d["succeeded"] / max(d["requests"], 1)
+        print(f"| {who} | {d['requests']} | {answered:.1f}% | {d['answered_primary']} | {d['answered_fallback']} | "
+              f"{d['failed']} | {fmt(d.get('breaker_opened_s'))} | {fmt(d.get('primary_attempts_per_request'))} | "
+              f"{fmt(d.get('outage_p50_ms'))} | {fmt(d.get('outage_p99_ms'))} | {fmt(d.get('recovery_s'))} |")
+
+
 def main():
     if sys.argv[3:] == ["pacing"]:
         return pacing()
+    if sys.argv[3:] == ["degradation"]:
+        return degradation()
     rows = []
     for sc in SCENARIOS:
         args = subprocess.run([DRIVE, "--mock-args", sc], check=True, capture_output=True, text=True).stdout.split()

@@ -17,6 +17,9 @@ SCENARIOS = {
     "burst": {"kind": "closed", "n": 1000, "concurrency": 256},
     "overload": {"kind": "closed", "n": 500, "concurrency": 16},
     "outage": {"kind": "open", "rate": 50, "duration": 20.0, "outage_at": 5.0, "outage_len": 10.0},
+    # h: only the primary model is down; the SDK has no fallback, so its calls go to the primary.
+    "model_outage": {"kind": "open", "rate": 50, "duration": 30.0, "outage_at": 5.0, "outage_len": 15.0,
+                     "model": "claude-sonnet-4-6"},
 }
 MESSAGES = [{"role": "user", "content": "Hello from the benchmark"}]
 # The mixed prompt sizes of scenario e, as benches/lib.rs (`Shape::MixedInput`) cycles them.
@@ -42,10 +45,10 @@ def percentile(sorted_values, p):
     return sorted_values[min(i, len(sorted_values) - 1)]
 
 
-async def one(client, max_tokens=64, messages=MESSAGES):
+async def one(client, max_tokens=64, messages=MESSAGES, model="claude-bench"):
     t = time.monotonic()
     try:
-        await client.messages.create(model="claude-bench", max_tokens=max_tokens, messages=messages)
+        await client.messages.create(model=model, max_tokens=max_tokens, messages=messages)
         return True, time.monotonic() - t
     except anthropic.APIError:
         return False, time.monotonic() - t
@@ -80,9 +83,11 @@ async def run(url, name):
         outage_started = False
         i = 0
 
+        model = sc.get("model", "claude-bench")
+
         async def timed():
             t0 = time.monotonic() - start
-            ok, _ = await one(client)
+            ok, _ = await one(client, model=model)
             done.append((ok, t0, time.monotonic() - start))
 
         while time.monotonic() - start < sc["duration"]:
@@ -90,7 +95,10 @@ async def run(url, name):
             await asyncio.sleep(max(0.0, target - time.monotonic()))
             if not outage_started and time.monotonic() - start >= sc["outage_at"]:
                 outage_started = True
-                body = json.dumps({"ms": int(sc["outage_len"] * 1000), "kind": "overloaded"}).encode()
+                outage = {"ms": int(sc["outage_len"] * 1000), "kind": "overloaded"}
+                if "model" in sc:
+                    outage["model"] = sc["model"]
+                body = json.dumps(outage).encode()
                 await asyncio.to_thread(control, url, "POST", "/_mock/outage", body)
             tasks.append(asyncio.create_task(timed()))
             i += 1
@@ -103,7 +111,17 @@ async def run(url, name):
         if log:
             first = min(e["at_ms"] for e in log)
             lo, hi = first + o_start * 1000, first + o_end * 1000
-            report["outage_attempts"] = sum(1 for e in log if lo <= e["at_ms"] < hi)
+            report["outage_attempts"] = sum(1 for e in log if lo <= e["at_ms"] < hi
+                                            and ("model" not in sc or e.get("model") == sc["model"]))
+            if "model" in sc:
+                # Attempts on the primary from 1 s into its outage, per request started then.
+                late = sum(1 for e in log if first + (o_start + 1) * 1000 <= e["at_ms"] < hi
+                           and e.get("model") == sc["model"])
+                started = sum(1 for _, t0, _ in done if o_start + 1 <= t0 < o_end)
+                report["primary_attempts_per_request"] = late / max(started, 1)
+                during = sorted(t1 - t0 for _, t0, t1 in done if o_start <= t0 < o_end)
+                report["outage_p50_ms"] = percentile(during, 0.5) * 1e3
+                report["outage_p99_ms"] = percentile(during, 0.99) * 1e3
         t = o_end
         while t < sc["duration"] + 30:
             w = [d for d in done if t <= d[2] < t + 1.0]
@@ -126,6 +144,9 @@ async def run(url, name):
         "mock_requests": stats["requests"],
         "mock_429": stats["by_status"].get("429", 0),
         "attempts_per_request": stats["requests"] / max(n, 1),
+        "answered_primary": sum(1 for ok, _ in results if ok),
+        "answered_fallback": 0,
+        "breaker_opened_s": None,
     })
     print(json.dumps(report))
 

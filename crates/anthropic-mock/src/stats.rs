@@ -58,6 +58,10 @@ pub struct LogEntry {
     pub fault: Option<String>,
     /// The `request-id` sent back.
     pub request_id: String,
+    /// The model the body named, once it was read (`None` when the request was answered
+    /// before: a script, an auth error, an outage of every model, an unreadable body).
+    #[serde(default)]
+    pub model: Option<String>,
 }
 
 const LOGGED_HEADERS: &[&str] = &[

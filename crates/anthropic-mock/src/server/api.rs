@@ -37,6 +37,7 @@ pub(super) async fn api_outcome(
     req: Request<Incoming>,
     route: Route,
     request_id: &str,
+    model_seen: &mut Option<String>,
 ) -> Outcome {
     // 1. Scripted responses come first, whatever else the request says.
     let (delivery, stream_error_type, mut fault) =
@@ -148,7 +149,10 @@ pub(super) async fn api_outcome(
     }
     // An outage of this one model (the body names it), before the rate limits.
     let model = body["model"].as_str().unwrap_or_default();
-    state.counters.model(model);
+    // What the counters and the log keep of a name is bounded (a client picks its length).
+    let name: String = model.chars().take(256).collect();
+    state.counters.model(&name);
+    *model_seen = Some(name);
     if let Some(outcome) = model_outage(state, model, request_id) {
         return outcome;
     }

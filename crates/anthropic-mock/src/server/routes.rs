@@ -123,8 +123,9 @@ async fn api(
         status: None,
         fault: None,
         request_id: request_id.clone(),
+        model: None,
     };
-    let outcome = api_outcome(state, req, route, &request_id).await;
+    let outcome = api_outcome(state, req, route, &request_id, &mut entry.model).await;
     if let Some(f) = &outcome.fault {
         state.counters.fault(f);
     }
