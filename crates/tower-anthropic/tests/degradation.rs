@@ -484,3 +484,61 @@ async fn a_model_outage_hits_only_that_model() {
     c.messages().create(req(PRIMARY)).await.unwrap();
     assert_eq!(s.stats().by_fault.get("outage"), Some(&1));
 }
+
+#[tokio::test(start_paused = true)]
+async fn streams_count_when_they_end() {
+    let s = mock().await;
+    let b = CircuitBreakers::new(config());
+    let c = client(&s, "sc", &b)
+        .retry_streams_before_content(false)
+        .build()
+        .unwrap();
+    // A whole stream: one success.
+    let stream = c.messages().stream(req(PRIMARY)).await.unwrap();
+    stream.final_message().await.unwrap();
+    assert_eq!((b.snapshot()[0].calls, b.snapshot()[0].failures), (1, 0));
+    // An overloaded error event before content, a cut stream, and an error event after
+    // content: three failures, though each began with a 200.
+    s.script(
+        "sc",
+        [
+            ScriptEntry::StreamError {
+                after: 1,
+                error_type: Some("overloaded_error".into()),
+            },
+            ScriptEntry::StreamCut { after: 3 },
+            ScriptEntry::StreamError {
+                after: 6,
+                error_type: Some("api_error".into()),
+            },
+        ],
+    );
+    for i in 0..3 {
+        let stream = c.messages().stream(req(PRIMARY)).await.unwrap();
+        assert!(stream.final_message().await.is_err());
+        if i < 2 {
+            assert_eq!(
+                (b.snapshot()[0].calls, b.snapshot()[0].failures),
+                (i + 2, i + 1)
+            );
+        }
+    }
+    // 3 of 4 failed: open (its window starts afresh).
+    assert_eq!(b.state(PRIMARY), Some(CircuitState::Open));
+    assert_eq!(b.snapshot()[0].times_opened, 1);
+
+    // Half-open, a stream probe holds its slot until the stream ends.
+    tokio::time::advance(Duration::from_secs(5)).await;
+    let one = CircuitBreakers::new(config().half_open_probes(1));
+    let c1 = client(&s, "sc1", &one).build().unwrap();
+    s.script("sc1", std::iter::repeat_n(ScriptEntry::status(529), 4));
+    for _ in 0..4 {
+        let _ = c1.messages().create(req(PRIMARY)).await;
+    }
+    tokio::time::advance(Duration::from_secs(5)).await;
+    let probe = c1.messages().stream(req(PRIMARY)).await.unwrap();
+    let e = open_error(c1.messages().create(req(PRIMARY)).await);
+    assert!(e.is_half_open(), "the open stream is the probe");
+    probe.final_message().await.unwrap();
+    assert_eq!(one.state(PRIMARY), Some(CircuitState::Closed));
+}

@@ -10,7 +10,10 @@
 //!   ([`Error::is_unhealthy`]): 529 and every 5xx, connection errors, attempt timeouts. A 4xx
 //!   (400, 401, 404...) and a 429 are answers from a healthy service (rate limits are the
 //!   pacer's business) and count as successes; a call dropped before its outcome counts as
-//!   nothing.
+//!   nothing. A stream counts when it ends: `message_stop` is a success; an overloaded or
+//!   server error event, a cut or stalled stream is a failure (read by
+//!   [`MessageStream`](crate::stream::MessageStream); a streamed body read by hand counts as a
+//!   success once its head arrived).
 //! - **Closed.** Outcomes go into a rolling window: the last `window_calls` outcomes, none
 //!   older than `window`. Once it holds at least `minimum_calls` outcomes and the share of
 //!   failures reaches `failure_rate_threshold`, the circuit opens.
@@ -78,6 +81,7 @@ use http::{Request, Response};
 use tokio::time::Instant;
 use tower::{Layer, Service};
 
+use crate::body::ResponseMode;
 use crate::error::{BoxError, CircuitOpenError, Error};
 use crate::pacing::RequestCost;
 
@@ -374,6 +378,7 @@ impl CircuitBreakers {
             generation: c.generation,
             probe,
             done: false,
+            on_drop: Outcome::Cancelled,
         }))
     }
 
@@ -437,7 +442,7 @@ impl CircuitBreakers {
 
 /// How a call ended, for its circuit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Outcome {
+pub(crate) enum Outcome {
     Success,
     Failure,
     Cancelled,
@@ -547,13 +552,15 @@ impl Window {
     }
 }
 
-/// Leave to send one call; records its outcome once, or "cancelled" when dropped first.
+/// Leave to send one call; records its outcome once, or `on_drop` when dropped first
+/// ("cancelled" until a stream's head arrived, then "success").
 struct Permit {
     breakers: CircuitBreakers,
     key: Arc<str>,
     generation: u64,
     probe: bool,
     done: bool,
+    on_drop: Outcome,
 }
 
 impl Permit {
@@ -566,8 +573,36 @@ impl Permit {
 impl Drop for Permit {
     fn drop(&mut self) {
         if !self.done {
-            self.breakers.record(self, Outcome::Cancelled);
+            self.breakers.record(self, self.on_drop);
         }
+    }
+}
+
+/// A streamed call's outcome, still to be told: the circuit's permit travels in the response's
+/// extensions and [`MessageStream`](crate::stream::MessageStream) reports how the stream
+/// ended (an overloaded error event or a cut stream is a failure; `message_stop` a success).
+/// Dropped untold (a stream read by hand, or abandoned), the call counts as a success: its
+/// head arrived. A half-open probe that is a stream holds its slot until then.
+#[derive(Clone)]
+pub(crate) struct StreamVerdict(Arc<Mutex<Option<Permit>>>);
+
+impl StreamVerdict {
+    /// Records how the stream ended (once; later reports are ignored).
+    pub(crate) fn report(&self, error: Option<&Error>) {
+        let permit = self.0.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(p) = permit {
+            let outcome = match error {
+                Some(e) if e.is_unhealthy() => Outcome::Failure,
+                _ => Outcome::Success,
+            };
+            p.finish(outcome);
+        }
+    }
+}
+
+impl fmt::Debug for StreamVerdict {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("StreamVerdict")
     }
 }
 
@@ -646,15 +681,23 @@ where
             Ok(p) => p,
             Err(e) => return Box::pin(std::future::ready(Err(e))),
         };
+        let streaming = ResponseMode::of(&req) == ResponseMode::Streaming;
         let fut = self.inner.call(req);
         Box::pin(async move {
-            let result = fut.await.map_err(Error::from_service_error);
-            if let Some(permit) = permit {
-                let outcome = match &result {
-                    Err(e) if e.is_unhealthy() => Outcome::Failure,
-                    _ => Outcome::Success,
-                };
-                permit.finish(outcome);
+            let mut result = fut.await.map_err(Error::from_service_error);
+            let Some(mut permit) = permit else {
+                return result;
+            };
+            match &mut result {
+                // A stream's outcome is known when it ends: the stream reports it.
+                Ok(resp) if streaming && resp.status().is_success() => {
+                    permit.on_drop = Outcome::Success;
+                    let verdict = StreamVerdict(Arc::new(Mutex::new(Some(permit))));
+                    resp.extensions_mut().insert(verdict);
+                }
+                Ok(_) => permit.finish(Outcome::Success),
+                Err(e) if e.is_unhealthy() => permit.finish(Outcome::Failure),
+                Err(_) => permit.finish(Outcome::Success),
             }
             result
         })

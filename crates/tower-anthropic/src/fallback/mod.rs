@@ -12,7 +12,9 @@
 //! handed over content.
 //!
 //! The request is re-targeted by rewriting the `model` of its JSON body; the chain skips the
-//! model that was requested. The answer says which model answered (`Message::model`) and how
+//! model that was requested. Messages calls (whole and streamed) made by
+//! [`MessagesService`](crate::messages::MessagesService) are re-targeted; other requests
+//! (`count_tokens`, or requests built by hand) pass through unchanged. The answer says which model answered (`Message::model`) and how
 //! far down the chain it came from: [`ApiResponse::fallback_depth`] and
 //! [`MessageStream::fallback_depth`] (0 for the requested model). Each fallback logs a
 //! `tracing` event. When every model fails, the last model's error is returned.

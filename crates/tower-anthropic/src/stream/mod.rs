@@ -51,6 +51,7 @@ use tokio::time::Sleep;
 pub use events::{Delta, MessageAccumulator, MessageDeltaBody, StreamEvent};
 
 use crate::body::ResponseBody;
+use crate::breaker::StreamVerdict;
 use crate::error::{Error, StreamError, StreamFailure, TimeoutError, TimeoutKind};
 use crate::fallback::FallbackDepth;
 use crate::messages::{MAX_EVENT_JSON_VALUES, Message, copy_request};
@@ -98,6 +99,8 @@ pub struct MessageStream {
     accumulator: MessageAccumulator,
     /// The quota reservation of the current attempt, settled at `message_stop`.
     settlement: Option<Settlement>,
+    /// The circuit breaker's permit of the current attempt, told how it ended.
+    verdict: Option<StreamVerdict>,
 }
 
 enum State {
@@ -148,6 +151,7 @@ impl MessageStream {
             request_id: None,
             accumulator: MessageAccumulator::new(),
             settlement: None,
+            verdict: None,
         };
         let resp = first.await?;
         s.on_response(resp)?;
@@ -174,6 +178,7 @@ impl MessageStream {
             self.resend = self.resend_allowed.then_some(policy);
         }
         self.settlement = ext.remove::<Settlement>();
+        self.verdict = ext.remove::<StreamVerdict>();
         self.fallback_depth = ext.get::<FallbackDepth>().map_or(0, |d| d.0);
         self.request_id = crate::classify::parse_request_id(resp.headers());
         let is_sse = resp
@@ -205,6 +210,9 @@ impl MessageStream {
 
     /// The answer is complete: settle its quota reservation to the usage it reported.
     fn settle(&mut self) {
+        if let Some(v) = self.verdict.take() {
+            v.report(None);
+        }
         if let (Some(s), Some(m)) = (self.settlement.take(), self.accumulator.message()) {
             s.settle(m.usage.input_tokens, m.usage.output_tokens);
         }
@@ -323,6 +331,9 @@ impl MessageStream {
     /// A failure mid-stream: re-send if nothing was handed over and the stack's retry policy
     /// says so (its own decision code and budget), otherwise surface it.
     fn fail(&mut self, mut err: Error) {
+        if let Some(v) = self.verdict.take() {
+            v.report(Some(&err));
+        }
         if let Error::Stream(s) = &mut err {
             s.set_request_id(self.request_id.clone());
             s.set_after_content(self.content_started);
