@@ -557,18 +557,7 @@ pub async fn run(url: &str, scenario: &Scenario) -> Report {
             }
             // Recovery: the first 1 s window after the outage in which every request that
             // finished succeeded.
-            let mut t = o_end;
-            while t < duration + Duration::from_secs(30) {
-                let w: Vec<_> = done
-                    .iter()
-                    .filter(|d| d.2 >= t && d.2 < t + Duration::from_secs(1))
-                    .collect();
-                if !w.is_empty() && w.iter().all(|d| d.0) {
-                    report.recovery = Some(t - o_end);
-                    break;
-                }
-                t += Duration::from_millis(100);
-            }
+            report.recovery = first_clean_window(&done, o_end, duration, |ok| *ok);
         }
         Load::ModelOutage {
             rate,
@@ -686,18 +675,29 @@ async fn model_outage(
     }
     // Back on the primary: the first 1 s window after the outage in which every request that
     // finished was answered by the primary model.
-    let mut t = o_end;
+    report.recovery = first_clean_window(&done, o_end, duration, |&(ok, primary)| ok && primary);
+}
+
+/// After `from`, the first 1 s window (in steps of 100 ms) in which every request that
+/// finished (`(result, started, finished)`) was `good`; how long after `from` it began.
+fn first_clean_window<R>(
+    done: &[(R, Duration, Duration)],
+    from: Duration,
+    duration: Duration,
+    good: impl Fn(&R) -> bool,
+) -> Option<Duration> {
+    let mut t = from;
     while t < duration + Duration::from_secs(30) {
-        let w: Vec<_> = done
+        let mut w = done
             .iter()
             .filter(|d| d.2 >= t && d.2 < t + Duration::from_secs(1))
-            .collect();
-        if !w.is_empty() && w.iter().all(|d| d.0.0 && d.0.1) {
-            report.recovery = Some(t - o_end);
-            break;
+            .peekable();
+        if w.peek().is_some() && w.all(|d| good(&d.0)) {
+            return Some(t - from);
         }
         t += Duration::from_millis(100);
     }
+    None
 }
 
 /// `n` calls of `call` by `concurrency` workers sharing `client`: whether each succeeded,

@@ -52,6 +52,13 @@ fn open_error(r: Result<impl std::fmt::Debug, Error>) -> tower_anthropic::error:
     }
 }
 
+/// `n` calls for the primary, their results ignored (scripted failures, usually).
+async fn calls(c: &Client, n: usize) {
+    for _ in 0..n {
+        let _ = c.messages().create(req(PRIMARY)).await;
+    }
+}
+
 fn model_requests(s: &MockServer, model: &str) -> u64 {
     s.stats().by_model.get(model).copied().unwrap_or(0)
 }
@@ -69,9 +76,7 @@ async fn opens_at_the_threshold_once_the_window_holds_minimum_calls() {
             ScriptEntry::status(500),
         ],
     );
-    for _ in 0..3 {
-        let _ = c.messages().create(req(PRIMARY)).await;
-    }
+    calls(&c, 3).await;
     // Two failures in three: over the threshold, but under the minimum number of calls.
     assert_eq!(b.state(PRIMARY), Some(CircuitState::Closed));
     s.script("open", [ScriptEntry::Ok]);
@@ -101,9 +106,7 @@ async fn failures_leave_the_rolling_window() {
     let b = CircuitBreakers::new(config());
     let c = client(&s, "win", &b).build().unwrap();
     s.script("win", std::iter::repeat_n(ScriptEntry::status(529), 3));
-    for _ in 0..3 {
-        let _ = c.messages().create(req(PRIMARY)).await;
-    }
+    calls(&c, 3).await;
     tokio::time::advance(Duration::from_secs(12)).await;
     // The three failures are older than the window: one more failure is 1 of 1, under minimum.
     s.script("win", [ScriptEntry::status(529)]);
@@ -140,9 +143,7 @@ async fn half_open_bounds_probes_reopens_longer_and_closes_on_success() {
     let b = CircuitBreakers::new(config());
     let c = client(&s, "half", &b).build().unwrap();
     s.script("half", std::iter::repeat_n(ScriptEntry::status(529), 4));
-    for _ in 0..4 {
-        let _ = c.messages().create(req(PRIMARY)).await;
-    }
+    calls(&c, 4).await;
     assert_eq!(b.state(PRIMARY), Some(CircuitState::Open));
     tokio::time::advance(Duration::from_secs(5)).await;
     assert_eq!(b.state(PRIMARY), Some(CircuitState::HalfOpen));
@@ -176,9 +177,7 @@ async fn half_open_bounds_probes_reopens_longer_and_closes_on_success() {
 
     // Open it again; this time a probe fails: reopened for twice as long.
     s.script("half", std::iter::repeat_n(ScriptEntry::status(503), 5));
-    for _ in 0..4 {
-        let _ = c.messages().create(req(PRIMARY)).await;
-    }
+    calls(&c, 4).await;
     tokio::time::advance(Duration::from_secs(5)).await;
     let _ = c.messages().create(req(PRIMARY)).await; // the failing probe
     let e = open_error(c.messages().create(req(PRIMARY)).await);
@@ -238,9 +237,7 @@ async fn client_errors_and_rate_limits_never_open_it() {
             ScriptEntry::status(500),
         ],
     );
-    for _ in 0..4 {
-        let _ = c.messages().create(req(PRIMARY)).await;
-    }
+    calls(&c, 4).await;
     assert_eq!(b.snapshot()[0].failures, 4);
 }
 
@@ -266,9 +263,7 @@ async fn a_cancelled_probe_frees_its_slot() {
     let b = CircuitBreakers::new(config().half_open_probes(1));
     let c = client(&s, "cancel", &b).build().unwrap();
     s.script("cancel", std::iter::repeat_n(ScriptEntry::status(529), 4));
-    for _ in 0..4 {
-        let _ = c.messages().create(req(PRIMARY)).await;
-    }
+    calls(&c, 4).await;
     tokio::time::advance(Duration::from_secs(5)).await;
     // The only probe hangs, and its caller gives up on it.
     s.script("cancel", [ScriptEntry::Delay { ms: 60_000 }]);
@@ -532,9 +527,7 @@ async fn streams_count_when_they_end() {
     let one = CircuitBreakers::new(config().half_open_probes(1));
     let c1 = client(&s, "sc1", &one).build().unwrap();
     s.script("sc1", std::iter::repeat_n(ScriptEntry::status(529), 4));
-    for _ in 0..4 {
-        let _ = c1.messages().create(req(PRIMARY)).await;
-    }
+    calls(&c1, 4).await;
     tokio::time::advance(Duration::from_secs(5)).await;
     let probe = c1.messages().stream(req(PRIMARY)).await.unwrap();
     let e = open_error(c1.messages().create(req(PRIMARY)).await);

@@ -40,6 +40,7 @@
 
 use std::fmt;
 use std::future::Future;
+use std::ops::ControlFlow;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -158,9 +159,27 @@ impl<S, D> Degrade<S, D> {
 
 type BoxFuture<T> = Pin<Box<dyn Future<Output = Result<T, Error>> + Send>>;
 
-fn log_degraded(e: &Error) {
-    tracing::info!(error = %e, status = e.status().map(|s| s.as_u16()),
-        "call degraded to a stand-in answer");
+/// The inner call's error when it is one to degrade (`Continue`), or the call's final result.
+fn degradable<T>(
+    result: Result<ApiResponse<T>, Error>,
+    when: &Predicate,
+) -> ControlFlow<Result<ApiResponse<T>, Error>, Error> {
+    match result {
+        Err(e) if when(&e) => ControlFlow::Continue(e),
+        other => ControlFlow::Break(other),
+    }
+}
+
+/// The stand-in answer, or the error when there is none.
+fn stand_in<T>(value: Option<T>, e: Error) -> Result<ApiResponse<T>, Error> {
+    match value {
+        Some(v) => {
+            tracing::info!(error = %e, status = e.status().map(|s| s.as_u16()),
+                "call degraded to a stand-in answer");
+            Ok(ApiResponse::degraded(v, e))
+        }
+        None => Err(e),
+    }
 }
 
 impl<S, F, R, T> Service<R> for Degrade<S, FnDegrader<F>>
@@ -185,18 +204,12 @@ where
         let f = self.degrader.0.clone();
         let when = self.when.clone();
         Box::pin(async move {
-            let e = match fut.await {
-                Ok(r) => return Ok(r),
-                Err(e) if when(&e) => e,
-                Err(e) => return Err(e),
+            let e = match degradable(fut.await, &when) {
+                ControlFlow::Continue(e) => e,
+                ControlFlow::Break(done) => return done,
             };
-            match f(&copy, &e) {
-                Some(v) => {
-                    log_degraded(&e);
-                    Ok(ApiResponse::degraded(v, e))
-                }
-                None => Err(e),
-            }
+            let value = f(&copy, &e);
+            stand_in(value, e)
         })
     }
 }
@@ -224,22 +237,16 @@ where
         let degrader = self.degrader.0.clone();
         let when = self.when.clone();
         Box::pin(async move {
-            let e = match fut.await {
-                Ok(r) => return Ok(r),
-                Err(e) if when(&e) => e,
-                Err(e) => return Err(e),
+            let e = match degradable(fut.await, &when) {
+                ControlFlow::Continue(e) => e,
+                ControlFlow::Break(done) => return done,
             };
             let ask = DegradeRequest {
                 request: copy,
                 error: e.clone(),
             };
-            match degrader.oneshot(ask).await? {
-                Some(v) => {
-                    log_degraded(&e);
-                    Ok(ApiResponse::degraded(v, e))
-                }
-                None => Err(e),
-            }
+            let value = degrader.oneshot(ask).await?;
+            stand_in(value, e)
         })
     }
 }
