@@ -36,7 +36,9 @@ async fn backend_at(url: &str, test: &str) -> Option<RedisBackend> {
             panic!("Redis at {url} is required under CI=true: {e}")
         }
         Err(e) => {
-            eprintln!("SKIPPED: Redis at {url} is unreachable ({e}); set REDIS_URL to run this test");
+            eprintln!(
+                "SKIPPED: Redis at {url} is unreachable ({e}); set REDIS_URL to run this test"
+            );
             None
         }
     }
@@ -95,7 +97,11 @@ async fn three_pools_one_dies_a_fresh_one_finishes_nothing_lost_or_doubled() {
     let c = client(&s, "pools");
     let mut pools = Vec::new();
     for name in ["a", "b", "c"] {
-        let pool = WorkerPool::new(b.clone(), c.service(), config(name).lease(Duration::from_secs(1)));
+        let pool = WorkerPool::new(
+            b.clone(),
+            c.service(),
+            config(name).lease(Duration::from_secs(1)),
+        );
         pools.push(tokio::spawn(pool.run(std::future::pending())));
     }
     // Pool "a" dies abruptly once a third is done: its in-flight jobs stay leased.
@@ -104,7 +110,11 @@ async fn three_pools_one_dies_a_fresh_one_finishes_nothing_lost_or_doubled() {
     }
     pools[0].abort();
     // A fresh pool joins.
-    let fresh = WorkerPool::new(b.clone(), c.service(), config("d").lease(Duration::from_secs(1)));
+    let fresh = WorkerPool::new(
+        b.clone(),
+        c.service(),
+        config("d").lease(Duration::from_secs(1)),
+    );
     fresh.run_until_empty(std::future::pending()).await;
     for p in &pools[1..] {
         p.abort();
@@ -138,10 +148,19 @@ async fn a_dead_workers_lease_is_claimed_and_the_outcome_stored_once() {
     let s = MockServer::start(MockConfig::default()).await.unwrap();
     let c = client(&s, "lease");
     b.enqueue(vec![Job::new("only", req(0))]).await.unwrap();
-    let lost = b.reserve("gone", Duration::from_secs(60)).await.unwrap().unwrap();
+    let lost = b
+        .reserve("gone", Duration::from_secs(60))
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(lost.runs, 1);
     // Within its lease nobody else gets it; a zero lease claims it at once.
-    assert!(b.reserve("other", Duration::from_secs(60)).await.unwrap().is_none());
+    assert!(
+        b.reserve("other", Duration::from_secs(60))
+            .await
+            .unwrap()
+            .is_none()
+    );
     let again = b.reserve("other", Duration::ZERO).await.unwrap().unwrap();
     assert_eq!((again.job.id.as_str(), again.runs), ("only", 2));
     let resp = c.messages().create(req(0)).await.unwrap();
@@ -178,15 +197,33 @@ async fn rate_limits_wait_in_the_delayed_set_and_deadlines_cancel() {
         .unwrap();
     s.script(
         "delayed",
-        [ScriptEntry::status_with_headers(429, [("retry-after-ms", "200")])],
+        [ScriptEntry::status_with_headers(
+            429,
+            [("retry-after-ms", "200")],
+        )],
     );
     let q = Queue::new(b.clone()).poll_interval(Duration::from_millis(5));
     // Not started before its deadline (no worker): cancelled, and never run later.
-    let e = q.call(Job::new("cancel-me", req(9)), Duration::from_millis(30)).await.unwrap_err();
-    assert!(matches!(e, tower_anthropic_queue::QueueError::DeadlinePassed { cancelled: true, .. }), "{e:?}");
+    let e = q
+        .call(Job::new("cancel-me", req(9)), Duration::from_millis(30))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            e,
+            tower_anthropic_queue::QueueError::DeadlinePassed {
+                cancelled: true,
+                ..
+            }
+        ),
+        "{e:?}"
+    );
     let pool = WorkerPool::new(b.clone(), c.service(), config("w").max_attempts(1));
     let workers = tokio::spawn(pool.run(std::future::pending()));
-    let out = q.call(Job::new("limited", req(0)), Duration::from_secs(30)).await.unwrap();
+    let out = q
+        .call(Job::new("limited", req(0)), Duration::from_secs(30))
+        .await
+        .unwrap();
     match out {
         // A 429 does not use up an attempt: with max_attempts 1 it still ran again.
         Outcome::Done(r) => assert_eq!(r.runs, 2),
@@ -211,7 +248,14 @@ struct OwnRedis {
 impl OwnRedis {
     fn start(port: u16, dir: &std::path::Path) -> Option<Child> {
         Command::new("redis-server")
-            .args(["--port", &port.to_string(), "--save", "", "--appendonly", "yes"])
+            .args([
+                "--port",
+                &port.to_string(),
+                "--save",
+                "",
+                "--appendonly",
+                "yes",
+            ])
             .args(["--appendfsync", "always", "--dir"])
             .arg(dir)
             .stdout(Stdio::null())
@@ -275,16 +319,25 @@ async fn a_redis_restart_mid_run_loses_nothing() {
     };
     let s = MockServer::start(MockConfig::default()).await.unwrap();
     let c = client(&s, "restart");
-    let jobs: Vec<Job> = (0..400).map(|i| Job::new(format!("r{i}"), req(i))).collect();
+    let jobs: Vec<Job> = (0..400)
+        .map(|i| Job::new(format!("r{i}"), req(i)))
+        .collect();
     b.enqueue(jobs).await.unwrap();
-    let pool = WorkerPool::new(b.clone(), c.service(), config("r").lease(Duration::from_secs(2)));
+    let pool = WorkerPool::new(
+        b.clone(),
+        c.service(),
+        config("r").lease(Duration::from_secs(2)),
+    );
     let done = b.clone();
     let run = tokio::spawn(pool.run_until_empty(std::future::pending()));
     while done.counts().await.map_or(0, |c| c.done) < 100 {
         tokio::task::yield_now().await;
     }
     let before = done.counts().await.unwrap();
-    assert!(before.pending() > 0, "the restart comes mid-run: {before:?}");
+    assert!(
+        before.pending() > 0,
+        "the restart comes mid-run: {before:?}"
+    );
     redis.restart();
     run.await.unwrap();
     let outs = all(&b).await;

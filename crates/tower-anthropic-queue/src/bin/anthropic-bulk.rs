@@ -1,1 +1,552 @@
-fn main() {}
+//! `anthropic-bulk`: run a JSONL file of Messages requests through a work queue, resumably.
+//!
+//! ```text
+//! anthropic-bulk run prompts.jsonl --out results.jsonl [--concurrency N] [--redis URL]
+//! anthropic-bulk worker --redis URL [--concurrency N]
+//! ```
+
+use std::collections::HashSet;
+use std::io::{BufRead, IsTerminal, Write};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use anthropic_mock::{MockConfig, MockServer};
+use serde_json::Value;
+use tower_anthropic::Client;
+use tower_anthropic::messages::CreateMessageRequest;
+use tower_anthropic_queue::{
+    Backend, Counts, Job, MemoryBackend, RedisBackend, WorkerConfig, WorkerPool,
+};
+
+const HELP: &str = "\
+anthropic-bulk: run a JSONL file of Messages API requests through a work queue
+
+USAGE:
+    anthropic-bulk run INPUT.jsonl --out OUTPUT.jsonl [OPTIONS]
+    anthropic-bulk worker --redis URL [OPTIONS]
+
+run reads one request per line and writes one outcome per line (JSON, in the order they
+finish). It is resumable: ids already in OUTPUT are skipped, so after a crash or Ctrl-C the
+same command carries on, and a SIGKILL loses nothing already written. Ctrl-C stops taking
+jobs; those running finish (a second Ctrl-C quits at once).
+
+worker runs jobs of a Redis queue until Ctrl-C (start as many as you like, anywhere).
+
+INPUT LINES (one JSON object each):
+    {\"id\": \"a1\", \"request\": {\"model\": ..., \"max_tokens\": ..., \"messages\": [...]}}
+    {\"custom_id\": \"a1\", \"params\": {...}}           (the Message Batches format)
+    {\"model\": ..., \"max_tokens\": ..., \"messages\": [...]}   (id: line-N)
+    an optional \"metadata\" is copied to the outcome.
+
+OUTPUT LINES:
+    {\"status\": \"done\", \"id\": ..., \"message\": {...}, \"request_id\": ..., \"attempts\": ..., \"runs\": ...}
+    {\"status\": \"dead\", \"id\": ..., \"error\": {\"class\", \"status\", \"error_type\", ...}, \"reason\": ...}
+
+OPTIONS:
+    --out PATH            the output file (run; required)
+    --concurrency N       jobs running at once in this process [default: 16]
+    --redis URL           keep the queue in Redis (shared with `worker` processes)
+    --queue NAME          the queue's key prefix in Redis [default: anthropic-bulk]
+    --no-workers          run: only enqueue and collect (workers run elsewhere)
+    --max-attempts N      failed runs before a job is a dead letter [default: 5]
+    -h, --help            print this help
+
+The API key is read from ANTHROPIC_API_KEY (and ANTHROPIC_BASE_URL); without a key the
+embedded mock API is started and used instead, and the command says so.
+";
+
+struct Args {
+    command: String,
+    input: Option<PathBuf>,
+    out: Option<PathBuf>,
+    concurrency: usize,
+    redis: Option<String>,
+    queue: String,
+    workers: bool,
+    max_attempts: u32,
+}
+
+fn parse(args: Vec<String>) -> Result<Option<Args>, String> {
+    let mut it = args.into_iter();
+    let mut a = Args {
+        command: String::new(),
+        input: None,
+        out: None,
+        concurrency: 16,
+        redis: None,
+        queue: "anthropic-bulk".to_owned(),
+        workers: true,
+        max_attempts: 5,
+    };
+    let mut positional = Vec::new();
+    while let Some(arg) = it.next() {
+        let mut value = |name: &str| it.next().ok_or_else(|| format!("{name} needs a value"));
+        match arg.as_str() {
+            "-h" | "--help" => return Ok(None),
+            "--out" => a.out = Some(PathBuf::from(value("--out")?)),
+            "--concurrency" => {
+                let v = value("--concurrency")?;
+                a.concurrency = v
+                    .parse::<usize>()
+                    .ok()
+                    .filter(|n| (1..=10_000).contains(n))
+                    .ok_or_else(|| format!("--concurrency {v}: expected 1 to 10000"))?;
+            }
+            "--redis" => a.redis = Some(value("--redis")?),
+            "--queue" => a.queue = value("--queue")?,
+            "--no-workers" => a.workers = false,
+            "--max-attempts" => {
+                let v = value("--max-attempts")?;
+                a.max_attempts = v
+                    .parse::<u32>()
+                    .ok()
+                    .filter(|n| *n >= 1)
+                    .ok_or_else(|| format!("--max-attempts {v}: expected a number from 1"))?;
+            }
+            s if s.starts_with('-') => return Err(format!("unknown option {s}")),
+            _ => positional.push(arg),
+        }
+    }
+    let mut pos = positional.into_iter();
+    a.command = pos.next().ok_or("missing command: run or worker")?;
+    match a.command.as_str() {
+        "run" => {
+            a.input = Some(PathBuf::from(pos.next().ok_or("run needs an INPUT file")?));
+            if a.out.is_none() {
+                return Err("run needs --out OUTPUT".into());
+            }
+        }
+        "worker" => {
+            if a.redis.is_none() {
+                return Err("worker needs --redis URL".into());
+            }
+        }
+        other => return Err(format!("unknown command {other}: run or worker")),
+    }
+    if let Some(extra) = pos.next() {
+        return Err(format!("unexpected argument {extra}"));
+    }
+    Ok(Some(a))
+}
+
+/// One input line as a job (`n` is its 1-based line number).
+fn job_of(line: &str, n: usize) -> Result<Job, String> {
+    let v: Value = serde_json::from_str(line).map_err(|e| format!("line {n}: not JSON: {e}"))?;
+    let Value::Object(mut o) = v else {
+        return Err(format!("line {n}: not a JSON object"));
+    };
+    let id = match o.remove("id").or_else(|| o.remove("custom_id")) {
+        Some(Value::String(s)) => s,
+        Some(_) => return Err(format!("line {n}: the id must be a string")),
+        None => format!("line-{n}"),
+    };
+    let metadata = o.remove("metadata");
+    let body = match o.remove("request").or_else(|| o.remove("params")) {
+        Some(b) => b,
+        None => Value::Object(o),
+    };
+    let mut request: CreateMessageRequest = serde_json::from_value(body)
+        .map_err(|e| format!("line {n}: not a Messages request: {e}"))?;
+    request.stream = None;
+    let mut job = Job::new(id, request);
+    job.metadata = metadata;
+    Ok(job)
+}
+
+/// Ids already in the output; a last line cut short by a crash is dropped from the file.
+fn done_ids(out: &Path) -> Result<HashSet<String>, String> {
+    let mut ids = HashSet::new();
+    let Ok(bytes) = std::fs::read(out) else {
+        return Ok(ids);
+    };
+    let keep = match bytes.iter().rposition(|&b| b == b'\n') {
+        Some(i) => i + 1,
+        None => 0,
+    };
+    if keep < bytes.len() {
+        let f = std::fs::OpenOptions::new()
+            .write(true)
+            .open(out)
+            .map_err(|e| format!("{}: {e}", out.display()))?;
+        f.set_len(keep as u64)
+            .map_err(|e| format!("{}: {e}", out.display()))?;
+        eprintln!("dropped a partial last line from {}", out.display());
+    }
+    for line in bytes[..keep].split(|&b| b == b'\n') {
+        if let Ok(v) = serde_json::from_slice::<Value>(line) {
+            if let Some(id) = v.get("id").and_then(Value::as_str) {
+                ids.insert(id.to_owned());
+            }
+        }
+    }
+    Ok(ids)
+}
+
+/// The client, and the embedded mock it talks to when no key is set.
+async fn client() -> Result<(Client, Option<MockServer>), String> {
+    if std::env::var("ANTHROPIC_API_KEY").is_ok_and(|k| !k.trim().is_empty()) {
+        return Ok((Client::from_env().map_err(|e| e.to_string())?, None));
+    }
+    let mock = MockServer::start(MockConfig::default())
+        .await
+        .map_err(|e| format!("cannot start the embedded mock: {e}"))?;
+    eprintln!(
+        "ANTHROPIC_API_KEY is not set: using the embedded mock API at {} (answers are made up)",
+        mock.url()
+    );
+    let c = Client::builder()
+        .api_key("sk-ant-mock")
+        .base_url(mock.url())
+        .build()
+        .map_err(|e| e.to_string())?;
+    Ok((c, Some(mock)))
+}
+
+fn main() -> ExitCode {
+    let args = match parse(std::env::args().skip(1).collect()) {
+        Ok(Some(a)) => a,
+        Ok(None) => {
+            print!("{HELP}");
+            return ExitCode::SUCCESS;
+        }
+        Err(e) => {
+            eprintln!("anthropic-bulk: {e}\n(anthropic-bulk --help for usage)");
+            return ExitCode::from(2);
+        }
+    };
+    let rt = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("anthropic-bulk: cannot start a runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let r = rt.block_on(async move {
+        match (&args.redis, args.command.as_str()) {
+            (Some(url), _) => {
+                let b = RedisBackend::connect(url, &args.queue)
+                    .await
+                    .map_err(|e| format!("Redis: {e}"))?;
+                go(b, &args).await
+            }
+            (None, _) => go(MemoryBackend::new(), &args).await,
+        }
+    });
+    match r {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("anthropic-bulk: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Completes on the first Ctrl-C (and exits the process on the second).
+async fn interrupted(flag: Arc<AtomicBool>) {
+    if tokio::signal::ctrl_c().await.is_err() {
+        return std::future::pending().await;
+    }
+    flag.store(true, Ordering::SeqCst);
+    eprintln!("\ninterrupted: finishing the jobs running (Ctrl-C again to quit now)");
+    tokio::spawn(async {
+        let _ = tokio::signal::ctrl_c().await;
+        eprintln!("quitting; run the same command again to resume");
+        std::process::exit(130);
+    });
+}
+
+async fn go<B: Backend>(backend: B, args: &Args) -> Result<ExitCode, String> {
+    let (client, _mock) = client().await?;
+    let config = WorkerConfig::new()
+        .concurrency(args.concurrency)
+        .max_attempts(args.max_attempts);
+    let stop = Arc::new(AtomicBool::new(false));
+    if args.command == "worker" {
+        eprintln!(
+            "worker: running jobs of queue {:?} (Ctrl-C to stop)",
+            args.queue
+        );
+        let pool = WorkerPool::new(backend, client.service(), config);
+        pool.run(interrupted(stop)).await;
+        return Ok(ExitCode::SUCCESS);
+    }
+    let (input, out) = match (&args.input, &args.out) {
+        (Some(i), Some(o)) => (i, o),
+        _ => return Err("run needs INPUT and --out".into()),
+    };
+    let mut written = done_ids(out)?;
+    let file = std::fs::File::open(input).map_err(|e| format!("{}: {e}", input.display()))?;
+    let mut jobs = Vec::new();
+    let mut seen = HashSet::new();
+    for (i, line) in std::io::BufReader::new(file).lines().enumerate() {
+        let line = line.map_err(|e| format!("{}: {e}", input.display()))?;
+        if line.trim().is_empty() {
+            continue;
+        }
+        let job = job_of(&line, i + 1)?;
+        if !seen.insert(job.id.clone()) {
+            return Err(format!("line {}: id {:?} appears twice", i + 1, job.id));
+        }
+        jobs.push(job);
+    }
+    let total = jobs.len();
+    let skipped = jobs.iter().filter(|j| written.contains(&j.id)).count();
+    let mut wanted: HashSet<String> = jobs
+        .iter()
+        .filter(|j| !written.contains(&j.id))
+        .map(|j| j.id.clone())
+        .collect();
+    if skipped > 0 {
+        eprintln!(
+            "resuming: {skipped} of {total} already in {}",
+            out.display()
+        );
+    }
+    let todo: Vec<Job> = jobs
+        .into_iter()
+        .filter(|j| wanted.contains(&j.id))
+        .collect();
+    backend
+        .enqueue(todo)
+        .await
+        .map_err(|e| format!("enqueue: {e}"))?;
+
+    let pool_task = args.workers.then(|| {
+        let pool = WorkerPool::new(backend.clone(), client.service(), config);
+        let flag = stop.clone();
+        tokio::spawn(pool.run(async move {
+            interrupted(flag).await;
+        }))
+    });
+    let mut file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(out)
+        .map_err(|e| format!("{}: {e}", out.display()))?;
+    let started = Instant::now();
+    let mut progress = Progress::new(wanted.len());
+    let mut cursor = String::new();
+    let (mut done, mut dead) = (0usize, 0usize);
+    let mut store_errors = 0u32;
+    while !wanted.is_empty() {
+        let (batch, next) = match backend.outcomes_after(&cursor, 1000).await {
+            Ok(r) => {
+                store_errors = 0;
+                r
+            }
+            Err(e) => {
+                store_errors += 1;
+                if store_errors % 10 == 1 {
+                    eprintln!("queue store unavailable ({e}); retrying");
+                }
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                continue;
+            }
+        };
+        cursor = next;
+        let mut buf = Vec::new();
+        for o in &batch {
+            if !wanted.remove(o.id()) {
+                continue;
+            }
+            written.insert(o.id().to_owned());
+            if o.is_done() {
+                done += 1;
+            } else {
+                dead += 1;
+            }
+            serde_json::to_writer(&mut buf, o).map_err(|e| e.to_string())?;
+            buf.push(b'\n');
+        }
+        if !buf.is_empty() {
+            file.write_all(&buf)
+                .and_then(|()| file.flush())
+                .map_err(|e| format!("{}: {e}", out.display()))?;
+        }
+        let counts = backend.counts().await.unwrap_or_default();
+        progress.show(done, dead, &counts, started.elapsed());
+        if stop.load(Ordering::SeqCst) && counts.in_flight == 0 {
+            break;
+        }
+        if batch.is_empty() {
+            if !args.workers && stop.load(Ordering::SeqCst) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    progress.finish();
+    if let Some(t) = pool_task {
+        if stop.load(Ordering::SeqCst) {
+            let _ = t.await;
+        } else {
+            t.abort();
+        }
+    }
+    let counts = backend.counts().await.unwrap_or_default();
+    let wall = started.elapsed().as_secs_f64();
+    eprintln!(
+        "{total} requests: {done} answered and {dead} dead letters now, {skipped} from before; {} rescheduled; {} left; {wall:.1} s",
+        counts.rescheduled,
+        wanted.len()
+    );
+    if !wanted.is_empty() {
+        eprintln!("run the same command again to resume");
+        return Ok(ExitCode::from(130));
+    }
+    Ok(if dead > 0 {
+        ExitCode::from(3)
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+/// A progress line: redrawn in place on a terminal, a plain line every 5 s otherwise.
+struct Progress {
+    total: usize,
+    tty: bool,
+    last: Option<Instant>,
+    history: std::collections::VecDeque<(Instant, usize)>,
+}
+
+impl Progress {
+    fn new(total: usize) -> Self {
+        Self {
+            total,
+            tty: std::io::stderr().is_terminal(),
+            last: None,
+            history: Default::default(),
+        }
+    }
+
+    fn show(&mut self, done: usize, dead: usize, c: &Counts, elapsed: Duration) {
+        let now = Instant::now();
+        let every = if self.tty {
+            Duration::from_millis(200)
+        } else {
+            Duration::from_secs(5)
+        };
+        if self.last.is_some_and(|t| now - t < every) {
+            return;
+        }
+        self.last = Some(now);
+        let finished = done + dead;
+        self.history.push_back((now, finished));
+        while self
+            .history
+            .front()
+            .is_some_and(|(t, _)| now - *t > Duration::from_secs(10))
+        {
+            self.history.pop_front();
+        }
+        // The rate learned over the last 10 s: what the quota lets through.
+        let eta = match (self.history.front(), self.history.back()) {
+            (Some((t0, n0)), Some((t1, n1))) if t1 > t0 && n1 > n0 => {
+                let rate = (n1 - n0) as f64 / (*t1 - *t0).as_secs_f64();
+                let left = self.total.saturating_sub(finished) as f64;
+                format!("{:.0} s ({rate:.1}/s)", left / rate)
+            }
+            _ => "-".to_owned(),
+        };
+        let pct = 100.0 * finished as f64 / self.total.max(1) as f64;
+        let line = format!(
+            "{finished}/{} ({pct:.0}%)  done {done}  dead {dead}  retried {}  running {}  ETA {eta}  [{:.0} s]",
+            self.total,
+            c.rescheduled,
+            c.in_flight,
+            elapsed.as_secs_f64()
+        );
+        let mut err = std::io::stderr();
+        if self.tty {
+            let _ = write!(err, "\r\x1b[2K{line}");
+        } else {
+            let _ = writeln!(err, "{line}");
+        }
+        let _ = err.flush();
+    }
+
+    fn finish(&self) {
+        if self.tty {
+            eprintln!();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_the_three_line_forms() {
+        let a = job_of(
+            r#"{"id":"a","request":{"model":"m","max_tokens":5,"messages":[{"role":"user","content":"x"}]},"metadata":{"k":1}}"#,
+            1,
+        )
+        .unwrap();
+        assert_eq!((a.id.as_str(), a.request.max_tokens), ("a", 5));
+        assert_eq!(a.metadata, Some(serde_json::json!({"k": 1})));
+        let b = job_of(
+            r#"{"custom_id":"b","params":{"model":"m","max_tokens":5,"messages":[]}}"#,
+            2,
+        )
+        .unwrap();
+        assert_eq!(b.id, "b");
+        let c = job_of(
+            r#"{"model":"m","max_tokens":5,"messages":[],"stream":true}"#,
+            7,
+        )
+        .unwrap();
+        assert_eq!(c.id, "line-7");
+        assert_eq!(c.request.stream, None);
+        for (bad, needle) in [
+            ("nope", "not JSON"),
+            ("[1]", "not a JSON object"),
+            (r#"{"id":3,"request":{}}"#, "must be a string"),
+            (
+                r#"{"id":"x","request":{"model":"m"}}"#,
+                "not a Messages request",
+            ),
+        ] {
+            let e = job_of(bad, 4).unwrap_err();
+            assert!(e.contains(needle) && e.starts_with("line 4"), "{e}");
+        }
+    }
+
+    #[test]
+    fn parses_arguments() {
+        let p = |s: &str| parse(s.split_whitespace().map(str::to_owned).collect());
+        let a = p("run in.jsonl --out o.jsonl --concurrency 4")
+            .unwrap()
+            .unwrap();
+        assert_eq!((a.concurrency, a.workers), (4, true));
+        assert!(p("--help").unwrap().is_none());
+        for (bad, needle) in [
+            ("run in.jsonl", "--out"),
+            ("worker", "--redis"),
+            ("run a --out b --concurrency 0", "1 to 10000"),
+            ("fly", "unknown command"),
+            ("run a --out b --bogus", "unknown option"),
+        ] {
+            let e = p(bad).err().unwrap();
+            assert!(e.contains(needle), "{bad}: {e}");
+        }
+    }
+
+    #[test]
+    fn a_partial_last_line_is_dropped() {
+        let dir = std::env::temp_dir().join(format!("bulk-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let out = dir.join("out.jsonl");
+        std::fs::write(&out, "{\"id\":\"a\"}\n{\"id\":\"b\"}\n{\"id\":\"c\",\"mess").unwrap();
+        let ids = done_ids(&out).unwrap();
+        assert_eq!(ids.len(), 2);
+        assert_eq!(
+            std::fs::read_to_string(&out).unwrap(),
+            "{\"id\":\"a\"}\n{\"id\":\"b\"}\n"
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
