@@ -52,6 +52,8 @@ OPTIONS:
     --queue NAME          the queue's key prefix in Redis [default: anthropic-bulk]
     --no-workers          run: only enqueue and collect (workers run elsewhere)
     --max-attempts N      failed runs before a job is a dead letter [default: 5]
+    --lease SECONDS       a running job's lease: a worker that dies has its jobs run
+                          again this long after its last renewal [default: 60]
     -h, --help            print this help
 
 The API key is read from ANTHROPIC_API_KEY (and ANTHROPIC_BASE_URL); without a key the
@@ -67,6 +69,7 @@ struct Args {
     queue: String,
     workers: bool,
     max_attempts: u32,
+    lease: Duration,
 }
 
 fn parse(args: Vec<String>) -> Result<Option<Args>, String> {
@@ -80,6 +83,7 @@ fn parse(args: Vec<String>) -> Result<Option<Args>, String> {
         queue: "anthropic-bulk".to_owned(),
         workers: true,
         max_attempts: 5,
+        lease: Duration::from_secs(60),
     };
     let mut positional = Vec::new();
     while let Some(arg) = it.next() {
@@ -105,6 +109,15 @@ fn parse(args: Vec<String>) -> Result<Option<Args>, String> {
                     .ok()
                     .filter(|n| *n >= 1)
                     .ok_or_else(|| format!("--max-attempts {v}: expected a number from 1"))?;
+            }
+            "--lease" => {
+                let v = value("--lease")?;
+                let secs = v
+                    .parse::<u64>()
+                    .ok()
+                    .filter(|n| (1..=86_400).contains(n))
+                    .ok_or_else(|| format!("--lease {v}: expected 1 to 86400 seconds"))?;
+                a.lease = Duration::from_secs(secs);
             }
             s if s.starts_with('-') => return Err(format!("unknown option {s}")),
             _ => positional.push(arg),
@@ -262,7 +275,8 @@ async fn go<B: Backend>(backend: B, args: &Args) -> Result<ExitCode, String> {
     let (client, _mock) = client().await?;
     let config = WorkerConfig::new()
         .concurrency(args.concurrency)
-        .max_attempts(args.max_attempts);
+        .max_attempts(args.max_attempts)
+        .lease(args.lease);
     let stop = Arc::new(AtomicBool::new(false));
     if args.command == "worker" {
         eprintln!(
