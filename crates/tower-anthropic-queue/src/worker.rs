@@ -278,7 +278,9 @@ where
             }
         };
         let action = match result {
-            Ok(resp) => Action::Store(Outcome::Done(JobResult::new(&d.job, resp, d.runs))),
+            Ok(resp) => Action::Store(Box::new(Outcome::Done(JobResult::new(
+                &d.job, resp, d.runs,
+            )))),
             Err(e) => match self.config.verdict(&d, &e) {
                 Verdict::Reschedule {
                     after,
@@ -292,13 +294,13 @@ where
                 Verdict::Dead { reason } => {
                     tracing::warn!(job = %d.job.id, runs = d.runs, reason, error = %e,
                         "job is a dead letter");
-                    Action::Store(Outcome::Dead(DeadLetter {
+                    Action::Store(Box::new(Outcome::Dead(DeadLetter {
                         id: d.job.id.clone(),
                         error: ErrorRecord::from(&e),
                         reason: reason.to_owned(),
                         runs: d.runs,
                         job: d.job.clone(),
-                    }))
+                    })))
                 }
             },
         };
@@ -325,6 +327,6 @@ where
 }
 
 enum Action {
-    Store(Outcome),
+    Store(Box<Outcome>),
     Reschedule(Duration, bool),
 }

@@ -189,10 +189,10 @@ fn done_ids(out: &Path) -> Result<HashSet<String>, String> {
         eprintln!("dropped a partial last line from {}", out.display());
     }
     for line in bytes[..keep].split(|&b| b == b'\n') {
-        if let Ok(v) = serde_json::from_slice::<Value>(line) {
-            if let Some(id) = v.get("id").and_then(Value::as_str) {
-                ids.insert(id.to_owned());
-            }
+        if let Ok(v) = serde_json::from_slice::<Value>(line)
+            && let Some(id) = v.get("id").and_then(Value::as_str)
+        {
+            ids.insert(id.to_owned());
         }
     }
     Ok(ids)
