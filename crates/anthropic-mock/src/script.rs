@@ -125,6 +125,16 @@ impl ScriptEntry {
         }
     }
 
+    /// A status with an `error.details.error_code`, e.g. a 429 with
+    /// `enforced_spend_limit_reached`.
+    pub fn status_with_code(status: u16, error_code: &str) -> Self {
+        let mut entry = Self::status(status);
+        if let ScriptEntry::Status { error_code: c, .. } = &mut entry {
+            *c = Some(error_code.to_owned());
+        }
+        entry
+    }
+
     /// A status with extra headers.
     pub fn status_with_headers<'a>(
         status: u16,

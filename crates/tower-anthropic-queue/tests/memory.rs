@@ -1,7 +1,6 @@
 //! The queue with the embedded backend against the mock: outcomes stored once, leases,
 //! rate limits rescheduled without using up attempts, dead letters, deadlines. Paused time.
 
-use std::collections::BTreeMap;
 use std::time::Duration;
 
 use anthropic_mock::{MockConfig, MockServer, RateLimits, ScriptEntry};
@@ -117,14 +116,7 @@ async fn rate_limits_reschedule_without_using_attempts_and_errors_end_as_dead_le
         .build()
         .unwrap();
     let b = MemoryBackend::new();
-    let spend = ScriptEntry::Status {
-        status: 429,
-        error_type: None,
-        error_code: Some("enforced_spend_limit_reached".into()),
-        message: None,
-        headers: BTreeMap::new(),
-        body: None,
-    };
+    let spend = ScriptEntry::status_with_code(429, "enforced_spend_limit_reached");
     let rate = || ScriptEntry::status_with_headers(429, [("retry-after", "7")]);
     // job-0: six rate limits (more than max_attempts), then an answer.
     // job-1: a 400. job-2: a spend limit. job-3: 529s until it runs out of attempts.

@@ -1,7 +1,6 @@
 //! Graceful degradation against the mock: the circuit breaker's state machine, which errors
 //! count, the fallback chain and its refusals, degrade-to-default. Paused time.
 
-use std::collections::BTreeMap;
 use std::time::Duration;
 
 use anthropic_mock::{MockConfig, MockServer, OutageKind, ScriptEntry};
@@ -196,14 +195,7 @@ async fn client_errors_and_rate_limits_never_open_it() {
     let s = mock().await;
     let b = CircuitBreakers::new(config());
     let c = client(&s, "4xx", &b).build().unwrap();
-    let spend = ScriptEntry::Status {
-        status: 429,
-        error_type: None,
-        error_code: Some("enforced_spend_limit_reached".into()),
-        message: None,
-        headers: BTreeMap::new(),
-        body: None,
-    };
+    let spend = ScriptEntry::status_with_code(429, "enforced_spend_limit_reached");
     let mut entries = Vec::new();
     for _ in 0..5 {
         entries.extend([
@@ -362,14 +354,7 @@ async fn never_falls_back_on_client_errors_spend_limits_or_after_content() {
         .fallback_models([SECOND])
         .build()
         .unwrap();
-    let spend = ScriptEntry::Status {
-        status: 429,
-        error_type: None,
-        error_code: Some("enforced_spend_limit_reached".into()),
-        message: None,
-        headers: BTreeMap::new(),
-        body: None,
-    };
+    let spend = ScriptEntry::status_with_code(429, "enforced_spend_limit_reached");
     for (entry, status) in [
         (ScriptEntry::status(400), 400),
         (ScriptEntry::status(401), 401),
