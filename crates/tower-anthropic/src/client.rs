@@ -251,6 +251,8 @@ pub struct ClientBuilder {
     breakers: Option<CircuitBreakers>,
     fallback: Option<FallbackLayer>,
     degrade: Option<Degrader>,
+    #[cfg(feature = "redis")]
+    shared_pacer: Option<crate::pacing::SharedPacer>,
 }
 
 impl fmt::Debug for ClientBuilder {
@@ -392,6 +394,15 @@ impl ClientBuilder {
         self
     }
 
+    /// Paces through a quota shared with other processes in Redis instead of this process's
+    /// own pacer (feature `redis`); see [`SharedPacer`](crate::pacing::SharedPacer).
+    #[cfg(feature = "redis")]
+    pub fn shared_pacer(mut self, pacer: crate::pacing::SharedPacer) -> Self {
+        self.shared_pacer = Some(pacer);
+        self.no_pacing = false;
+        self
+    }
+
     /// Limits to pace by before the first answer teaches the real ones (no probing at start).
     pub fn rate_limits(mut self, limits: QuotaLimits) -> Self {
         self.pacer = Some(self.pacer.unwrap_or_default().limits(limits));
@@ -483,7 +494,16 @@ impl ClientBuilder {
             None => ConcurrencyLimitLayer::unlimited(),
         }
         .load_shed(self.load_shed);
-        let pacer = (!self.no_pacing).then(|| self.pacer.clone().unwrap_or_default());
+        #[cfg(feature = "redis")]
+        let shared = self
+            .shared_pacer
+            .clone()
+            .filter(|_| !self.no_pacing)
+            .map(|p| p.layer());
+        #[cfg(not(feature = "redis"))]
+        let shared: Option<tower::layer::util::Identity> = None;
+        let pacer =
+            (!self.no_pacing && shared.is_none()).then(|| self.pacer.clone().unwrap_or_default());
         let breakers = self
             .breakers
             .clone()
@@ -494,6 +514,7 @@ impl ClientBuilder {
             .layer(RetryLayer::new(self.retry.clone()))
             .option_layer(breakers.clone().map(CircuitBreakerLayer::new))
             .option_layer(pacer.clone().map(PacingLayer::new))
+            .option_layer(shared)
             .map_response(|r: Response<_>| r.map(BodyExt::boxed_unsync))
             .layer(
                 AttemptTimeoutLayer::new(self.timeout.unwrap_or(DEFAULT_ATTEMPT_TIMEOUT))

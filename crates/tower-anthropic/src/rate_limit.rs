@@ -53,6 +53,21 @@ const NAMES: [[HeaderName; 3]; 4] = [
 ];
 
 impl RateLimitHeaders {
+    /// Limits and `remaining` scaled by `share` (0 to 1): one process's part of a quota.
+    pub(crate) fn scaled(mut self, share: f64) -> Self {
+        let f = |n: Option<u64>| n.map(|v| ((v as f64) * share).floor() as u64);
+        for r in [
+            &mut self.requests,
+            &mut self.tokens,
+            &mut self.input_tokens,
+            &mut self.output_tokens,
+        ] {
+            r.limit = f(r.limit);
+            r.remaining = f(r.remaining);
+        }
+        self
+    }
+
     /// Parses the headers of a response.
     pub fn from_headers(headers: &HeaderMap) -> Self {
         let one = |names: &[HeaderName; 3]| {

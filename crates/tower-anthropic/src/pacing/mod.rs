@@ -72,6 +72,10 @@
 
 mod estimate;
 mod quota;
+#[cfg(feature = "redis")]
+mod shared;
+#[cfg(feature = "redis")]
+pub use shared::{SharedPacer, SharedPacerError, SharedPacing, SharedPacingLayer};
 
 use std::collections::HashMap;
 use std::fmt;
@@ -165,6 +169,12 @@ struct Config {
     max_wait: Duration,
     cold_start: Duration,
     limits: Option<[f64; BUCKETS]>,
+    /// Configured limits start with empty buckets (refilling at the limit) instead of full
+    /// ones: a fallback that takes over mid-run must not add a burst.
+    start_empty: bool,
+    /// The share of each quota this pacer paces to (the headers' limits and `remaining`
+    /// scaled by it): 1 alone, 1/N for one of N processes pacing on their own.
+    share: f64,
     class: Arc<dyn Fn(&str) -> String + Send + Sync>,
     estimator: Arc<dyn TokenEstimator>,
 }
@@ -219,6 +229,8 @@ impl Pacer {
             max_wait: Duration::from_secs(60),
             cold_start: Duration::from_secs(2),
             limits: None,
+            start_empty: false,
+            share: 1.0,
             class: Arc::new(str::to_owned),
             estimator: Arc::new(BytesPerToken(4)),
         })
@@ -433,7 +445,11 @@ where
         pacer.evict(&mut quotas, now);
         let quota = quotas.entry(id.clone()).or_insert_with(|| {
             let c = &pacer.shared.config;
-            Quota::new(c.limits, c.cold_start, now)
+            let mut q = Quota::new(c.limits, c.cold_start, now);
+            if c.start_empty {
+                q.drain();
+            }
+            q
         });
         if !quota.paces() {
             drop(quotas);
@@ -560,6 +576,8 @@ impl Ticket {
         let id = &self.id;
         let mut quotas = lock(&self.pacer.shared.quotas);
         if let Some(q) = quotas.get_mut(id) {
+            let share = self.pacer.shared.config.share;
+            let headers = headers.map(|h| if share < 1.0 { h.scaled(share) } else { h });
             let learned = headers.is_some_and(|h| q.learn(&h, &admission, &cost, charged, now));
             if !learned && result.is_ok() && !q.learned {
                 // An answer without rate-limit headers before any with: nothing to pace by.
@@ -645,7 +663,19 @@ impl Drop for Ticket {
 /// the `Message`, a stream with the usage of its last `message_delta`. Dropped unsettled, the
 /// reservation is released with nothing refunded (the conservative reading).
 #[derive(Clone)]
-pub(crate) struct Settlement(Arc<Mutex<Option<Ticket>>>);
+pub(crate) struct Settlement(Arc<Mutex<Option<Box<dyn Settle>>>>);
+
+/// What settles one admitted call (a local ticket, or a shared quota's).
+pub(crate) trait Settle: Send {
+    /// Settles to the real usage; dropping unsettled releases the reservation.
+    fn settle(self: Box<Self>, input_tokens: u64, output_tokens: u64);
+}
+
+impl Settle for Ticket {
+    fn settle(mut self: Box<Self>, input_tokens: u64, output_tokens: u64) {
+        Ticket::settle(&mut self, input_tokens, output_tokens);
+    }
+}
 
 impl fmt::Debug for Settlement {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -654,8 +684,13 @@ impl fmt::Debug for Settlement {
 }
 
 impl Settlement {
+    pub(crate) fn new(s: impl Settle + 'static) -> Self {
+        Self(Arc::new(Mutex::new(Some(Box::new(s)))))
+    }
+
     pub(crate) fn settle(&self, input_tokens: u64, output_tokens: u64) {
-        if let Some(mut t) = lock(&self.0).take() {
+        let taken = lock(&self.0).take();
+        if let Some(t) = taken {
             t.settle(input_tokens, output_tokens);
         }
     }
@@ -781,8 +816,7 @@ where
                         ticket.on_result(&result);
                         if let Ok(resp) = &mut result {
                             if !ticket.finished {
-                                resp.extensions_mut()
-                                    .insert(Settlement(Arc::new(Mutex::new(Some(ticket)))));
+                                resp.extensions_mut().insert(Settlement::new(ticket));
                             }
                         }
                     }
