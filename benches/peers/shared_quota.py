@@ -1,0 +1,94 @@
+"""One quota, four processes (BENCHMARKS.md, section 10): a mock at 600 requests/min, one
+API key, 4 processes x concurrency 8, 900 requests in all (ideal: (900 - 600) / 10 = 30 s);
+paced through Redis, paced per process, and the Python SDK. Then the shared pacer's
+overhead. Needs `cargo build --release -p anthropic-mock -p benches` and, for the Python
+run, the virtualenv of compare.sh.
+
+    python3 benches/peers/shared_quota.py
+"""
+import json
+import os
+import subprocess
+import time
+import urllib.request
+
+ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
+MOCK = f"{ROOT}/target/release/anthropic-mock"
+BIN = f"{ROOT}/target/release/shared_quota"
+VENV = os.environ.get("VENV", f"{ROOT}/benches/peers/.venv")
+PROCS, CONC, TOTAL, RPM = 4, 8, 900, 600
+
+PY = """
+import asyncio, json, sys, time, anthropic
+async def main(url, n):
+    c = anthropic.AsyncAnthropic(base_url=url, api_key="sk-bench-shared")
+    sem = asyncio.Semaphore(%d)
+    ok = failed = 0
+    async def one(i):
+        nonlocal ok, failed
+        async with sem:
+            try:
+                await c.messages.create(model="claude-bench", max_tokens=64,
+                    messages=[{"role": "user", "content": f"shared quota {i}"}])
+                ok += 1
+            except anthropic.APIError:
+                failed += 1
+    t = time.monotonic()
+    await asyncio.gather(*(one(i) for i in range(n)))
+    print(json.dumps({"mode": "python", "ok": ok, "failed": failed, "wall_s": time.monotonic() - t}))
+asyncio.run(main(sys.argv[1], int(sys.argv[2])))
+""" % CONC
+
+
+def mock():
+    p = subprocess.Popen([MOCK, "--rpm", str(RPM), "--itpm", "100000000", "--otpm", "100000000"],
+                         stdout=subprocess.PIPE, text=True)
+    return p, p.stdout.readline().split()[-1]
+
+
+def stats(url):
+    with urllib.request.urlopen(url + "/_mock/stats") as r:
+        return json.loads(r.read())
+
+
+def four(mode):
+    m, url = mock()
+    try:
+        env = dict(os.environ, QUOTA_PREFIX=f"bench-{mode}-{os.getpid()}-{time.time_ns()}")
+        if mode == "python":
+            cmd = [f"{VENV}/bin/python", "-c", PY, url, str(TOTAL // PROCS)]
+        else:
+            cmd = [BIN, "run", url, mode, str(TOTAL // PROCS), str(CONC)]
+        t0 = time.monotonic()
+        procs = [subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, env=env) for _ in range(PROCS)]
+        outs = [json.loads(p.communicate()[0].strip().splitlines()[-1]) for p in procs]
+        wall = time.monotonic() - t0
+        s = stats(url)
+    finally:
+        m.terminate()
+        m.wait()
+    ideal = (TOTAL - RPM) / (RPM / 60)
+    return {"mode": mode, "ok": sum(o["ok"] for o in outs), "failed": sum(o["failed"] for o in outs),
+            "mock_requests": s["requests"], "mock_429": s["by_status"].get("429", 0),
+            "wall_s": round(wall, 2), "ideal_s": ideal, "wall_over_ideal": round(wall / ideal, 3)}
+
+
+def main():
+    print("| pacing | ok | failed | requests seen | 429s | wall (s) | wall / ideal (30 s) |")
+    print("|---|---|---|---|---|---|---|")
+    for mode in ["shared", "local", "python"]:
+        r = four(mode)
+        print(f"| {mode} | {r['ok']} | {r['failed']} | {r['mock_requests']} | {r['mock_429']} | "
+              f"{r['wall_s']} | {r['wall_over_ideal']} |")
+    m = subprocess.Popen([MOCK], stdout=subprocess.PIPE, text=True)
+    url = m.stdout.readline().split()[-1]
+    try:
+        out = subprocess.run([BIN, "overhead", url], capture_output=True, text=True, check=True).stdout
+        print("\noverhead:", out.strip())
+    finally:
+        m.terminate()
+        m.wait()
+
+
+if __name__ == "__main__":
+    main()
