@@ -18,7 +18,8 @@ fn client(url: &str, mode: &str, prefix: &str) -> Client {
     let b = Client::builder().api_key("sk-bench-shared").base_url(url);
     let b = match mode {
         "shared" => {
-            let redis = std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
+            let redis =
+                std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
             let local = Pacer::new().max_wait(Duration::from_secs(600));
             b.shared_pacer(
                 SharedPacer::redis(&redis)
@@ -80,8 +81,19 @@ fn pct(sorted: &[Duration], p: f64) -> f64 {
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let rt = tokio::runtime::Runtime::new().expect("a runtime");
-    match args.iter().map(String::as_str).collect::<Vec<_>>().as_slice() {
+    match args
+        .iter()
+        .map(String::as_str)
+        .collect::<Vec<_>>()
+        .as_slice()
+    {
         ["run", url, mode, n, conc] => {
+            // The library's warnings (a switch to local pacing) and the notice of its return.
+            tracing_subscriber::fmt()
+                .with_max_level(tracing::Level::INFO)
+                .with_writer(std::io::stderr)
+                .with_target(false)
+                .init();
             let (n, conc) = (n.parse().unwrap_or(225), conc.parse().unwrap_or(8));
             let prefix = std::env::var("QUOTA_PREFIX").unwrap_or_else(|_| "bench".into());
             let c = client(url, mode, &prefix);
@@ -115,7 +127,9 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         _ => {
-            eprintln!("usage: shared_quota run URL shared|local N CONCURRENCY | shared_quota overhead URL");
+            eprintln!(
+                "usage: shared_quota run URL shared|local N CONCURRENCY | shared_quota overhead URL"
+            );
             ExitCode::from(2)
         }
     }

@@ -4,7 +4,8 @@ paced through Redis, paced per process, and the Python SDK. Then the shared pace
 overhead. Needs `cargo build --release -p anthropic-mock -p benches` and, for the Python
 run, the virtualenv of compare.sh.
 
-    python3 benches/peers/shared_quota.py
+    python3 benches/peers/shared_quota.py         # the three runs and the overhead
+    python3 benches/peers/shared_quota.py fault   # Redis stopped for 5 s mid-run
 """
 import json
 import os
@@ -73,7 +74,53 @@ def four(mode):
             "wall_s": round(wall, 2), "ideal_s": ideal, "wall_over_ideal": round(wall / ideal, 3)}
 
 
+def fault():
+    """Redis (a server of this run's own, on a free port) stopped for 5 s mid-run."""
+    import socket
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    sock.close()
+    redis_cmd = ["redis-server", "--port", str(port), "--save", "", "--appendonly", "no"]
+    redis = subprocess.Popen(redis_cmd, stdout=subprocess.DEVNULL)
+    time.sleep(0.3)
+    m, url = mock()
+    try:
+        env = dict(os.environ, REDIS_URL=f"redis://127.0.0.1:{port}", QUOTA_PREFIX="bench-fault")
+        cmd = [BIN, "run", url, "shared", str(TOTAL // PROCS), str(CONC)]
+        t0 = time.monotonic()
+        procs = [subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+                 for _ in range(PROCS)]
+        time.sleep(10)
+        redis.kill()
+        redis.wait()
+        stopped = time.monotonic() - t0
+        time.sleep(5)
+        redis = subprocess.Popen(redis_cmd, stdout=subprocess.DEVNULL)
+        restarted = time.monotonic() - t0
+        results = [p.communicate() for p in procs]
+        wall = time.monotonic() - t0
+        outs = [json.loads(o.strip().splitlines()[-1]) for o, _ in results]
+        logs = [line for _, e in results for line in e.splitlines()
+                if "shared quota store" in line]
+        s = stats(url)
+    finally:
+        m.terminate()
+        m.wait()
+        redis.kill()
+        redis.wait()
+    print(f"\nfault: Redis stopped at {stopped:.1f} s, restarted at {restarted:.1f} s")
+    print(json.dumps({"ok": sum(o["ok"] for o in outs), "failed": sum(o["failed"] for o in outs),
+                      "mock_requests": s["requests"], "mock_429": s["by_status"].get("429", 0),
+                      "wall_s": round(wall, 2)}))
+    for line in logs:
+        print("   ", line)
+
+
 def main():
+    import sys
+    if sys.argv[1:] == ["fault"]:
+        return fault()
     print("| pacing | ok | failed | requests seen | 429s | wall (s) | wall / ideal (30 s) |")
     print("|---|---|---|---|---|---|---|")
     for mode in ["shared", "local", "python"]:

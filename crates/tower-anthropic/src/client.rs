@@ -494,20 +494,29 @@ impl ClientBuilder {
             None => ConcurrencyLimitLayer::unlimited(),
         }
         .load_shed(self.load_shed);
+        let breakers = self
+            .breakers
+            .clone()
+            .or_else(|| self.fallback.as_ref().map(|_| CircuitBreakers::default()));
         #[cfg(feature = "redis")]
         let shared = self
             .shared_pacer
             .clone()
             .filter(|_| !self.no_pacing)
-            .map(|p| p.layer());
+            .map(|mut p| {
+                // The client's breakers and retry budget are shared through the same Redis.
+                if let Some(b) = &breakers {
+                    p = p.share_breakers(b.clone());
+                }
+                if let Some(b) = &self.retry.budget {
+                    p = p.share_retry_budget(b.clone());
+                }
+                p.layer()
+            });
         #[cfg(not(feature = "redis"))]
         let shared: Option<tower::layer::util::Identity> = None;
         let pacer =
             (!self.no_pacing && shared.is_none()).then(|| self.pacer.clone().unwrap_or_default());
-        let breakers = self
-            .breakers
-            .clone()
-            .or_else(|| self.fallback.as_ref().map(|_| CircuitBreakers::default()));
         let stack = ServiceBuilder::new()
             .option_layer(self.deadline.map(OverallDeadlineLayer::new))
             .option_layer(self.fallback.clone())

@@ -241,6 +241,9 @@ pub struct CircuitBreakers {
 struct Shared {
     config: CircuitBreakerConfig,
     circuits: Mutex<HashMap<Arc<str>, Circuit>>,
+    /// Circuits opened here and not yet told to other processes: (key, open for).
+    #[cfg(feature = "redis")]
+    opened: Mutex<Vec<(Arc<str>, Duration)>>,
 }
 
 impl fmt::Debug for CircuitBreakers {
@@ -259,6 +262,8 @@ impl CircuitBreakers {
             inner: Arc::new(Shared {
                 config,
                 circuits: Mutex::default(),
+                #[cfg(feature = "redis")]
+                opened: Mutex::default(),
             }),
         }
     }
@@ -408,6 +413,7 @@ impl CircuitBreakers {
                     c.open(now);
                     tracing::warn!(circuit = %key, calls, failures, rate,
                         open_for = ?c.interval, "circuit opened: failing fast");
+                    self.tell(key, c.interval);
                 }
             }
             (
@@ -432,10 +438,55 @@ impl CircuitBreakers {
                         c.open(now);
                         tracing::warn!(circuit = %key, open_for = ?c.interval,
                             "circuit reopened: a probe failed");
+                        self.tell(key, c.interval);
                     }
                 }
             }
             _ => {}
+        }
+    }
+}
+
+impl CircuitBreakers {
+    /// Notes a circuit this process opened, for the other processes (when shared).
+    #[cfg(feature = "redis")]
+    fn tell(&self, key: &Arc<str>, open_for: Duration) {
+        let mut opened = self.inner.opened.lock().unwrap_or_else(|e| e.into_inner());
+        if opened.len() < MAX_CIRCUITS {
+            opened.push((key.clone(), open_for));
+        }
+    }
+
+    #[cfg(not(feature = "redis"))]
+    fn tell(&self, _key: &Arc<str>, _open_for: Duration) {}
+
+    /// Circuits opened here since the last call (to tell the other processes).
+    #[cfg(feature = "redis")]
+    pub(crate) fn take_opened(&self) -> Vec<(Arc<str>, Duration)> {
+        std::mem::take(&mut *self.inner.opened.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    /// The keys of the circuits this process knows.
+    #[cfg(feature = "redis")]
+    pub(crate) fn keys(&self) -> Vec<Arc<str>> {
+        self.lock().keys().cloned().collect()
+    }
+
+    /// Another process opened `key` for `left` more: a closed circuit here opens until then
+    /// (an open or probing one keeps its own course).
+    #[cfg(feature = "redis")]
+    pub(crate) fn opened_elsewhere(&self, key: &str, left: Duration) {
+        let now = Instant::now();
+        let mut circuits = self.lock();
+        if let Some(c) = circuits.get_mut(key) {
+            if matches!(c.state, Phase::Closed) {
+                c.state = Phase::Open { until: now + left };
+                c.generation += 1;
+                c.times_opened += 1;
+                c.window.clear();
+                tracing::warn!(circuit = %key, open_for = ?left,
+                    "circuit opened by another process: failing fast");
+            }
         }
     }
 }

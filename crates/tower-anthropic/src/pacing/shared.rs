@@ -55,8 +55,10 @@ use tower::{Layer, Service, ServiceExt};
 
 use super::quota::{BUCKETS, Cost, NAMES};
 use super::{Pacer, PacingLayer, QuotaLimits, RequestCost, Settle, Settlement, lock};
+use crate::breaker::CircuitBreakers;
 use crate::error::{BoxError, Error, PacedError};
 use crate::rate_limit::RateLimitHeaders;
+use crate::retry::RetryBudget;
 use crate::timeout::Deadline;
 
 /// How long a quota's key lives in Redis after its last use.
@@ -164,6 +166,23 @@ for i = 1, 3 do out[i] = lim[i] or -1 end
 return out
 ";
 
+/// How often breaker and budget state is exchanged.
+const SYNC_EVERY: Duration = Duration::from_millis(250);
+
+const BUDGET: &str = r"
+local t0 = redis.call('TIME')
+local now = tonumber(t0[1]) * 1000 + math.floor(tonumber(t0[2]) / 1000)
+local h = redis.call('HMGET', KEYS[1], 'b', 't')
+local max = tonumber(ARGV[3])
+local b = tonumber(h[1]) or max
+local t = tonumber(h[2]) or now
+if now > t then b = b + (now - t) * tonumber(ARGV[2]) / 1000 end
+b = math.max(0, math.min(max, b + tonumber(ARGV[1])))
+redis.call('HSET', KEYS[1], 'b', string.format('%.4f', b), 't', math.max(t, now))
+redis.call('PEXPIRE', KEYS[1], ARGV[4])
+return tostring(b)
+";
+
 /// Why a [`SharedPacer`] could not be made.
 #[derive(Debug, Clone, thiserror::Error)]
 #[error("invalid Redis URL for the shared pacer: {0}")]
@@ -198,6 +217,11 @@ struct Inner {
     mode: Mutex<Mode>,
     /// The limits last seen per quota key (for the local fallback).
     known: Mutex<HashMap<String, [f64; BUCKETS]>>,
+    /// Circuit breakers and a retry budget shared through the same Redis.
+    breakers: Mutex<Option<CircuitBreakers>>,
+    budget: Mutex<Option<RetryBudget>>,
+    syncing: std::sync::atomic::AtomicBool,
+    budget_script: Script,
 }
 
 #[derive(Clone)]
@@ -240,6 +264,10 @@ impl SharedPacer {
                 update: Script::new(UPDATE),
                 mode: Mutex::new(Mode::Shared),
                 known: Mutex::default(),
+                breakers: Mutex::default(),
+                budget: Mutex::default(),
+                syncing: std::sync::atomic::AtomicBool::new(false),
+                budget_script: Script::new(BUDGET),
             }),
         })
     }
@@ -257,6 +285,10 @@ impl SharedPacer {
             update: Script::new(UPDATE),
             mode: Mutex::new(Mode::Shared),
             known: Mutex::default(),
+            breakers: Mutex::new(lock(&shared.breakers).clone()),
+            budget: Mutex::new(lock(&shared.budget).clone()),
+            syncing: std::sync::atomic::AtomicBool::new(false),
+            budget_script: Script::new(BUDGET),
         });
         f(&mut inner);
         Self {
@@ -297,6 +329,111 @@ impl SharedPacer {
     /// which paces while Redis is unreachable.
     pub fn local(self, pacer: Pacer) -> Self {
         self.configure(|i| i.local = pacer)
+    }
+
+    /// Shares these circuit breakers' open circuits with the other processes on this Redis:
+    /// a circuit one process opens opens in every process that knows the target, for the rest
+    /// of its interval (each process then probes on its own). Exchanged every 250 ms.
+    /// [`ClientBuilder::shared_pacer`](crate::ClientBuilder::shared_pacer) does this for the
+    /// client's breakers.
+    pub fn share_breakers(self, breakers: CircuitBreakers) -> Self {
+        *lock(&self.inner.breakers) = Some(breakers);
+        self
+    }
+
+    /// Shares this retry budget with the other processes on this Redis: one balance for all,
+    /// refilled once by its floor, to which every process adds its deposits and from which
+    /// it takes its retries (exchanged every 250 ms; between exchanges a process spends from
+    /// the last balance it saw). While Redis is away each process refills its own again.
+    /// [`ClientBuilder::shared_pacer`](crate::ClientBuilder::shared_pacer) does this for the
+    /// client's budget.
+    pub fn share_retry_budget(self, budget: RetryBudget) -> Self {
+        *lock(&self.inner.budget) = Some(budget);
+        self
+    }
+
+    /// Starts the exchange of breaker and budget state (once, from a runtime).
+    fn start_sync(&self) {
+        use std::sync::atomic::Ordering;
+        let wanted = lock(&self.inner.breakers).is_some() || lock(&self.inner.budget).is_some();
+        if !wanted || self.inner.syncing.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        let Ok(rt) = tokio::runtime::Handle::try_current() else {
+            self.inner.syncing.store(false, Ordering::SeqCst);
+            return;
+        };
+        let weak = Arc::downgrade(&self.inner);
+        rt.spawn(async move {
+            let mut tick = tokio::time::interval(SYNC_EVERY);
+            loop {
+                tick.tick().await;
+                let Some(inner) = weak.upgrade() else {
+                    return;
+                };
+                let me = SharedPacer { inner };
+                me.sync_once().await;
+            }
+        });
+    }
+
+    /// One exchange of breaker and budget state with Redis.
+    pub(crate) async fn sync_once(&self) {
+        let breakers = lock(&self.inner.breakers).clone();
+        let budget = lock(&self.inner.budget).clone();
+        let mut con = match self.con().await {
+            Ok(c) => c,
+            Err(_) => {
+                if let Some(b) = &budget {
+                    b.set_shared(None);
+                }
+                return;
+            }
+        };
+        if let Some(b) = breakers {
+            let circuit = |key: &str| {
+                let k: String = key.chars().take(200).collect();
+                format!("{}:circuit:{k}", self.inner.prefix)
+            };
+            let mut pipe = redis::pipe();
+            for (key, open_for) in b.take_opened() {
+                pipe.cmd("SET")
+                    .arg(circuit(&key))
+                    .arg(1)
+                    .arg("PX")
+                    .arg(open_for.as_millis().max(1) as u64)
+                    .ignore();
+            }
+            let keys = b.keys();
+            for key in &keys {
+                pipe.cmd("PTTL").arg(circuit(key));
+            }
+            let call = pipe.query_async::<Vec<i64>>(&mut con);
+            if let Ok(Ok(ttls)) = tokio::time::timeout(self.inner.timeout, call).await {
+                for (key, ttl) in keys.iter().zip(ttls) {
+                    if ttl > 0 {
+                        b.opened_elsewhere(key, Duration::from_millis(ttl as u64));
+                    }
+                }
+            }
+        }
+        if let Some(b) = budget {
+            let (floor, max) = b.settings();
+            let delta = b.take_unsent();
+            let mut inv = self
+                .inner
+                .budget_script
+                .key(format!("{}:retry-budget", self.inner.prefix));
+            inv.arg(delta)
+                .arg(floor)
+                .arg(max)
+                .arg(KEY_TTL.as_millis() as u64);
+            let call = inv.invoke_async::<f64>(&mut con);
+            match tokio::time::timeout(self.inner.timeout, call).await {
+                Ok(Ok(balance)) => b.set_shared(Some(balance)),
+                _ => b.set_shared(None),
+            }
+        }
     }
 
     /// Whether the quota is being paced through Redis now (false while pacing locally).
@@ -632,6 +769,7 @@ impl SharedPacer {
         B: Send + 'static,
         RB: Send + 'static,
     {
+        self.start_sync();
         let Some(cost) = req.extensions().get::<RequestCost>().cloned() else {
             return inner.oneshot(req).await.map_err(Error::from_service_error);
         };
@@ -931,6 +1069,81 @@ mod tests {
             admitted, 6,
             "one bucket of 6, whatever each machine's clock says"
         );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn one_process_opening_a_circuit_opens_it_everywhere() {
+        use crate::breaker::{CircuitBreakerConfig, CircuitBreakers, CircuitState};
+        use anthropic_mock::{MockConfig, MockServer, OutageKind};
+        let Some(p1) = pacer("circuits").await else {
+            return;
+        };
+        let p2 = p1.clone().configure(|_| {});
+        let mock = MockServer::start(MockConfig::default()).await.unwrap();
+        let client = |p: &SharedPacer, b: &CircuitBreakers| {
+            crate::Client::builder()
+                .api_key("sk-ant-test")
+                .base_url(mock.url())
+                .max_retries(0)
+                .circuit_breakers(b.clone())
+                .shared_pacer(p.clone())
+                .build()
+                .unwrap()
+        };
+        let cfg = CircuitBreakerConfig::new()
+            .minimum_calls(3)
+            .open_for(Duration::from_secs(30));
+        let (b1, b2) = (CircuitBreakers::new(cfg), CircuitBreakers::new(cfg));
+        let (c1, c2) = (client(&p1, &b1), client(&p2, &b2));
+        let req = || crate::CreateMessageRequest::new("down-model", 8).user("hi");
+        // Process 2 knows the model (one good call), then it goes down.
+        c2.messages().create(req()).await.unwrap();
+        mock.model_outage_for(
+            "down-model",
+            Duration::from_secs(60),
+            OutageKind::Overloaded,
+        );
+        for _ in 0..3 {
+            assert!(c1.messages().create(req()).await.is_err());
+        }
+        assert_eq!(b1.state("down-model"), Some(CircuitState::Open));
+        p1.sync_once().await;
+        p2.sync_once().await;
+        assert_eq!(b2.state("down-model"), Some(CircuitState::Open));
+        let before = mock.stats().requests;
+        match c2.messages().create(req()).await {
+            Err(Error::CircuitOpen(e)) => assert!(e.retry_after() > Duration::from_secs(25)),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(mock.stats().requests, before, "process 2 never sent it");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn one_retry_budget_for_every_process() {
+        let Some(p1) = pacer("budget").await else {
+            return;
+        };
+        let p2 = p1.clone().configure(|_| {});
+        let (b1, b2) = (
+            RetryBudget::new(0.0, 0.0, 10.0),
+            RetryBudget::new(0.0, 0.0, 10.0),
+        );
+        let p1 = p1.share_retry_budget(b1.clone());
+        let p2 = p2.share_retry_budget(b2.clone());
+        p1.sync_once().await;
+        p2.sync_once().await;
+        // Process 1 spends 8 of the 10 retries; process 2 then sees 2 left, not 10.
+        for _ in 0..8 {
+            assert!(b1.withdraw());
+        }
+        p1.sync_once().await;
+        p2.sync_once().await;
+        assert_eq!(b2.balance(), 2.0);
+        assert!(b2.withdraw() && b2.withdraw());
+        assert!(!b2.withdraw(), "the shared budget is spent");
+        p2.sync_once().await;
+        p1.sync_once().await;
+        assert_eq!(b1.balance(), 0.0);
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

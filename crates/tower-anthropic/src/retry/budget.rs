@@ -42,6 +42,10 @@ struct Shared {
 struct State {
     balance: f64,
     updated: Instant,
+    /// While shared with other processes: deposits less withdrawals not yet sent, and no
+    /// local refill (the shared store refills the floor once for everyone).
+    shared: bool,
+    unsent: f64,
 }
 
 impl Default for RetryBudget {
@@ -76,6 +80,8 @@ impl RetryBudget {
                 state: Mutex::new(State {
                     balance: max_balance,
                     updated: Instant::now(),
+                    shared: false,
+                    unsent: 0.0,
                 }),
             }),
         }
@@ -85,14 +91,19 @@ impl RetryBudget {
         let mut st = self.shared.state.lock().unwrap_or_else(|e| e.into_inner());
         let now = Instant::now();
         let dt = now.saturating_duration_since(st.updated).as_secs_f64();
-        st.balance = (st.balance + dt * self.shared.floor_per_sec).min(self.shared.max_balance);
+        if !st.shared {
+            st.balance = (st.balance + dt * self.shared.floor_per_sec).min(self.shared.max_balance);
+        }
         st.updated = now;
         f(&mut st, &self.shared)
     }
 
     /// Records a new request (its first attempt).
     pub fn deposit(&self) {
-        self.with_state(|st, sh| st.balance = (st.balance + sh.ratio).min(sh.max_balance));
+        self.with_state(|st, sh| {
+            st.balance = (st.balance + sh.ratio).min(sh.max_balance);
+            st.unsent += sh.ratio;
+        });
     }
 
     /// Takes the token for one retry; `false` when the budget is spent.
@@ -100,11 +111,37 @@ impl RetryBudget {
         self.with_state(|st, _| {
             if st.balance >= 1.0 {
                 st.balance -= 1.0;
+                st.unsent -= 1.0;
                 true
             } else {
                 false
             }
         })
+    }
+
+    /// The settings the shared store needs: (floor per second, most banked).
+    #[cfg(feature = "redis")]
+    pub(crate) fn settings(&self) -> (f64, f64) {
+        (self.shared.floor_per_sec, self.shared.max_balance)
+    }
+
+    /// Shared mode: the local changes since the last exchange (reset to none).
+    #[cfg(feature = "redis")]
+    pub(crate) fn take_unsent(&self) -> f64 {
+        self.with_state(|st, _| std::mem::take(&mut st.unsent))
+    }
+
+    /// Shared mode on (`Some(balance)`: the store's balance after this process's changes
+    /// were applied) or off (`None`: back to refilling locally, as when the store is away).
+    #[cfg(feature = "redis")]
+    pub(crate) fn set_shared(&self, balance: Option<f64>) {
+        self.with_state(|st, sh| match balance {
+            Some(b) => {
+                st.shared = true;
+                st.balance = b.clamp(0.0, sh.max_balance);
+            }
+            None => st.shared = false,
+        });
     }
 
     /// The current balance, in retries.
