@@ -61,7 +61,8 @@ def four(mode):
         else:
             cmd = [BIN, "run", url, mode, str(TOTAL // PROCS), str(CONC)]
         t0 = time.monotonic()
-        procs = [subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, env=env) for _ in range(PROCS)]
+        procs = [subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env)
+                 for _ in range(PROCS)]
         outs = [json.loads(p.communicate()[0].strip().splitlines()[-1]) for p in procs]
         wall = time.monotonic() - t0
         s = stats(url)

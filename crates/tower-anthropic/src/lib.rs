@@ -33,7 +33,9 @@
 //! ```
 //!
 //! Every failure is an [`Error`] to match on; see [`error`] for the status table, and
-//! [`stream`] for streaming.
+//! [`stream`] for streaming. With the `redis` feature, `pacing::SharedPacer` shares one
+//! quota (and the breakers and retry budget) between processes; the work queue and the
+//! `anthropic-bulk` command are in the `tower-anthropic-queue` crate.
 
 pub mod body;
 pub mod breaker;

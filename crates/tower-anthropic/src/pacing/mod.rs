@@ -73,7 +73,7 @@
 mod estimate;
 mod quota;
 #[cfg(feature = "redis")]
-mod shared;
+pub mod shared;
 #[cfg(feature = "redis")]
 pub use shared::{SharedPacer, SharedPacerError, SharedPacing, SharedPacingLayer};
 
