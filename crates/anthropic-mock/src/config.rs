@@ -29,6 +29,10 @@ pub struct MockConfig {
     pub log_capacity: usize,
     /// Serve HTTPS (HTTP/1.1 and HTTP/2 by ALPN) with this identity instead of plain HTTP.
     pub tls: Option<crate::TlsIdentity>,
+    /// Serve the API under this path, as a gateway would (e.g. `/gateway/anthropic`); `None`:
+    /// at the root, as the API does. Either way the paths are matched exactly (`/v1/v1/messages`
+    /// is a 404, as on the API); the `/_mock/*` endpoints stay at the root.
+    pub path_prefix: Option<String>,
 }
 
 impl Default for MockConfig {
@@ -45,6 +49,7 @@ impl Default for MockConfig {
             ping_every: 16,
             log_capacity: 1024,
             tls: None,
+            path_prefix: None,
         }
     }
 }

@@ -19,6 +19,8 @@ SERVER:
     --key KEY               accept only this API key (repeatable) [default: any non-empty key]
     --threads N             worker threads [default: number of cores]
     --log-capacity N        requests kept by /_mock/log [default: 1024]
+    --path-prefix PATH      serve the API under PATH, as a gateway would (e.g.
+                            /gateway/anthropic) [default: the root, as the API]
 
 RATE LIMITS (token buckets per API key and model, refilled continuously; output tokens are
 reserved from max_tokens at admission and the unused part given back when the answer ends):
@@ -63,6 +65,24 @@ CONTROL ENDPOINTS:
                             delay, cut_body, stall_body, stream_error, stream_cut, stream_stall)
     POST /_mock/outage      {\"ms\": N, \"kind\": \"overloaded\"|\"reset\", \"model\": M}: an
                             outage starting now (for model M only when given)
+
+SCRIPTED RESPONSES (the entries of /_mock/script, each a JSON object with a \"kind\"):
+    {\"kind\": \"ok\"}                                    answer as usual
+    {\"kind\": \"status\", \"status\": 529, \"error_type\": T, \"error_code\": C, \"message\": M,
+     \"headers\": {\"retry-after\": \"2\"}, \"body\": RAW}   an error status (all but status optional)
+    {\"kind\": \"html\", \"status\": 502}                   an HTML error page, as a proxy sends it
+    {\"kind\": \"reset\"}                                 reset the connection before any byte
+    {\"kind\": \"stall\", \"ms\": N}                        no byte for N ms, then a reset
+    {\"kind\": \"delay\", \"ms\": N}                        answer as usual after N ms
+    {\"kind\": \"cut_body\"}                              a 200 whose body stops half way
+    {\"kind\": \"stall_body\", \"ms\": N}                   a 200 whose body stalls for N ms
+    {\"kind\": \"stream_error\", \"after\": N, \"error_type\": T}  an error event after N events
+    {\"kind\": \"stream_cut\", \"after\": N}                a stream that ends after N events
+    {\"kind\": \"stream_stall\", \"after\": N, \"ms\": M}     a stream that stalls after N events
+
+MODELS: GET /v1/models (paged: limit, before_id, after_id) and GET /v1/models/{id} list
+    claude-opus-4-6, claude-sonnet-4-6, claude-haiku-4-5, claude-opus-4-1, claude-sonnet-4-5,
+    claude-3-5-haiku-latest. Any path other than the API's is a 404 not_found_error.
 
     -h, --help              print this help
 ";
@@ -142,6 +162,7 @@ fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Option<Args>, St
             "--outage-every",
             "--outage-kind",
             "--log-capacity",
+            "--path-prefix",
         ];
         if !known.contains(&flag.as_str()) {
             return Err(format!("unknown option `{flag}` (see --help)"));
@@ -161,6 +182,12 @@ fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Option<Args>, St
             "--key" => c.api_keys.push(v),
             "--threads" => threads = Some(parse_num::<usize>(f, &v)?.max(1)),
             "--log-capacity" => c.log_capacity = parse_num(f, &v)?,
+            "--path-prefix" => {
+                if !v.starts_with('/') {
+                    return Err(format!("invalid --path-prefix `{v}`: it starts with /"));
+                }
+                c.path_prefix = Some(v);
+            }
             "--rpm" | "--itpm" | "--otpm" => {
                 let n: u64 = parse_num(f, &v)?;
                 if n == 0 {

@@ -138,10 +138,10 @@ async fn success_has_the_apis_shape_and_headers() {
     let r = messages(&c, &s, &[], msg_body(5, false)).await.unwrap();
     assert_eq!(r.json()["usage"]["output_tokens"], 5);
     assert_eq!(r.json()["stop_reason"], "max_tokens");
-    // Authorization: Bearer works too; a path prefix is accepted.
+    // Authorization: Bearer works too.
     let r = send(
         &c,
-        &format!("{}/proxy/v1/messages", s.url()),
+        &format!("{}/v1/messages", s.url()),
         &[
             ("authorization", "Bearer sk-x"),
             ("anthropic-version", "2023-06-01"),
@@ -693,4 +693,105 @@ async fn a_client_that_never_finishes_its_headers_is_disconnected() {
         .unwrap_or(0);
     let text = String::from_utf8_lossy(&buf[..n]);
     assert!(n == 0 || text.starts_with("HTTP/1.1 408"), "{text}");
+}
+
+async fn get(c: &HttpClient, url: &str) -> Reply {
+    let resp = c
+        .request(
+            http::Request::get(url)
+                .header("x-api-key", "sk-test")
+                .body(Full::new(Bytes::new()))
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    let status = resp.status().as_u16();
+    let headers = resp.headers().clone();
+    let body = Ok(resp.into_body().collect().await.unwrap().to_bytes());
+    Reply {
+        status,
+        headers,
+        body,
+    }
+}
+
+#[tokio::test]
+async fn paths_are_matched_exactly_as_the_api_does() {
+    let s = MockServer::start(MockConfig::default()).await.unwrap();
+    let c = client();
+    // A base URL ending in /v1 doubles it: the API answers 404 not_found_error.
+    for path in [
+        "/v1/v1/messages",
+        "/proxy/v1/messages",
+        "/v1/message",
+        "/v1/messages/",
+    ] {
+        let r = send(&c, &format!("{}{path}", s.url()), AUTH, msg_body(8, false))
+            .await
+            .unwrap();
+        assert_eq!(r.status, 404, "{path}");
+        assert_eq!(r.json()["error"]["type"], "not_found_error", "{path}");
+    }
+    assert_eq!(s.stats().requests, 0, "none reached the API handler");
+    // Behind a gateway prefix, the same exactness under the prefix.
+    let g = MockServer::start(MockConfig {
+        path_prefix: Some("/gw/".into()),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let ok = send(
+        &c,
+        &format!("{}/gw/v1/messages", g.url()),
+        AUTH,
+        msg_body(8, false),
+    )
+    .await
+    .unwrap();
+    assert_eq!(ok.status, 200);
+    let r = send(
+        &c,
+        &format!("{}/v1/messages", g.url()),
+        AUTH,
+        msg_body(8, false),
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status, 404);
+}
+
+#[tokio::test]
+async fn lists_models_in_pages() {
+    let s = MockServer::start(MockConfig::default()).await.unwrap();
+    let c = client();
+    let first = get(&c, &format!("{}/v1/models?limit=2", s.url())).await;
+    assert_eq!(first.status, 200);
+    let j = first.json();
+    assert_eq!(j["data"].as_array().unwrap().len(), 2);
+    assert_eq!(j["has_more"], true);
+    assert_eq!(j["data"][0]["type"], "model");
+    let last = j["last_id"].as_str().unwrap().to_owned();
+    let next = get(
+        &c,
+        &format!("{}/v1/models?limit=100&after_id={last}", s.url()),
+    )
+    .await;
+    let n = next.json();
+    assert_eq!(n["has_more"], false);
+    let before = get(
+        &c,
+        &format!("{}/v1/models?limit=1&before_id={last}", s.url()),
+    )
+    .await;
+    assert_eq!(before.json()["data"][0]["id"], j["data"][0]["id"]);
+    let all = 2 + n["data"].as_array().unwrap().len();
+    let everything = get(&c, &format!("{}/v1/models?limit=1000", s.url())).await;
+    assert_eq!(everything.json()["data"].as_array().unwrap().len(), all);
+    let one = get(&c, &format!("{}/v1/models/claude-sonnet-4-6", s.url())).await;
+    assert_eq!(one.json()["display_name"], "Claude Sonnet 4.6");
+    let missing = get(&c, &format!("{}/v1/models/claude-nope", s.url())).await;
+    assert_eq!(missing.status, 404);
+    assert_eq!(missing.json()["error"]["type"], "not_found_error");
+    let bad = get(&c, &format!("{}/v1/models?limit=0", s.url())).await;
+    assert_eq!(bad.status, 400);
 }

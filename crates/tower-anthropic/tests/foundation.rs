@@ -52,7 +52,13 @@ async fn create_returns_a_message_with_its_request_id_and_limits() {
 
 #[tokio::test]
 async fn a_base_url_with_a_path_prefix_is_kept() {
-    let s = MockServer::start(MockConfig::default()).await.unwrap();
+    // The mock as behind a gateway that serves the API under a path.
+    let s = MockServer::start(MockConfig {
+        path_prefix: Some("/gateway/anthropic".into()),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
     let c = Client::builder()
         .api_key(KEY)
         .base_url(format!("{}/gateway/anthropic/", s.url()))

@@ -8,6 +8,7 @@
 mod api;
 mod conn;
 mod faults;
+mod models;
 mod responses;
 mod routes;
 

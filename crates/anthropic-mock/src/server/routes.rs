@@ -26,28 +26,47 @@ pub(super) async fn handle(
     control: Arc<ConnControl>,
     req: Request<Incoming>,
 ) -> Result<Resp, Infallible> {
-    let path = req.uri().path();
-    let route = if path.ends_with("/v1/messages") {
-        Some(Route::Messages)
-    } else if path.ends_with("/v1/messages/count_tokens") {
-        Some(Route::CountTokens)
-    } else {
-        None
+    let path = req.uri().path().to_owned();
+    // The API's paths, exactly (under the configured gateway prefix, if any): a base URL that
+    // ends in `/v1` makes `/v1/v1/messages`, which the API answers with a 404.
+    let api_path = match &state.config.path_prefix {
+        Some(prefix) => path.strip_prefix(prefix.trim_end_matches('/')),
+        None => Some(path.as_str()),
     };
-    if let Some(route) = route {
-        if req.method() == Method::POST {
-            return Ok(api(&state, &control, req, route).await);
+    if let Some(p) = api_path.filter(|p| p.starts_with("/v1/") || *p == "/v1") {
+        let route = match p {
+            "/v1/messages" => Some(Route::Messages),
+            "/v1/messages/count_tokens" => Some(Route::CountTokens),
+            _ => None,
+        };
+        if let Some(route) = route {
+            if req.method() == Method::POST {
+                return Ok(api(&state, &control, req, route).await);
+            }
+            let rid = state.next_id("req_");
+            return Ok(error_response(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "invalid_request_error",
+                "Method not allowed",
+                None,
+                &rid,
+            ));
+        }
+        if req.method() == Method::GET {
+            if let Some(resp) = super::models::route(&state, p, req.uri().query()) {
+                return Ok(resp);
+            }
         }
         let rid = state.next_id("req_");
         return Ok(error_response(
-            StatusCode::METHOD_NOT_ALLOWED,
-            "invalid_request_error",
-            "Method not allowed",
+            StatusCode::NOT_FOUND,
+            "not_found_error",
+            "Not found",
             None,
             &rid,
         ));
     }
-    Ok(match (req.method().clone(), path) {
+    Ok(match (req.method().clone(), path.as_str()) {
         (Method::GET, "/_mock/stats") => json_response(StatusCode::OK, &state.counters.snapshot()),
         (Method::GET, "/_mock/log") => json_response(StatusCode::OK, &state.counters.recent()),
         (Method::POST, "/_mock/reset") => {
