@@ -33,6 +33,8 @@ pub struct MockConfig {
     /// at the root, as the API does. Either way the paths are matched exactly (`/v1/v1/messages`
     /// is a 404, as on the API); the `/_mock/*` endpoints stay at the root.
     pub path_prefix: Option<String>,
+    /// How many requests of a Message Batch are processed a second (default 200).
+    pub batch_speed: f64,
 }
 
 impl Default for MockConfig {
@@ -50,6 +52,7 @@ impl Default for MockConfig {
             log_capacity: 1024,
             tls: None,
             path_prefix: None,
+            batch_speed: 200.0,
         }
     }
 }

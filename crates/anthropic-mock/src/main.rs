@@ -35,6 +35,7 @@ ANSWERS AND LATENCY:
     --ttfb DURATION         delay before the response headers [default: 0ms]
     --tps N                 output tokens per second, 0 for instant [default: 0]
     --ping-every N          a ping event every N content deltas [default: 16]
+    --batch-speed N         Message Batches requests processed per second [default: 200]
 
 RANDOM FAULTS (probabilities per request, adding up to at most 1):
     --seed N                seed of the random source [default: 0]
@@ -79,6 +80,11 @@ SCRIPTED RESPONSES (the entries of /_mock/script, each a JSON object with a \"ki
     {\"kind\": \"stream_error\", \"after\": N, \"error_type\": T}  an error event after N events
     {\"kind\": \"stream_cut\", \"after\": N}                a stream that ends after N events
     {\"kind\": \"stream_stall\", \"after\": N, \"ms\": M}     a stream that stalls after N events
+
+MESSAGE BATCHES: POST /v1/messages/batches, GET /v1/messages/batches (paged), GET, POST
+    .../{id}/cancel, DELETE .../{id}, GET .../{id}/results (JSONL). Requests are processed
+    at --batch-speed; a cancel ends the batch a second later with the rest canceled;
+    POST /_mock/batches/{id}/expire expires the rest now. Invalid params are errored.
 
 MODELS: GET /v1/models (paged: limit, before_id, after_id) and GET /v1/models/{id} list
     claude-opus-4-6, claude-sonnet-4-6, claude-haiku-4-5, claude-opus-4-1, claude-sonnet-4-5,
@@ -163,6 +169,7 @@ fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Option<Args>, St
             "--outage-kind",
             "--log-capacity",
             "--path-prefix",
+            "--batch-speed",
         ];
         if !known.contains(&flag.as_str()) {
             return Err(format!("unknown option `{flag}` (see --help)"));
@@ -182,6 +189,14 @@ fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Option<Args>, St
             "--key" => c.api_keys.push(v),
             "--threads" => threads = Some(parse_num::<usize>(f, &v)?.max(1)),
             "--log-capacity" => c.log_capacity = parse_num(f, &v)?,
+            "--batch-speed" => {
+                let n: f64 = v
+                    .parse()
+                    .ok()
+                    .filter(|n: &f64| n.is_finite() && *n > 0.0)
+                    .ok_or_else(|| format!("invalid --batch-speed `{v}`: a positive number"))?;
+                c.batch_speed = n;
+            }
             "--path-prefix" => {
                 if !v.starts_with('/') {
                     return Err(format!("invalid --path-prefix `{v}`: it starts with /"));

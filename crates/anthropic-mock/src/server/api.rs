@@ -244,7 +244,7 @@ pub(super) async fn api_outcome(
 }
 
 /// Field checks, each naming the field as the API does.
-fn validate(body: &Value, route: Route) -> Result<(), String> {
+pub(super) fn validate(body: &Value, route: Route) -> Result<(), String> {
     match body.get("model") {
         None | Some(Value::Null) => return Err("model: Field required".into()),
         Some(Value::String(s)) if !s.is_empty() => {}

@@ -6,6 +6,7 @@
 //! (response builders).
 
 mod api;
+mod batches;
 mod conn;
 mod faults;
 mod models;
@@ -73,6 +74,7 @@ struct State {
     scripts: Mutex<HashMap<String, VecDeque<ScriptEntry>>>,
     rng: Mutex<SplitMix64>,
     ids: AtomicU64,
+    batches: Mutex<batches::Batches>,
     /// Outages started through the API or `/_mock/outage`: (model or all, until, kind).
     manual_outages: Mutex<Vec<ManualOutage>>,
     tls: Option<Acceptor>,
@@ -126,6 +128,7 @@ impl MockServer {
             rng: Mutex::new(SplitMix64::new(config.faults.seed)),
             ids: AtomicU64::new(config.faults.seed.wrapping_mul(1_000_003)),
             manual_outages: Mutex::new(Vec::new()),
+            batches: Mutex::default(),
             tls,
             config,
         });

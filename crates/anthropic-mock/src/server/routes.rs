@@ -57,6 +57,13 @@ pub(super) async fn handle(
                 return Ok(resp);
             }
         }
+        if let Some(rest) = p
+            .strip_prefix("/v1/messages/batches")
+            .filter(|r| r.is_empty() || r.starts_with('/'))
+        {
+            let rest = if rest.is_empty() { "/" } else { rest }.to_owned();
+            return Ok(batch_call(&state, req, &rest).await);
+        }
         let rid = state.next_id("req_");
         return Ok(error_response(
             StatusCode::NOT_FOUND,
@@ -84,6 +91,14 @@ pub(super) async fn handle(
             }
             Err(e) => json_response(StatusCode::BAD_REQUEST, &json!({"error": e})),
         },
+        (Method::POST, p) if p.starts_with("/_mock/batches/") && p.ends_with("/expire") => {
+            let id = &p["/_mock/batches/".len()..p.len() - "/expire".len()];
+            if super::batches::expire(&state, id) {
+                json_response(StatusCode::OK, &json!({"expired": id}))
+            } else {
+                json_response(StatusCode::NOT_FOUND, &json!({"error": "no such batch"}))
+            }
+        }
         (Method::POST, "/_mock/outage") => match read_json::<Value>(req).await {
             Ok(v) => {
                 let ms = v.get("ms").and_then(Value::as_u64).unwrap_or(0);
@@ -108,6 +123,86 @@ pub(super) async fn handle(
             )
         }
     })
+}
+
+/// A Message Batches call: authenticated and faulted as the Messages routes, logged.
+async fn batch_call(state: &Arc<State>, req: Request<Incoming>, rest: &str) -> Resp {
+    state.counters.request();
+    let request_id = state.next_id("req_");
+    let mut entry = LogEntry {
+        method: req.method().to_string(),
+        path: req.uri().path().to_owned(),
+        version: format!("{:?}", req.version()),
+        at_ms: state.elapsed_ms(),
+        headers: selected_headers(req.headers()),
+        status: None,
+        fault: None,
+        request_id: request_id.clone(),
+        model: None,
+    };
+    let has_key = ["x-api-key", "authorization"]
+        .iter()
+        .any(|h| req.headers().get(*h).is_some_and(|v| !v.is_empty()));
+    let resp = if !has_key {
+        error_response(
+            StatusCode::UNAUTHORIZED,
+            "authentication_error",
+            "x-api-key header is required",
+            None,
+            &request_id,
+        )
+    } else if let Some(outcome) = super::faults::outage_or_random(state, &request_id) {
+        entry.fault = outcome.fault.clone();
+        if let Some(f) = &outcome.fault {
+            state.counters.fault(f);
+        }
+        match outcome.action {
+            Action::Respond(r) => r,
+            // A reset here answers with a 503 (the batch routes are not worth a stalled socket).
+            Action::Reset { .. } => error_response(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "api_error",
+                "Service unavailable",
+                None,
+                &request_id,
+            ),
+        }
+    } else {
+        let method = req.method().clone();
+        let query = req.uri().query().map(str::to_owned);
+        let scheme = if state.tls.is_some() { "https" } else { "http" };
+        let host = req
+            .headers()
+            .get(http::header::HOST)
+            .and_then(|h| h.to_str().ok())
+            .map(str::to_owned)
+            .unwrap_or_default();
+        let prefix = state.config.path_prefix.clone().unwrap_or_default();
+        let base = format!("{scheme}://{host}{}", prefix.trim_end_matches('/'));
+        let body = match Limited::new(req.into_body(), state.config.max_body_bytes)
+            .collect()
+            .await
+        {
+            Ok(b) => b.to_bytes(),
+            Err(_) => {
+                return super::responses::html_response(413);
+            }
+        };
+        super::batches::handle(
+            state,
+            &method,
+            rest,
+            query.as_deref(),
+            &body,
+            &base,
+            &request_id,
+        )
+    };
+    let status = resp.status().as_u16();
+    state.counters.status(status);
+    entry.status = Some(status);
+    state.counters.log(entry);
+    resp
 }
 
 async fn read_json<T: serde::de::DeserializeOwned>(req: Request<Incoming>) -> Result<T, String> {
