@@ -136,6 +136,11 @@ impl Client {
         Messages { client: self }
     }
 
+    /// The Message Batches API, through the same stack (see [`crate::batches`]).
+    pub fn batches(&self) -> crate::batches::Batches<HttpStack> {
+        self.service.batches()
+    }
+
     /// The typed service behind the client, to compose further with tower.
     pub fn service(&self) -> MessagesService<HttpStack> {
         self.service.clone()

@@ -37,6 +37,7 @@
 //! quota (and the breakers and retry budget) between processes; the work queue and the
 //! `anthropic-bulk` command are in the `tower-anthropic-queue` crate.
 
+pub mod batches;
 pub mod body;
 pub mod breaker;
 pub mod classify;

@@ -264,8 +264,13 @@ impl Endpoint {
     /// own, which are checked when the endpoint is built) gets a relative URI that no client
     /// sends anywhere: the call fails, without a panic and without reaching a server.
     pub fn post(&self, path: &str, body: Bytes) -> Request<RequestBody> {
+        self.request(Method::POST, path, body)
+    }
+
+    /// A `{method} {base}{path}` request with `body` and every header (as [`post`](Self::post)).
+    pub fn request(&self, method: Method, path: &str, body: Bytes) -> Request<RequestBody> {
         let mut req = Request::new(Full::new(body));
-        *req.method_mut() = Method::POST;
+        *req.method_mut() = method;
         *req.uri_mut() = if path == "/v1/messages" {
             self.messages_uri.clone()
         } else {

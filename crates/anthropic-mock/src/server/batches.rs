@@ -66,7 +66,7 @@ pub(super) struct Batches {
 
 impl Batch {
     /// Moves the batch along to `now`.
-    fn advance(&mut self, speed: f64, seed: u64) {
+    fn advance(&mut self, speed: f64, seed: u64, output: u32) {
         let now = Instant::now();
         if self.status == Status::Ended {
             return;
@@ -75,7 +75,7 @@ impl Batch {
         let due = ((elapsed * speed) as usize).min(self.requests.len());
         while self.fates.len() < due {
             let i = self.fates.len();
-            let fate = process(&self.requests[i].1, seed.wrapping_add(i as u64));
+            let fate = process(&self.requests[i].1, seed.wrapping_add(i as u64), output);
             self.fates.push(fate);
         }
         let system_now = SystemTime::now();
@@ -152,12 +152,12 @@ impl Batch {
 }
 
 /// One request of a batch, processed.
-fn process(params: &Value, seed: u64) -> Fate {
+fn process(params: &Value, seed: u64, output_tokens: u32) -> Fate {
     if let Err(msg) = super::api::validate(params, Route::Messages) {
         return Fate::Errored(msg);
     }
     let max_tokens = params["max_tokens"].as_u64().unwrap_or(1);
-    let output = 48u64.min(max_tokens).max(1) as u32;
+    let output = u64::from(output_tokens).min(max_tokens).max(1) as u32;
     let answer = Answer {
         id: rng::id("msg_", seed),
         model: params["model"].as_str().unwrap_or_default().to_owned(),
@@ -201,6 +201,7 @@ pub(super) fn handle(
 ) -> Resp {
     let speed = state.config.batch_speed.max(0.001);
     let seed = state.config.faults.seed;
+    let out = state.config.output_tokens;
     let invalid = |msg: &str| {
         error_response(
             StatusCode::BAD_REQUEST,
@@ -299,7 +300,7 @@ pub(super) fn handle(
                 Some(_) => return invalid("limit: Input should be between 1 and 1000"),
             };
             for b in all.by_seq.values_mut() {
-                b.advance(speed, seed);
+                b.advance(speed, seed, out);
             }
             // Newest first.
             let order: Vec<u64> = all.by_seq.keys().rev().copied().collect();
@@ -341,7 +342,7 @@ pub(super) fn handle(
         }
         (&Method::GET, [id]) => match seq_of(&all, id).and_then(|s| all.by_seq.get_mut(&s)) {
             Some(b) => {
-                b.advance(speed, seed);
+                b.advance(speed, seed, out);
                 json_response(StatusCode::OK, &b.json(base))
             }
             None => not_found(),
@@ -349,7 +350,7 @@ pub(super) fn handle(
         (&Method::POST, [id, "cancel"]) => {
             match seq_of(&all, id).and_then(|s| all.by_seq.get_mut(&s)) {
                 Some(b) => {
-                    b.advance(speed, seed);
+                    b.advance(speed, seed, out);
                     if b.status == Status::InProgress {
                         b.status = Status::Canceling;
                         b.cancel_at = Some((Instant::now(), SystemTime::now()));
@@ -362,7 +363,7 @@ pub(super) fn handle(
         (&Method::DELETE, [id]) => match seq_of(&all, id) {
             Some(s) => {
                 let ended = all.by_seq.get_mut(&s).is_some_and(|b| {
-                    b.advance(speed, seed);
+                    b.advance(speed, seed, out);
                     b.status == Status::Ended
                 });
                 if !ended {
@@ -379,7 +380,7 @@ pub(super) fn handle(
         (&Method::GET, [id, "results"]) => {
             match seq_of(&all, id).and_then(|s| all.by_seq.get_mut(&s)) {
                 Some(b) => {
-                    b.advance(speed, seed);
+                    b.advance(speed, seed, out);
                     if b.status != Status::Ended {
                         return invalid("the batch's results are available once it has ended");
                     }
@@ -408,10 +409,11 @@ pub(super) fn handle(
 pub(super) fn expire(state: &State, id: &str) -> bool {
     let speed = state.config.batch_speed.max(0.001);
     let seed = state.config.faults.seed;
+    let out = state.config.output_tokens;
     let mut all = lock(&state.batches);
     match all.by_seq.values_mut().find(|b| b.id == id) {
         Some(b) => {
-            b.advance(speed, seed);
+            b.advance(speed, seed, out);
             if b.status != Status::Ended {
                 b.fill(Fate::Expired);
                 b.status = Status::Ended;

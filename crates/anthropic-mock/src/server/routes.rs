@@ -62,7 +62,7 @@ pub(super) async fn handle(
             .filter(|r| r.is_empty() || r.starts_with('/'))
         {
             let rest = if rest.is_empty() { "/" } else { rest }.to_owned();
-            return Ok(batch_call(&state, req, &rest).await);
+            return Ok(batch_call(&state, &control, req, &rest).await);
         }
         let rid = state.next_id("req_");
         return Ok(error_response(
@@ -126,7 +126,12 @@ pub(super) async fn handle(
 }
 
 /// A Message Batches call: authenticated and faulted as the Messages routes, logged.
-async fn batch_call(state: &Arc<State>, req: Request<Incoming>, rest: &str) -> Resp {
+async fn batch_call(
+    state: &Arc<State>,
+    control: &ConnControl,
+    req: Request<Incoming>,
+    rest: &str,
+) -> Resp {
     state.counters.request();
     let request_id = state.next_id("req_");
     let mut entry = LogEntry {
@@ -158,14 +163,15 @@ async fn batch_call(state: &Arc<State>, req: Request<Incoming>, rest: &str) -> R
         }
         match outcome.action {
             Action::Respond(r) => r,
-            // A reset here answers with a 503 (the batch routes are not worth a stalled socket).
-            Action::Reset { .. } => error_response(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "api_error",
-                "Service unavailable",
-                None,
-                &request_id,
-            ),
+            Action::Reset { stall } => {
+                state.counters.log(entry);
+                if let Some(d) = stall {
+                    tokio::time::sleep(d).await;
+                }
+                control.reset_now();
+                // The connection task drops this future along with the connection.
+                return std::future::pending().await;
+            }
         }
     } else {
         let method = req.method().clone();

@@ -207,6 +207,11 @@ impl<S> MessagesService<S> {
         &self.endpoint
     }
 
+    /// The bound on a successful body read here.
+    pub(crate) fn max_body(&self) -> usize {
+        self.max_body
+    }
+
     crate::macros::define_inner_service_accessors!();
 
     /// The one place a request becomes an `http::Request`: JSON, path, headers, and for a
