@@ -1,5 +1,7 @@
 //! Jobs and what becomes of them: a result, or a dead letter with the typed error.
 
+use std::time::Duration;
+
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use tower_anthropic::messages::CreateMessageRequest;
@@ -20,6 +22,11 @@ pub struct Job {
     /// Anything of the caller's, returned with the outcome.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub metadata: Option<Value>,
+    /// How long the caller can wait for the outcome, in seconds: a job that tolerates long
+    /// enough goes to the Message Batches lane when the pool has one (see
+    /// [`BatchLane`](crate::BatchLane)).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tolerance_secs: Option<u64>,
 }
 
 impl Job {
@@ -29,6 +36,7 @@ impl Job {
             id: id.into(),
             request,
             metadata: None,
+            tolerance_secs: None,
         }
     }
 
@@ -36,6 +44,13 @@ impl Job {
     /// overwhelming probability).
     pub fn generated(request: CreateMessageRequest) -> Self {
         Self::new(generate_id(), request)
+    }
+
+    /// Marks the job latency-tolerant: its outcome may take this long (a batch can take up
+    /// to 24 hours).
+    pub fn tolerates(mut self, wait: Duration) -> Self {
+        self.tolerance_secs = Some(wait.as_secs());
+        self
     }
 
     /// With metadata.

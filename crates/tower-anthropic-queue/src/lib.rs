@@ -19,10 +19,13 @@
 //!   retries, breakers and fallbacks); [`Queue`] submits and awaits outcomes with a deadline
 //!   (online use); [`Backend::counts`] gives the progress; each reschedule and dead letter is a
 //!   `tracing` event.
+//! - **A batch lane**: jobs that [tolerate](Job::tolerates) a long wait go into Message
+//!   Batches (half the price) instead of the online quota ([`BatchLane`]).
 //! - The `anthropic-bulk` command runs a JSONL file of requests, resumably.
 
 mod backend;
 mod job;
+mod lane;
 mod memory;
 mod queue;
 #[cfg(feature = "redis")]
@@ -31,6 +34,7 @@ mod worker;
 
 pub use backend::{Backend, Counts, Delivery, QueueError};
 pub use job::{DeadLetter, ErrorRecord, Job, JobResult, MAX_ID_LEN, Outcome};
+pub use lane::{BatchLane, LaneHandle};
 pub use memory::{DEFAULT_OUTCOME_CAPACITY, MemoryBackend};
 pub use queue::Queue;
 #[cfg(feature = "redis")]

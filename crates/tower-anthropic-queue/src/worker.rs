@@ -186,6 +186,7 @@ pub struct WorkerPool<B, S> {
     backend: B,
     service: S,
     config: Arc<WorkerConfig>,
+    lane: Option<crate::lane::LaneHandle>,
 }
 
 impl<B, S> WorkerPool<B, S>
@@ -204,7 +205,14 @@ where
             backend,
             service,
             config: Arc::new(config),
+            lane: None,
         }
+    }
+
+    /// Sends latency-tolerant jobs to a Message Batches lane instead of the online quota.
+    pub fn batch_lane(mut self, lane: crate::lane::LaneHandle) -> Self {
+        self.lane = Some(lane);
+        self
     }
 
     /// Runs until `shutdown` completes: then no job is taken, the jobs running finish (their
@@ -263,6 +271,13 @@ where
     }
 
     async fn run_one(&self, consumer: &str, d: Delivery) {
+        let d = match &self.lane {
+            Some(lane) => match lane.offer(d) {
+                None => return,
+                Some(d) => d,
+            },
+            None => d,
+        };
         let mut call = std::pin::pin!(self.service.clone().oneshot(d.job.request.clone()));
         // Renew the lease while the call runs (a long generation outlives one lease).
         let every = self.config.lease / 3;

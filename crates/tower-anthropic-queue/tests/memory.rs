@@ -252,3 +252,52 @@ async fn refuses_bad_ids() {
         assert!(matches!(e, QueueError::InvalidId(_)), "{e:?}");
     }
 }
+
+#[tokio::test(start_paused = true)]
+async fn latency_tolerant_jobs_go_through_a_message_batch() {
+    use tower_anthropic_queue::BatchLane;
+    let s = MockServer::start(MockConfig::default()).await.unwrap();
+    let client = builder(&s, "lane").build().unwrap();
+    let b = MemoryBackend::new();
+    let hour = Duration::from_secs(3600);
+    let mut jobs: Vec<Job> = (0..30)
+        .map(|i| Job::new(format!("slow-{i}"), req(i)).tolerates(hour * 24))
+        .collect();
+    jobs.extend((0..10).map(|i| Job::new(format!("fast-{i}"), req(i))));
+    // Tolerant but invalid: one the API errors (no messages), one refused before sending.
+    let mut no_messages = req(0);
+    no_messages.messages.clear();
+    jobs.push(Job::new("slow-invalid", no_messages).tolerates(hour * 24));
+    let mut zero = req(0);
+    zero.max_tokens = 0;
+    jobs.push(Job::new("slow-zero", zero).tolerates(hour * 24));
+    b.enqueue(jobs).await.unwrap();
+    let lane = BatchLane::new()
+        .linger(Duration::from_secs(1))
+        .spawn(b.clone(), client.batches());
+    let pool = WorkerPool::new(
+        b.clone(),
+        client.service(),
+        WorkerConfig::new().concurrency(4),
+    )
+    .batch_lane(lane);
+    pool.run_until_empty(std::future::pending()).await;
+    let outs = all_outcomes(&b).await;
+    assert_eq!(outs.len(), 42);
+    let done = outs.iter().filter(|o| o.is_done()).count();
+    assert_eq!(done, 40);
+    for id in ["slow-invalid", "slow-zero"] {
+        match outs.iter().find(|o| o.id() == id) {
+            Some(Outcome::Dead(d)) => assert_eq!(d.reason, "permanent", "{id}"),
+            o => panic!("{id}: {o:?}"),
+        }
+    }
+    let log = s.log();
+    let online = log.iter().filter(|e| e.path == "/v1/messages").count();
+    let batches = log
+        .iter()
+        .filter(|e| e.path == "/v1/messages/batches" && e.method == "POST")
+        .count();
+    assert_eq!(online, 10, "only the jobs that could not wait went online");
+    assert_eq!(batches, 1, "the tolerant ones went as one batch");
+}
