@@ -35,6 +35,20 @@ pub struct MockConfig {
     pub path_prefix: Option<String>,
     /// How many requests of a Message Batch are processed a second (default 200).
     pub batch_speed: f64,
+    /// Models the API knows: a request naming another gets a 404 `not_found_error`, as on the
+    /// API. Default: those `GET /v1/models` lists.
+    pub known_models: Vec<String>,
+    /// Also accept any model id starting with `claude-` (default: yes, so that a new model
+    /// name works without updating the mock; `--known-models-only` turns it off).
+    pub accept_any_claude_model: bool,
+}
+
+impl MockConfig {
+    /// Whether a request for `model` is answered (the API gives a 404 otherwise).
+    pub fn knows_model(&self, model: &str) -> bool {
+        (self.accept_any_claude_model && model.starts_with("claude-"))
+            || self.known_models.iter().any(|m| m == model)
+    }
 }
 
 impl Default for MockConfig {
@@ -53,6 +67,11 @@ impl Default for MockConfig {
             tls: None,
             path_prefix: None,
             batch_speed: 200.0,
+            known_models: crate::server::MODEL_IDS
+                .iter()
+                .map(|m| (*m).to_owned())
+                .collect(),
+            accept_any_claude_model: true,
         }
     }
 }

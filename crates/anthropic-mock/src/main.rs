@@ -36,6 +36,8 @@ ANSWERS AND LATENCY:
     --tps N                 output tokens per second, 0 for instant [default: 0]
     --ping-every N          a ping event every N content deltas [default: 16]
     --batch-speed N         Message Batches requests processed per second [default: 200]
+    --known-models-only     answer only the models GET /v1/models lists (otherwise any
+                            claude-* id is accepted too); other models get a 404
 
 RANDOM FAULTS (probabilities per request, adding up to at most 1):
     --seed N                seed of the random source [default: 0]
@@ -171,6 +173,10 @@ fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Option<Args>, St
             "--path-prefix",
             "--batch-speed",
         ];
+        if flag == "--known-models-only" {
+            c.accept_any_claude_model = false;
+            continue;
+        }
         if !known.contains(&flag.as_str()) {
             return Err(format!("unknown option `{flag}` (see --help)"));
         }

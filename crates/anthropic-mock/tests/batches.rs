@@ -169,7 +169,7 @@ async fn refuses_bad_batches_naming_the_item() {
     let s = MockServer::start(MockConfig::default()).await.unwrap();
     let c: HttpClient = Client::builder(TokioExecutor::new()).build_http();
     let base = format!("{}/v1/messages/batches", s.url());
-    let p = json!({"model": "m", "max_tokens": 5, "messages": [{"role": "user", "content": "x"}]});
+    let p = json!({"model": "claude-m", "max_tokens": 5, "messages": [{"role": "user", "content": "x"}]});
     for (body, needle) in [
         (json!({"requests": []}), "between 1 and"),
         (

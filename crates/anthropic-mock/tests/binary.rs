@@ -24,7 +24,7 @@ fn prints_its_url_serves_and_stops_cleanly_on_sigterm() {
     // One raw HTTP/1.1 request: the rate limit flag is in force.
     let addr = url.strip_prefix("http://").unwrap();
     let mut s = std::net::TcpStream::connect(addr).unwrap();
-    let body = r#"{"model":"m","max_tokens":5,"messages":[{"role":"user","content":"hi"}]}"#;
+    let body = r#"{"model":"claude-m","max_tokens":5,"messages":[{"role":"user","content":"hi"}]}"#;
     write!(
         s,
         "POST /v1/messages HTTP/1.1\r\nhost: x\r\nx-api-key: k\r\nanthropic-version: 2023-06-01\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",

@@ -156,7 +156,7 @@ async fn success_has_the_apis_shape_and_headers() {
         &c,
         &format!("{}/v1/messages/count_tokens", s.url()),
         AUTH,
-        json!({"model": "m", "messages": [{"role": "user", "content": "x".repeat(40)}]})
+        json!({"model": "claude-m", "messages": [{"role": "user", "content": "x".repeat(40)}]})
             .to_string(),
     )
     .await
@@ -222,56 +222,56 @@ async fn every_validation_error_names_its_field() {
         ),
         (
             ok.to_vec(),
-            json!({"model": "m", "messages": [user]}).to_string(),
+            json!({"model": "claude-m", "messages": [user]}).to_string(),
             400,
             "invalid_request_error",
             "max_tokens: Field required",
         ),
         (
             ok.to_vec(),
-            json!({"model": "m", "max_tokens": 0, "messages": [user]}).to_string(),
+            json!({"model": "claude-m", "max_tokens": 0, "messages": [user]}).to_string(),
             400,
             "invalid_request_error",
             "max_tokens",
         ),
         (
             ok.to_vec(),
-            json!({"model": "m", "max_tokens": 8}).to_string(),
+            json!({"model": "claude-m", "max_tokens": 8}).to_string(),
             400,
             "invalid_request_error",
             "messages: Field required",
         ),
         (
             ok.to_vec(),
-            json!({"model": "m", "max_tokens": 8, "messages": []}).to_string(),
+            json!({"model": "claude-m", "max_tokens": 8, "messages": []}).to_string(),
             400,
             "invalid_request_error",
             "messages",
         ),
         (
             ok.to_vec(),
-            json!({"model": "m", "max_tokens": 8, "messages": [asst]}).to_string(),
+            json!({"model": "claude-m", "max_tokens": 8, "messages": [asst]}).to_string(),
             400,
             "invalid_request_error",
             "messages.0.role",
         ),
         (
             ok.to_vec(),
-            json!({"model": "m", "max_tokens": 8, "messages": [user, user]}).to_string(),
+            json!({"model": "claude-m", "max_tokens": 8, "messages": [user, user]}).to_string(),
             400,
             "invalid_request_error",
             "messages.1.role",
         ),
         (
             ok.to_vec(),
-            json!({"model": "m", "max_tokens": 8, "messages": [{"role": "user"}]}).to_string(),
+            json!({"model": "claude-m", "max_tokens": 8, "messages": [{"role": "user"}]}).to_string(),
             400,
             "invalid_request_error",
             "messages.0.content",
         ),
         (
             ok.to_vec(),
-            json!({"model": "m", "max_tokens": 8, "messages": [{"role": "bot", "content": "x"}]})
+            json!({"model": "claude-m", "max_tokens": 8, "messages": [{"role": "bot", "content": "x"}]})
                 .to_string(),
             400,
             "invalid_request_error",
@@ -668,8 +668,7 @@ async fn the_script_queue_is_bounded_and_huge_outages_do_not_panic() {
     s.outage_for(Duration::MAX, OutageKind::Overloaded);
     let c = client();
     let url = format!("{}/v1/messages", s.url());
-    let body =
-        json!({"model": "m", "max_tokens": 5, "messages": [{"role": "user", "content": "x"}]});
+    let body = json!({"model": "claude-m", "max_tokens": 5, "messages": [{"role": "user", "content": "x"}]});
     let headers = [("x-api-key", "k"), ("anthropic-version", "2023-06-01")];
     let r = send(&c, &url, &headers, body.to_string()).await.unwrap();
     assert_eq!(r.status, 529);
@@ -794,4 +793,54 @@ async fn lists_models_in_pages() {
     assert_eq!(missing.json()["error"]["type"], "not_found_error");
     let bad = get(&c, &format!("{}/v1/models?limit=0", s.url())).await;
     assert_eq!(bad.status, 400);
+}
+
+#[tokio::test]
+async fn unknown_models_are_not_found() {
+    let c = client();
+    let body = |model: &str| {
+        json!({"model": model, "max_tokens": 8, "messages": [{"role": "user", "content": "hi"}]})
+            .to_string()
+    };
+    let s = MockServer::start(MockConfig::default()).await.unwrap();
+    let url = format!("{}/v1/messages", s.url());
+    let r = send(&c, &url, AUTH, body("gpt-4")).await.unwrap();
+    assert_eq!(r.status, 404);
+    assert_eq!(r.json()["error"]["type"], "not_found_error");
+    assert!(
+        r.json()["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("gpt-4")
+    );
+    // Any claude-* id is accepted by default; the listed ones always.
+    for m in ["claude-next-9", "claude-haiku-4-5"] {
+        assert_eq!(
+            send(&c, &url, AUTH, body(m)).await.unwrap().status,
+            200,
+            "{m}"
+        );
+    }
+    // Known models only.
+    let strict = MockServer::start(MockConfig {
+        accept_any_claude_model: false,
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let url = format!("{}/v1/messages", strict.url());
+    assert_eq!(
+        send(&c, &url, AUTH, body("claude-next-9"))
+            .await
+            .unwrap()
+            .status,
+        404
+    );
+    assert_eq!(
+        send(&c, &url, AUTH, body("claude-sonnet-4-6"))
+            .await
+            .unwrap()
+            .status,
+        200
+    );
 }

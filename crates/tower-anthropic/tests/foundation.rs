@@ -348,7 +348,7 @@ async fn layers_compose_around_a_foreign_service() {
                     .body(Full::new(Bytes::from_static(br#"{"type":"error","error":{"type":"overloaded_error","message":"Overloaded"}}"#)))
             } else {
                 http::Response::builder().status(200).body(Full::new(Bytes::from_static(
-                    br#"{"id":"msg_f","type":"message","role":"assistant","model":"m","content":[{"type":"text","text":"hi"}],"stop_reason":"end_turn","stop_sequence":null,"usage":{"input_tokens":1,"output_tokens":1}}"#,
+                    br#"{"id":"msg_f","type":"message","role":"assistant","model":"claude-m","content":[{"type":"text","text":"hi"}],"stop_reason":"end_turn","stop_sequence":null,"usage":{"input_tokens":1,"output_tokens":1}}"#,
                 )))
             };
             Ok::<_, std::io::Error>(resp.unwrap())

@@ -225,7 +225,7 @@ fn fail_closed_is_a_typed_refusal() {
         let c = client(&mock, &p);
         let e = c
             .messages()
-            .create(CreateMessageRequest::new("m", 8).user("hi"))
+            .create(CreateMessageRequest::new("claude-m", 8).user("hi"))
             .await
             .unwrap_err();
         assert!(

@@ -234,7 +234,7 @@ async fn the_mock_stream_split_at_every_byte_decodes_the_same() {
     let c = client(&s, "none");
     // Fetch the raw bytes of one stream.
     let svc = c.service();
-    let body = json!({"model": "m", "max_tokens": 12, "stream": true, "messages": [{"role": "user", "content": "x"}]});
+    let body = json!({"model": "claude-m", "max_tokens": 12, "stream": true, "messages": [{"role": "user", "content": "x"}]});
     let http_req = svc
         .endpoint()
         .post("/v1/messages", Bytes::from(body.to_string()));

@@ -25,7 +25,7 @@ async fn open_stream(c: &Client, key: &str) -> Result<MessageStream, Error> {
     let mut endpoint = c.service().endpoint().clone();
     endpoint.set_header("x-mock-key".parse().unwrap(), key.parse().unwrap());
     let svc = MessagesService::new(c.service().into_inner(), endpoint);
-    svc.stream(CreateMessageRequest::new("m", 60).user("Hi"))
+    svc.stream(CreateMessageRequest::new("claude-m", 60).user("Hi"))
         .await
 }
 

@@ -58,7 +58,7 @@ async fn one_event_per_retry_and_no_key_in_any() {
     s.script("t", [ScriptEntry::status(529), ScriptEntry::status(401)]);
     let e = c
         .messages()
-        .create(CreateMessageRequest::new("m", 8).user("hi"))
+        .create(CreateMessageRequest::new("claude-m", 8).user("hi"))
         .await
         .unwrap_err();
     assert_eq!(e.attempts(), 2);
@@ -99,22 +99,22 @@ async fn circuit_changes_and_fallbacks_are_events() {
         .base_url(s.url())
         .max_retries(0)
         .circuit_breakers(breakers)
-        .fallback_models(["fallback-model"])
+        .fallback_models(["claude-fallback"])
         .build()
         .unwrap();
     s.model_outage_for(
-        "primary-model",
+        "claude-primary",
         Duration::from_millis(900),
         anthropic_mock::OutageKind::Overloaded,
     );
-    let req = CreateMessageRequest::new("primary-model", 8).user("hi");
+    let req = CreateMessageRequest::new("claude-primary", 8).user("hi");
     for _ in 0..3 {
         let m = c.messages().create(req.clone()).await.unwrap();
-        assert_eq!(m.model, "fallback-model");
+        assert_eq!(m.model, "claude-fallback");
     }
     tokio::time::advance(Duration::from_secs(1)).await;
     let m = c.messages().create(req).await.unwrap();
-    assert_eq!(m.model, "primary-model", "the probe succeeded");
+    assert_eq!(m.model, "claude-primary", "the probe succeeded");
 
     let events = capture.0.lock().unwrap().clone();
     let find = |needle: &str| {
@@ -127,11 +127,15 @@ async fn circuit_changes_and_fallbacks_are_events() {
     let opened = find("message=circuit opened");
     assert_eq!(opened.len(), 1, "{events:#?}");
     assert!(opened[0].starts_with("WARN"), "{}", opened[0]);
-    assert!(opened[0].contains("circuit=primary-model"), "{}", opened[0]);
+    assert!(
+        opened[0].contains("circuit=claude-primary"),
+        "{}",
+        opened[0]
+    );
     assert_eq!(find("message=circuit half-open").len(), 1, "{events:#?}");
     assert_eq!(find("message=circuit closed").len(), 1, "{events:#?}");
     let fell = find("message=falling back");
     assert_eq!(fell.len(), 3, "{events:#?}");
-    assert!(fell[0].contains("to=fallback-model"), "{}", fell[0]);
+    assert!(fell[0].contains("to=claude-fallback"), "{}", fell[0]);
     assert!(events.iter().all(|e| !e.contains("SECRET")), "{events:#?}");
 }

@@ -149,6 +149,19 @@ pub(super) async fn api_outcome(
     }
     // An outage of this one model (the body names it), before the rate limits.
     let model = body["model"].as_str().unwrap_or_default();
+    if !state.config.knows_model(model) {
+        let shown: String = model.chars().take(100).collect();
+        return done(
+            fault,
+            error_response(
+                StatusCode::NOT_FOUND,
+                "not_found_error",
+                &format!("model: {shown}"),
+                None,
+                request_id,
+            ),
+        );
+    }
     // What the counters and the log keep of a name is bounded (a client picks its length).
     let name: String = model.chars().take(256).collect();
     state.counters.model(&name);

@@ -8,7 +8,7 @@ use super::responses::{error_response, json_response};
 use super::routes::Resp;
 
 /// The models the mock lists, newest first: (id, display name, created at).
-pub(super) const MODELS: &[(&str, &str, &str)] = &[
+pub(crate) const MODELS: &[(&str, &str, &str)] = &[
     ("claude-opus-4-6", "Claude Opus 4.6", "2026-02-05T00:00:00Z"),
     (
         "claude-sonnet-4-6",
@@ -106,4 +106,13 @@ pub(super) fn route(state: &State, path: &str, query: Option<&str>) -> Option<Re
             "last_id": page.last().map(|m| m.0),
         }),
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_listed_models_are_the_known_ones() {
+        let listed: Vec<&str> = super::MODELS.iter().map(|m| m.0).collect();
+        assert_eq!(listed, super::super::MODEL_IDS);
+    }
 }

@@ -496,20 +496,20 @@ mod tests {
     #[test]
     fn reads_the_three_line_forms() {
         let a = job_of(
-            r#"{"id":"a","request":{"model":"m","max_tokens":5,"messages":[{"role":"user","content":"x"}]},"metadata":{"k":1}}"#,
+            r#"{"id":"a","request":{"model":"claude-m","max_tokens":5,"messages":[{"role":"user","content":"x"}]},"metadata":{"k":1}}"#,
             1,
         )
         .unwrap();
         assert_eq!((a.id.as_str(), a.request.max_tokens), ("a", 5));
         assert_eq!(a.metadata, Some(serde_json::json!({"k": 1})));
         let b = job_of(
-            r#"{"custom_id":"b","params":{"model":"m","max_tokens":5,"messages":[]}}"#,
+            r#"{"custom_id":"b","params":{"model":"claude-m","max_tokens":5,"messages":[]}}"#,
             2,
         )
         .unwrap();
         assert_eq!(b.id, "b");
         let c = job_of(
-            r#"{"model":"m","max_tokens":5,"messages":[],"stream":true}"#,
+            r#"{"model":"claude-m","max_tokens":5,"messages":[],"stream":true}"#,
             7,
         )
         .unwrap();
@@ -520,7 +520,7 @@ mod tests {
             ("[1]", "not a JSON object"),
             (r#"{"id":3,"request":{}}"#, "must be a string"),
             (
-                r#"{"id":"x","request":{"model":"m"}}"#,
+                r#"{"id":"x","request":{"model":"claude-m"}}"#,
                 "not a Messages request",
             ),
         ] {

@@ -722,7 +722,10 @@ mod tests {
     use super::*;
 
     fn req(id: &str, max_tokens: u32) -> BatchRequest {
-        BatchRequest::new(id, CreateMessageRequest::new("m", max_tokens).user("hi"))
+        BatchRequest::new(
+            id,
+            CreateMessageRequest::new("claude-m", max_tokens).user("hi"),
+        )
     }
 
     #[test]

@@ -358,7 +358,7 @@ mod tests {
 
     #[test]
     fn request_serializes_and_unknown_fields_round_trip() {
-        let mut req = CreateMessageRequest::new("m", 10)
+        let mut req = CreateMessageRequest::new("claude-m", 10)
             .user("hi")
             .system("be brief");
         req.tool_choice = Some(ToolChoice::Tool {
@@ -382,7 +382,7 @@ mod tests {
     #[test]
     fn message_with_all_block_kinds_and_unknowns() {
         let v = json!({
-            "id": "msg_1", "type": "message", "role": "assistant", "model": "m",
+            "id": "msg_1", "type": "message", "role": "assistant", "model": "claude-m",
             "content": [
                 {"type": "thinking", "thinking": "hmm", "signature": "sig"},
                 {"type": "text", "text": "Hello"},

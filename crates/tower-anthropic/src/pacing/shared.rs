@@ -1095,21 +1095,21 @@ mod tests {
             .open_for(Duration::from_secs(30));
         let (b1, b2) = (CircuitBreakers::new(cfg), CircuitBreakers::new(cfg));
         let (c1, c2) = (client(&p1, &b1), client(&p2, &b2));
-        let req = || crate::CreateMessageRequest::new("down-model", 8).user("hi");
+        let req = || crate::CreateMessageRequest::new("claude-down", 8).user("hi");
         // Process 2 knows the model (one good call), then it goes down.
         c2.messages().create(req()).await.unwrap();
         mock.model_outage_for(
-            "down-model",
+            "claude-down",
             Duration::from_secs(60),
             OutageKind::Overloaded,
         );
         for _ in 0..3 {
             assert!(c1.messages().create(req()).await.is_err());
         }
-        assert_eq!(b1.state("down-model"), Some(CircuitState::Open));
+        assert_eq!(b1.state("claude-down"), Some(CircuitState::Open));
         p1.sync_once().await;
         p2.sync_once().await;
-        assert_eq!(b2.state("down-model"), Some(CircuitState::Open));
+        assert_eq!(b2.state("claude-down"), Some(CircuitState::Open));
         let before = mock.stats().requests;
         match c2.messages().create(req()).await {
             Err(Error::CircuitOpen(e)) => assert!(e.retry_after() > Duration::from_secs(25)),
@@ -1163,7 +1163,7 @@ mod tests {
                 .build()
                 .unwrap()
         };
-        let req = || crate::CreateMessageRequest::new("m", 8).user("hi");
+        let req = || crate::CreateMessageRequest::new("claude-m", 8).user("hi");
         let open = down();
         let c = client(open.clone());
         for _ in 0..3 {

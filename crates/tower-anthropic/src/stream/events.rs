@@ -266,7 +266,7 @@ mod tests {
     #[test]
     fn accumulates_text_tools_thinking_and_usage() {
         let events = [
-            json!({"type": "message_start", "message": {"id": "msg_1", "type": "message", "role": "assistant", "model": "m",
+            json!({"type": "message_start", "message": {"id": "msg_1", "type": "message", "role": "assistant", "model": "claude-m",
                 "content": [], "stop_reason": null, "stop_sequence": null, "usage": {"input_tokens": 10, "output_tokens": 1}}}),
             json!({"type": "content_block_start", "index": 0, "content_block": {"type": "thinking", "thinking": "", "signature": ""}}),
             json!({"type": "content_block_delta", "index": 0, "delta": {"type": "thinking_delta", "thinking": "Let me "}}),
@@ -312,7 +312,7 @@ mod tests {
 
     #[test]
     fn a_hostile_block_index_is_refused_without_allocating() {
-        let start = json!({"type": "message_start", "message": {"id": "m", "type": "message", "role": "assistant", "model": "x",
+        let start = json!({"type": "message_start", "message": {"id": "m", "type": "message", "role": "assistant", "model": "claude-x",
             "content": [], "stop_reason": null, "stop_sequence": null, "usage": {"input_tokens": 1, "output_tokens": 1}}});
         for index in [
             u64::MAX,
