@@ -66,12 +66,123 @@ pub(crate) fn estimate_input_tokens(body: &Value) -> u64 {
     ((text as u64).div_ceil(4) + 3 * n).max(1)
 }
 
-/// The answer's words: `tokens` words (one word a token) chosen from `seed`.
-pub(crate) fn answer_words(tokens: u32, seed: u64) -> Vec<&'static str> {
-    let start = (seed % WORDS.len() as u64) as usize;
+/// The answer's words: `tokens` words (one word a token) chosen from `seed`, starting at the
+/// beginning of a sentence.
+pub(crate) fn answer_words(tokens: u32, seed: u64) -> Vec<std::borrow::Cow<'static, str>> {
+    let starts: Vec<usize> = (0..WORDS.len())
+        .filter(|&i| i == 0 || WORDS[i - 1].ends_with('.'))
+        .collect();
+    let start = starts[(seed % starts.len() as u64) as usize];
     (0..tokens as usize)
-        .map(|i| WORDS[(start + i) % WORDS.len()])
+        .map(|i| std::borrow::Cow::Borrowed(WORDS[(start + i) % WORDS.len()]))
         .collect()
+}
+
+/// Ends the last word with a full stop (an answer that finished its turn ends a sentence).
+pub(crate) fn end_sentence(words: &mut [std::borrow::Cow<'static, str>]) {
+    if let Some(last) = words.last_mut() {
+        if !last.ends_with('.') {
+            let bare = last.trim_end_matches(',');
+            *last = std::borrow::Cow::Owned(format!("{bare}."));
+        }
+    }
+}
+
+/// The answer to a valid request `body`: `output_tokens` words (its `max_tokens` capped what
+/// the mock would say, `cap`), a tool call when the request offers tools; whole sentences
+/// unless cut by `max_tokens`.
+pub(crate) fn answer_for(
+    body: &Value,
+    id: String,
+    input_tokens: u64,
+    output_tokens: u32,
+    cap: u32,
+    seed: u64,
+) -> Answer {
+    let max_tokens = body["max_tokens"].as_u64().unwrap_or(1);
+    let tool = tool_call(body, crate::rng::id("toolu_", seed));
+    let stop_reason = if tool.is_some() {
+        "tool_use"
+    } else if u64::from(cap) > max_tokens {
+        "max_tokens"
+    } else {
+        "end_turn"
+    };
+    let mut words = answer_words(output_tokens, seed);
+    if stop_reason != "max_tokens" {
+        end_sentence(&mut words);
+    }
+    Answer {
+        id,
+        model: body["model"].as_str().unwrap_or_default().to_owned(),
+        input_tokens,
+        output_tokens,
+        stop_reason,
+        words,
+        tool,
+    }
+}
+
+/// A call of one of the request's tools.
+#[derive(Debug, Clone)]
+pub(crate) struct ToolCall {
+    pub(crate) id: String,
+    pub(crate) name: String,
+    pub(crate) input: Value,
+}
+
+/// The tool the answer calls, if the request offers tools (and does not forbid them): the one
+/// `tool_choice` names, else the first; its input made from its `input_schema`.
+pub(crate) fn tool_call(body: &Value, id: String) -> Option<ToolCall> {
+    let tools = body.get("tools")?.as_array().filter(|t| !t.is_empty())?;
+    let choice = body.get("tool_choice");
+    if choice.and_then(|c| c.get("type")).and_then(Value::as_str) == Some("none") {
+        return None;
+    }
+    let named = choice
+        .filter(|c| c.get("type").and_then(Value::as_str) == Some("tool"))
+        .and_then(|c| c.get("name"))
+        .and_then(Value::as_str);
+    let tool = match named {
+        Some(n) => tools
+            .iter()
+            .find(|t| t.get("name").and_then(Value::as_str) == Some(n))?,
+        None => &tools[0],
+    };
+    let name = tool.get("name").and_then(Value::as_str)?.to_owned();
+    let input = example_of(tool.get("input_schema").unwrap_or(&Value::Null), 0);
+    Some(ToolCall { id, name, input })
+}
+
+/// A value that fits a JSON schema, roughly (types and properties; depth bounded).
+fn example_of(schema: &Value, depth: usize) -> Value {
+    if depth > 8 {
+        return Value::Null;
+    }
+    match schema.get("type").and_then(Value::as_str) {
+        Some("string") => schema
+            .get("enum")
+            .and_then(|e| e.get(0))
+            .cloned()
+            .unwrap_or_else(|| json!("example")),
+        Some("integer") => json!(1),
+        Some("number") => json!(1.5),
+        Some("boolean") => json!(true),
+        Some("array") => json!([example_of(
+            schema.get("items").unwrap_or(&Value::Null),
+            depth + 1
+        )]),
+        Some("object") | None => {
+            let mut o = serde_json::Map::new();
+            if let Some(props) = schema.get("properties").and_then(Value::as_object) {
+                for (k, v) in props.iter().take(64) {
+                    o.insert(k.clone(), example_of(v, depth + 1));
+                }
+            }
+            Value::Object(o)
+        }
+        Some(_) => Value::Null,
+    }
 }
 
 /// A planned answer: everything needed for both the JSON and the SSE form.
@@ -82,12 +193,22 @@ pub(crate) struct Answer {
     pub(crate) input_tokens: u64,
     pub(crate) output_tokens: u32,
     pub(crate) stop_reason: &'static str,
-    pub(crate) words: Vec<&'static str>,
+    pub(crate) words: Vec<std::borrow::Cow<'static, str>>,
+    /// A tool call after the text (then `stop_reason` is `tool_use`).
+    pub(crate) tool: Option<ToolCall>,
 }
 
 impl Answer {
     pub(crate) fn text(&self) -> String {
         self.words.join(" ")
+    }
+
+    fn content(&self) -> Value {
+        let mut c = vec![json!({"type": "text", "text": self.text()})];
+        if let Some(t) = &self.tool {
+            c.push(json!({"type": "tool_use", "id": t.id, "name": t.name, "input": t.input}));
+        }
+        Value::Array(c)
     }
 
     /// The non-streaming `Message`.
@@ -97,7 +218,7 @@ impl Answer {
             "type": "message",
             "role": "assistant",
             "model": self.model,
-            "content": [{"type": "text", "text": self.text()}],
+            "content": self.content(),
             "stop_reason": self.stop_reason,
             "stop_sequence": null,
             "usage": {
@@ -149,6 +270,28 @@ impl Answer {
             "content_block_stop",
             &json!({"type": "content_block_stop", "index": 0}),
         ));
+        if let Some(t) = &self.tool {
+            out.push(event(
+                "content_block_start",
+                &json!({"type": "content_block_start", "index": 1,
+                        "content_block": {"type": "tool_use", "id": t.id, "name": t.name, "input": {}}}),
+            ));
+            // The input as partial JSON, a few characters at a time.
+            let json = t.input.to_string();
+            let chars: Vec<char> = json.chars().collect();
+            for part in chars.chunks(12) {
+                let partial: String = part.iter().collect();
+                out.push(event(
+                    "content_block_delta",
+                    &json!({"type": "content_block_delta", "index": 1,
+                            "delta": {"type": "input_json_delta", "partial_json": partial}}),
+                ));
+            }
+            out.push(event(
+                "content_block_stop",
+                &json!({"type": "content_block_stop", "index": 1}),
+            ));
+        }
         out.push(event(
             "message_delta",
             &json!({"type": "message_delta",
@@ -212,6 +355,7 @@ mod tests {
             output_tokens: 7,
             stop_reason: "end_turn",
             words: answer_words(7, 0),
+            tool: None,
         };
         let events = a.sse_events(2);
         let names: Vec<String> = events

@@ -377,3 +377,45 @@ event: message_stop\ndata: {\"type\":\"message_stop\"}\n\n";
         "nothing after message_stop is appended"
     );
 }
+
+#[tokio::test]
+async fn a_tool_call_whole_and_streamed_reads_the_same() {
+    use tower_anthropic::messages::{ContentBlock, StopReason, Tool};
+    let s = anthropic_mock::MockServer::start(anthropic_mock::MockConfig::default())
+        .await
+        .unwrap();
+    let c = support::builder(&s, "tools", 1).build().unwrap();
+    let mut req = support::req(64);
+    req.tools = Some(vec![Tool {
+        name: "get_weather".into(),
+        description: None,
+        input_schema: serde_json::json!({"type": "object", "properties": {
+            "city": {"type": "string"}, "days": {"type": "integer"}}}),
+        extra: Default::default(),
+    }]);
+    let whole = c.messages().create(req.clone()).await.unwrap();
+    let streamed = c
+        .messages()
+        .stream(req)
+        .await
+        .unwrap()
+        .final_message()
+        .await
+        .unwrap();
+    for m in [&*whole, &streamed] {
+        assert_eq!(m.stop_reason, Some(StopReason::ToolUse));
+        match &m.content[1] {
+            ContentBlock::ToolUse { name, input, .. } => {
+                assert_eq!(name, "get_weather");
+                assert_eq!(input["city"], "example");
+                assert_eq!(input["days"], 1);
+            }
+            b => panic!("{b:?}"),
+        }
+        assert!(
+            m.text().ends_with('.'),
+            "the text ends a sentence: {}",
+            m.text()
+        );
+    }
+}

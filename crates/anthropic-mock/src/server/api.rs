@@ -18,7 +18,7 @@ use super::responses::{
     error_response, html_response, hv, invalid, json_response, message_response, stream_response,
 };
 use super::routes::{Resp, Route};
-use crate::generate::{self, Answer};
+use crate::generate;
 use crate::rng;
 use crate::stats::lock;
 
@@ -213,18 +213,14 @@ pub(super) async fn api_outcome(
         tokio::time::sleep(latency.time_to_first_byte).await;
     }
     let n = state.ids.fetch_add(1, Ordering::Relaxed);
-    let answer = Answer {
-        id: rng::id("msg_", n),
-        model: body["model"].as_str().unwrap_or_default().to_owned(),
+    let answer = generate::answer_for(
+        &body,
+        rng::id("msg_", n),
         input_tokens,
         output_tokens,
-        stop_reason: if (state.config.output_tokens as u64) > max_tokens {
-            "max_tokens"
-        } else {
-            "end_turn"
-        },
-        words: generate::answer_words(output_tokens, n),
-    };
+        state.config.output_tokens,
+        n,
+    );
     let streaming = body.get("stream").and_then(Value::as_bool).unwrap_or(false);
     // What `max_tokens` reserved beyond the real output is given back when the answer ends.
     let unused = max_tokens.saturating_sub(u64::from(output_tokens));

@@ -19,7 +19,7 @@ use super::State;
 use super::responses::{error_response, hv, json_response};
 use super::routes::{Resp, Route};
 use crate::body::MockBody;
-use crate::generate::{self, Answer};
+use crate::generate;
 use crate::rng;
 use crate::stats::lock;
 
@@ -158,18 +158,14 @@ fn process(params: &Value, seed: u64, output_tokens: u32) -> Fate {
     }
     let max_tokens = params["max_tokens"].as_u64().unwrap_or(1);
     let output = u64::from(output_tokens).min(max_tokens).max(1) as u32;
-    let answer = Answer {
-        id: rng::id("msg_", seed),
-        model: params["model"].as_str().unwrap_or_default().to_owned(),
-        input_tokens: generate::estimate_input_tokens(params),
-        output_tokens: output,
-        stop_reason: if max_tokens < 48 {
-            "max_tokens"
-        } else {
-            "end_turn"
-        },
-        words: generate::answer_words(output, seed),
-    };
+    let answer = generate::answer_for(
+        params,
+        rng::id("msg_", seed),
+        generate::estimate_input_tokens(params),
+        output,
+        output_tokens,
+        seed,
+    );
     Fate::Succeeded(serde_json::from_slice(&answer.message_json()).unwrap_or(Value::Null))
 }
 
