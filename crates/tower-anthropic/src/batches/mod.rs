@@ -409,13 +409,7 @@ where
         let resp = self.send(method, path, body, false).await?;
         let (parts, body) = resp.into_parts();
         if !parts.status.is_success() {
-            let prefix = Collect::new(
-                body,
-                crate::classify::DEFAULT_MAX_ERROR_BODY,
-                AtBound::KeepPrefix,
-            )
-            .await?;
-            return Err(crate::classify::api_error(parts, &prefix));
+            return Err(crate::classify::read_api_error(parts, body).await);
         }
         let limit = if parts.extensions.get::<Buffered>().is_some() {
             usize::MAX
@@ -482,13 +476,7 @@ where
             .await?;
         let (parts, body) = resp.into_parts();
         if !parts.status.is_success() {
-            let prefix = Collect::new(
-                body,
-                crate::classify::DEFAULT_MAX_ERROR_BODY,
-                AtBound::KeepPrefix,
-            )
-            .await?;
-            return Err(crate::classify::api_error(parts, &prefix));
+            return Err(crate::classify::read_api_error(parts, body).await);
         }
         let body = body
             .map_frame(|f| f.map_data(|mut d| d.copy_to_bytes(d.remaining())))

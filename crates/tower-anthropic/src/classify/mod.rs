@@ -264,6 +264,20 @@ pub(crate) fn stream_error_event(data: &[u8]) -> Error {
 }
 
 /// Builds the typed error from a non-2xx status, its headers and a (bounded) body prefix.
+/// The typed error of a non-2xx response whose body has not been read: a bounded prefix of
+/// the body is read and classified.
+pub(crate) async fn read_api_error<B>(parts: http::response::Parts, body: B) -> Error
+where
+    B: http_body::Body,
+    B::Error: Into<crate::error::BoxError>,
+{
+    let limit = DEFAULT_MAX_ERROR_BODY;
+    match crate::body::Collect::new(body, limit, crate::body::AtBound::KeepPrefix).await {
+        Ok(prefix) => api_error(parts, &prefix),
+        Err(e) => e,
+    }
+}
+
 pub(crate) fn api_error(parts: http::response::Parts, body: &[u8]) -> Error {
     let parsed = ErrorBody::parse(body);
     // The server's text reaches `Display` and logs: one line, printable, bounded.

@@ -310,9 +310,7 @@ where
 {
     let (parts, body) = resp.into_parts();
     if !parts.status.is_success() {
-        let prefix =
-            Collect::new(body, classify::DEFAULT_MAX_ERROR_BODY, AtBound::KeepPrefix).await?;
-        return Err(classify::api_error(parts, &prefix));
+        return Err(classify::read_api_error(parts, body).await);
     }
     let bytes = if parts.extensions.get::<Buffered>().is_some() {
         Collect::new(body, usize::MAX, AtBound::Fail).await?
