@@ -111,19 +111,10 @@ impl fmt::Debug for Client {
 }
 
 impl Client {
-    /// A client configured from `ANTHROPIC_API_KEY` and, if set, `ANTHROPIC_BASE_URL`.
+    /// A client configured from `ANTHROPIC_API_KEY` and, if set, `ANTHROPIC_BASE_URL`
+    /// (`ClientBuilder::from_env()?.build()`).
     pub fn from_env() -> Result<Client, ConfigError> {
-        let mut b = Client::builder();
-        match std::env::var("ANTHROPIC_API_KEY") {
-            Ok(k) => b = b.api_key(k),
-            Err(_) => return Err(ConfigError::MissingApiKey),
-        }
-        if let Ok(url) = std::env::var("ANTHROPIC_BASE_URL") {
-            if !url.trim().is_empty() {
-                b = b.base_url(url);
-            }
-        }
-        b.build()
+        ClientBuilder::from_env()?.build()
     }
 
     /// A builder with the defaults.
@@ -290,6 +281,44 @@ impl fmt::Debug for ClientBuilder {
 }
 
 impl ClientBuilder {
+    /// A builder with the key from `ANTHROPIC_API_KEY` and, if set, the base URL from
+    /// `ANTHROPIC_BASE_URL`, to tune further before [`build`](Self::build).
+    pub fn from_env() -> Result<ClientBuilder, ConfigError> {
+        let key = std::env::var("ANTHROPIC_API_KEY").map_err(|_| ConfigError::MissingApiKey)?;
+        let mut b = Client::builder().api_key(key);
+        if let Ok(url) = std::env::var("ANTHROPIC_BASE_URL") {
+            if !url.trim().is_empty() {
+                b = b.base_url(url);
+            }
+        }
+        Ok(b)
+    }
+
+    /// A preset for calls made while someone waits (a web request handler): each call has a
+    /// deadline of `deadline` covering its retries and waits (a call the quota cannot take in
+    /// time fails at once with [`Error::Paced`] and a `retry_after()`, instead of holding the
+    /// caller), each attempt at most `deadline` too, and server-directed waits past it are
+    /// returned rather than slept. The defaults are tuned for batch work, where waiting is
+    /// cheap; this is the other end.
+    ///
+    /// ```
+    /// # fn f() -> Result<(), tower_anthropic::ConfigError> {
+    /// use std::time::Duration;
+    /// use tower_anthropic::ClientBuilder;
+    /// let client = ClientBuilder::default()
+    ///     .api_key("sk-ant-...")
+    ///     .for_request_handlers(Duration::from_secs(20))
+    ///     .build()?;
+    /// # Ok(()) }
+    /// ```
+    pub fn for_request_handlers(mut self, deadline: Duration) -> Self {
+        let deadline = deadline.max(Duration::from_millis(100));
+        self.deadline = Some(deadline);
+        self.timeout = Some(deadline);
+        self.retry = self.retry.max_retry_after(deadline);
+        self
+    }
+
     /// The API key (required).
     pub fn api_key(mut self, key: impl Into<String>) -> Self {
         self.api_key = Some(key.into());

@@ -35,7 +35,12 @@
 //! Every failure is an [`Error`] to match on; see [`error`] for the status table, and
 //! [`stream`] for streaming. With the `redis` feature, `pacing::SharedPacer` shares one
 //! quota (and the breakers and retry budget) between processes; the work queue and the
-//! `anthropic-bulk` command are in the `tower-anthropic-queue` crate.
+//! `anthropic-bulk` command are in the `tower-anthropic-queue` crate. With the `axum`
+//! feature, [`Error`] implements `axum::response::IntoResponse` (a status, `Retry-After` and
+//! the API's error shape; nothing about the key or the account leaks): see [`error`].
+//!
+//! Features: `redis` (shared pacing), `axum` (`IntoResponse` for `Error`); none is on by
+//! default.
 
 pub mod batches;
 pub mod body;

@@ -23,6 +23,17 @@
 //! | other | `Other` | no |
 //!
 //! `x-should-retry: true` or `false` on the response overrides the table, as in the SDKs.
+//!
+//! With the `axum` feature, `Error` is an `axum` response. What a handler's caller gets:
+//!
+//! | the error | status | `error.type` | message |
+//! |---|---|---|---|
+//! | refused before sending; upstream 400, 404, 413, 422 | the same 4xx (400 for a local refusal) | `invalid_request_error`, `not_found_error`, `request_too_large` | the request's fault, as described |
+//! | upstream 429, the pacer's refusal, shed load | 429 with `Retry-After` when known | `rate_limit_error` | generic |
+//! | 529, upstream 503, an open circuit | 503 with `Retry-After` when known | `overloaded_error` | generic |
+//! | every timeout | 504 | `timeout_error` | generic |
+//! | our key or account (401, 402, 403, a spend limit) | 502 | `api_error` | generic: nothing about the key or the account |
+//! | other upstream failures | 502 | `api_error` | generic |
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -30,6 +41,8 @@ use std::time::Duration;
 use http::StatusCode;
 
 mod api;
+#[cfg(feature = "axum")]
+mod axum;
 mod connection;
 mod other;
 mod timeout;
