@@ -376,3 +376,65 @@ async fn layers_compose_around_a_foreign_service() {
     assert_eq!(m.text(), "hi");
     assert_eq!(calls.load(std::sync::atomic::Ordering::SeqCst), 2);
 }
+
+#[tokio::test]
+async fn a_typed_tool_round_trip_and_every_builder_field() {
+    use tower_anthropic::messages::{StopReason, Tool, ToolChoice};
+    let s = MockServer::start(MockConfig::default()).await.unwrap();
+    let c = client(&s, "tools");
+    let weather = Tool::new(
+        "get_weather",
+        "The weather in a city",
+        serde_json::json!({"type": "object", "properties": {"city": {"type": "string"}}}),
+    );
+    let req = CreateMessageRequest::new("claude-sonnet-4-6", 256)
+        .system("Be brief.")
+        .user("Weather in Paris?")
+        .tool(weather)
+        .temperature(0.2)
+        .top_p(0.9)
+        .top_k(40)
+        .stop_sequences(["END"])
+        .user_id("user-42")
+        .thinking(128);
+    let json = serde_json::to_value(&req).unwrap();
+    assert_eq!(json["thinking"]["budget_tokens"], 128);
+    assert_eq!(json["metadata"]["user_id"], "user-42");
+    assert_eq!(json["stop_sequences"][0], "END");
+    assert_eq!(json["tools"][0]["name"], "get_weather");
+    let first = c.messages().create(req.clone()).await.unwrap();
+    assert_eq!(first.stop_reason, Some(StopReason::ToolUse));
+    let (id, name, input) = first.tool_calls().next().unwrap();
+    assert_eq!(
+        (name, input["city"].as_str()),
+        ("get_weather", Some("example"))
+    );
+    // Answer the call; no more tools this time.
+    let follow = req
+        .assistant_message(&first)
+        .tool_result(id, serde_json::json!("18 C and sunny"), false)
+        .tool_choice(ToolChoice::None);
+    let sent = serde_json::to_value(&follow).unwrap();
+    assert_eq!(sent["messages"][2]["content"][0]["type"], "tool_result");
+    let last = c.messages().create(follow).await.unwrap();
+    assert_eq!(last.stop_reason, Some(StopReason::EndTurn));
+    assert_eq!(last.tool_calls().count(), 0);
+    // Images and documents go as blocks.
+    let img = CreateMessageRequest::new("claude-sonnet-4-6", 64).user_image(
+        "image/png",
+        "iVBORw0KGgo=",
+        "What is this?",
+    );
+    let doc =
+        CreateMessageRequest::new("claude-sonnet-4-6", 64).user_document("JVBERi0=", "Summarize.");
+    assert_eq!(
+        serde_json::to_value(&img).unwrap()["messages"][0]["content"][0]["type"],
+        "image"
+    );
+    assert_eq!(
+        serde_json::to_value(&doc).unwrap()["messages"][0]["content"][0]["type"],
+        "document"
+    );
+    c.messages().create(img).await.unwrap();
+    c.messages().create(doc).await.unwrap();
+}

@@ -93,6 +93,141 @@ impl CreateMessageRequest {
         self.system = Some(Content::Text(text.into()));
         self
     }
+
+    /// Appends a turn made of content blocks (images, documents, tool results, ...).
+    pub fn message(mut self, role: Role, blocks: Vec<ContentBlock>) -> Self {
+        self.messages.push(MessageParam {
+            role,
+            content: Content::Blocks(blocks),
+        });
+        self
+    }
+
+    /// Appends a user turn with an image (base64 `data` of `media_type`, e.g. `image/png`)
+    /// and a question about it.
+    pub fn user_image(
+        self,
+        media_type: &str,
+        data: impl Into<String>,
+        text: impl Into<String>,
+    ) -> Self {
+        let image = ContentBlock::Image {
+            source: serde_json::json!({"type": "base64", "media_type": media_type, "data": data.into()}),
+        };
+        self.message(Role::User, vec![image, ContentBlock::text(text)])
+    }
+
+    /// Appends a user turn with a PDF document (base64 `data`) and a question about it.
+    pub fn user_document(self, data: impl Into<String>, text: impl Into<String>) -> Self {
+        let doc = ContentBlock::Unknown(serde_json::json!({"type": "document", "source":
+            {"type": "base64", "media_type": "application/pdf", "data": data.into()}}));
+        self.message(Role::User, vec![doc, ContentBlock::text(text)])
+    }
+
+    /// Appends the assistant's turn of `answer` (its text and tool calls, as the API sent
+    /// them), to continue a conversation or answer its tool calls.
+    pub fn assistant_message(self, answer: &Message) -> Self {
+        self.message(Role::Assistant, answer.content.clone())
+    }
+
+    /// Appends a user turn answering the tool call `tool_use_id` with `result` (a string or
+    /// blocks as JSON); `is_error` says the tool failed.
+    pub fn tool_result(
+        self,
+        tool_use_id: impl Into<String>,
+        result: Value,
+        is_error: bool,
+    ) -> Self {
+        let block = ContentBlock::ToolResult {
+            tool_use_id: tool_use_id.into(),
+            content: Some(result),
+            is_error: is_error.then_some(true),
+        };
+        self.message(Role::User, vec![block])
+    }
+
+    /// Sampling temperature (0 to 1).
+    pub fn temperature(mut self, t: f32) -> Self {
+        self.temperature = Some(t);
+        self
+    }
+
+    /// Nucleus sampling.
+    pub fn top_p(mut self, p: f32) -> Self {
+        self.top_p = Some(p);
+        self
+    }
+
+    /// Top-k sampling.
+    pub fn top_k(mut self, k: u32) -> Self {
+        self.top_k = Some(k);
+        self
+    }
+
+    /// Custom stop sequences.
+    pub fn stop_sequences<I, S>(mut self, seqs: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.stop_sequences = Some(seqs.into_iter().map(Into::into).collect());
+        self
+    }
+
+    /// An opaque id of the end user (`metadata.user_id`).
+    pub fn user_id(mut self, id: impl Into<String>) -> Self {
+        self.metadata = Some(Metadata {
+            user_id: Some(id.into()),
+        });
+        self
+    }
+
+    /// Offers a tool (repeatable).
+    pub fn tool(mut self, tool: Tool) -> Self {
+        self.tools.get_or_insert_with(Vec::new).push(tool);
+        self
+    }
+
+    /// How the model should use the tools.
+    pub fn tool_choice(mut self, choice: ToolChoice) -> Self {
+        self.tool_choice = Some(choice);
+        self
+    }
+
+    /// Extended thinking with this many tokens of budget (below `max_tokens`).
+    pub fn thinking(mut self, budget_tokens: u32) -> Self {
+        self.extra.insert(
+            "thinking".into(),
+            serde_json::json!({"type": "enabled", "budget_tokens": budget_tokens}),
+        );
+        self
+    }
+}
+
+impl Tool {
+    /// A tool with a name, a description and the JSON Schema of its input.
+    pub fn new(
+        name: impl Into<String>,
+        description: impl Into<String>,
+        input_schema: Value,
+    ) -> Self {
+        Self {
+            name: name.into(),
+            description: Some(description.into()),
+            input_schema,
+            extra: Map::new(),
+        }
+    }
+}
+
+impl Message {
+    /// The tool calls of the answer: (id, name, input).
+    pub fn tool_calls(&self) -> impl Iterator<Item = (&str, &str, &Value)> {
+        self.content.iter().filter_map(|b| match b {
+            ContentBlock::ToolUse { id, name, input } => Some((id.as_str(), name.as_str(), input)),
+            _ => None,
+        })
+    }
 }
 
 /// Who speaks a turn.
