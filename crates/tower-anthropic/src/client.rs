@@ -51,7 +51,7 @@ pub const DEFAULT_STREAM_IDLE_TIMEOUT: Duration = Duration::from_secs(120);
 ///         idle timeout   gap between chunks of a stream (120 s)
 ///           limit        concurrency permit held until the body ends (off unless set)
 ///             classify   non-2xx -> typed Error
-///               transport  hyper-util over rustls, pooled
+///               transport  hyper-util over rustls, pooled (credentials marked sensitive)
 /// ```
 ///
 /// `Clone + Send + Sync` and cheap to clone (the connection pool and all shared state are
@@ -571,6 +571,13 @@ impl ClientBuilder {
             .layer(
                 ClassifyLayer::new()
                     .max_error_body(self.max_error_body.unwrap_or(DEFAULT_MAX_ERROR_BODY)),
+            )
+            // Credentials marked sensitive for anything that logs below (the key is already).
+            .layer(
+                tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer::new([
+                    HeaderName::from_static("x-api-key"),
+                    http::header::AUTHORIZATION,
+                ]),
             )
             .service(http);
         let service = MessagesService::new(BoxCloneSyncService::new(stack), endpoint)

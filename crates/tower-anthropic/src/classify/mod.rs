@@ -55,7 +55,9 @@ use pin_project_lite::pin_project;
 use tower::{Layer, Service};
 
 pub(crate) use headers::parse_request_id;
+mod http_classifier;
 use headers::{parse_retry_after, parse_should_retry};
+pub use http_classifier::{ApiClassifier, ApiFailureClass};
 
 use crate::body::{AtBound, Collect};
 use crate::error::{ApiError, ApiErrorKind, BoxError, Error, StreamError};
