@@ -139,3 +139,94 @@ async fn circuit_changes_and_fallbacks_are_events() {
     assert!(fell[0].contains("to=claude-fallback"), "{}", fell[0]);
     assert!(events.iter().all(|e| !e.contains("SECRET")), "{events:#?}");
 }
+
+/// A subscriber that keeps every span's name and fields (as text), by span.
+#[derive(Clone, Default)]
+struct Spans(Arc<Mutex<Vec<(String, String)>>>);
+
+impl Subscriber for Spans {
+    fn enabled(&self, _: &Metadata<'_>) -> bool {
+        true
+    }
+    fn new_span(&self, attrs: &Attributes<'_>) -> Id {
+        let mut f = Fields(String::new());
+        attrs.record(&mut f);
+        let mut all = self.0.lock().unwrap();
+        all.push((attrs.metadata().name().to_owned(), f.0));
+        Id::from_u64(all.len() as u64)
+    }
+    fn record(&self, id: &Id, values: &Record<'_>) {
+        let mut f = Fields(String::new());
+        values.record(&mut f);
+        let mut all = self.0.lock().unwrap();
+        if let Some(s) = all.get_mut(id.into_u64() as usize - 1) {
+            s.1.push_str(&f.0);
+        }
+    }
+    fn record_follows_from(&self, _: &Id, _: &Id) {}
+    fn event(&self, _: &Event<'_>) {}
+    fn enter(&self, _: &Id) {}
+    fn exit(&self, _: &Id) {}
+}
+
+#[tokio::test(start_paused = true)]
+async fn one_genai_span_per_call_without_the_prompt() {
+    let spans = Spans::default();
+    let _guard = tracing::subscriber::set_default(spans.clone());
+    let s = MockServer::start(MockConfig::default()).await.unwrap();
+    let c = Client::builder()
+        .api_key(KEY)
+        .base_url(s.url())
+        .default_header("x-mock-key", "span")
+        .max_retries(0)
+        .build()
+        .unwrap();
+    let req = CreateMessageRequest::new("claude-sonnet-4-6", 8).user("a private prompt");
+    let m = c.messages().create(req.clone()).await.unwrap();
+    s.script("span", [ScriptEntry::status(529)]);
+    c.messages().create(req.clone()).await.unwrap_err();
+    c.messages()
+        .stream(req)
+        .await
+        .unwrap()
+        .final_message()
+        .await
+        .unwrap();
+    let all = spans.0.lock().unwrap().clone();
+    let chats: Vec<&String> = all
+        .iter()
+        .filter(|(n, _)| n == "chat")
+        .map(|(_, f)| f)
+        .collect();
+    assert_eq!(chats.len(), 3, "{all:#?}");
+    for field in [
+        "otel.name=chat claude-sonnet-4-6",
+        "gen_ai.provider.name=\"anthropic\"",
+        "gen_ai.operation.name=\"chat\"",
+        "gen_ai.request.model=\"claude-sonnet-4-6\"",
+        "gen_ai.request.max_tokens=8",
+        &format!("gen_ai.response.id=\"{}\"", m.id),
+        "gen_ai.response.model=\"claude-sonnet-4-6\"",
+        "gen_ai.response.finish_reasons=\"max_tokens\"",
+        &format!("gen_ai.usage.input_tokens={}", m.usage.input_tokens),
+        "gen_ai.usage.output_tokens=8",
+        "anthropic.attempts=1",
+    ] {
+        assert!(chats[0].contains(field), "{field} missing in {}", chats[0]);
+    }
+    assert!(
+        chats[1].contains("error.type=\"Overloaded\""),
+        "{}",
+        chats[1]
+    );
+    assert!(
+        chats[2].contains("gen_ai.request.stream=true"),
+        "{}",
+        chats[2]
+    );
+    let text = format!("{all:?}");
+    assert!(
+        !text.contains("private prompt") && !text.contains("SECRET"),
+        "{text}"
+    );
+}

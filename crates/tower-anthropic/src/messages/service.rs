@@ -379,6 +379,9 @@ pub trait ApiRequest: Serialize + sealed::Sealed {
     fn usage(_output: &Self::Output) -> Option<(u64, u64)> {
         None
     }
+    /// Records what an answer says on the call's span (GenAI conventions).
+    #[doc(hidden)]
+    fn record(_output: &Self::Output, _span: &tracing::Span) {}
 }
 
 mod sealed {
@@ -410,6 +413,89 @@ impl ApiRequest for CreateMessageRequest {
 
     fn usage(message: &Message) -> Option<(u64, u64)> {
         Some((message.usage.input_tokens, message.usage.output_tokens))
+    }
+
+    fn record(m: &Message, span: &tracing::Span) {
+        span.record("gen_ai.response.id", m.id.as_str());
+        span.record("gen_ai.response.model", m.model.as_str());
+        if let Some(r) = &m.stop_reason {
+            let reason = serde_json::to_value(r).ok();
+            let reason = reason
+                .as_ref()
+                .and_then(serde_json::Value::as_str)
+                .unwrap_or("other");
+            span.record("gen_ai.response.finish_reasons", reason);
+        }
+        span.record("gen_ai.usage.input_tokens", m.usage.input_tokens);
+        span.record("gen_ai.usage.output_tokens", m.usage.output_tokens);
+        if let Some(n) = m.usage.cache_read_input_tokens {
+            span.record("gen_ai.usage.cache_read.input_tokens", n);
+        }
+        if let Some(n) = m.usage.cache_creation_input_tokens {
+            span.record("gen_ai.usage.cache_creation.input_tokens", n);
+        }
+    }
+}
+
+/// The span of one call, named `chat` with `otel.name` = `chat {model}`, its fields those of
+/// the OpenTelemetry GenAI semantic conventions (never the prompt or the answer).
+pub(crate) fn chat_span(model: &str, max_tokens: u32, streaming: bool) -> tracing::Span {
+    use tracing::field::Empty;
+    tracing::info_span!(
+        "chat",
+        otel.name = %format_args!("chat {model}"),
+        gen_ai.provider.name = "anthropic",
+        gen_ai.operation.name = "chat",
+        gen_ai.request.model = model,
+        gen_ai.request.max_tokens = max_tokens,
+        gen_ai.request.stream = streaming,
+        gen_ai.response.id = Empty,
+        gen_ai.response.model = Empty,
+        gen_ai.response.finish_reasons = Empty,
+        gen_ai.usage.input_tokens = Empty,
+        gen_ai.usage.output_tokens = Empty,
+        gen_ai.usage.cache_read.input_tokens = Empty,
+        gen_ai.usage.cache_creation.input_tokens = Empty,
+        error.type = Empty,
+        anthropic.request_id = Empty,
+        anthropic.attempts = Empty,
+    )
+}
+
+/// Records the end of a call on its span.
+fn record_end<T>(span: &tracing::Span, result: &Result<ApiResponse<T>, Error>) {
+    match result {
+        Ok(r) => {
+            span.record("anthropic.attempts", r.attempts());
+            if let Some(id) = r.request_id() {
+                span.record("anthropic.request_id", id);
+            }
+        }
+        Err(e) => {
+            let kind = match e.kind() {
+                Some(k) => format!("{k:?}"),
+                None => error_class(e).to_owned(),
+            };
+            span.record("error.type", kind.as_str());
+            span.record("anthropic.attempts", e.attempts());
+            if let Some(id) = e.request_id() {
+                span.record("anthropic.request_id", id);
+            }
+        }
+    }
+}
+
+fn error_class(e: &Error) -> &'static str {
+    match e {
+        Error::Connection(_) => "connection",
+        Error::Timeout(_) => "timeout",
+        Error::Decode(_) => "decode",
+        Error::InvalidRequest(_) => "invalid_request",
+        Error::LimitReached(_) => "limit_reached",
+        Error::Stream(_) => "stream",
+        Error::Paced(_) => "paced",
+        Error::CircuitOpen(_) => "circuit_open",
+        _ => "other",
     }
 }
 
@@ -455,13 +541,30 @@ where
             Ok(r) => r,
             Err(e) => return Box::pin(std::future::ready(Err(e))),
         };
+        let span = req
+            .paced()
+            .map(|(model, max_tokens)| chat_span(model, max_tokens, false));
         // The inner service was made ready by `poll_ready`: call it now, await later.
-        let call = self.inner.call(http_req);
+        let call = {
+            let _entered = span.as_ref().map(tracing::Span::enter);
+            self.inner.call(http_req)
+        };
         let max_body = self.max_body;
-        Box::pin(async move {
+        let fut = async move {
             let resp = call.await.map_err(Error::from_service_error)?;
             read_response::<_, R>(resp, max_body).await
-        })
+        };
+        match span {
+            Some(span) => Box::pin(async move {
+                let result = tracing::Instrument::instrument(fut, span.clone()).await;
+                if let Ok(r) = &result {
+                    R::record(r, &span);
+                }
+                record_end(&span, &result);
+                result
+            }),
+            None => Box::pin(fut),
+        }
     }
 }
 
@@ -497,9 +600,27 @@ where
         let connect: Connect = Box::new(move |req| erase(svc.clone().oneshot(req)));
         let resend = self.resend_streams;
         let limit = self.first_content;
-        Box::pin(MessageStream::start(
-            first, connect, template, resend, limit,
-        ))
+        let span = chat_span(&req.model, req.max_tokens, true);
+        let started = MessageStream::start(first, connect, template, resend, limit);
+        Box::pin(async move {
+            // The span covers the call up to the stream's start (its events are the caller's).
+            let result = tracing::Instrument::instrument(started, span.clone()).await;
+            match &result {
+                Ok(s) => {
+                    span.record("anthropic.attempts", s.attempts());
+                    if let Some(id) = s.request_id() {
+                        span.record("anthropic.request_id", id);
+                    }
+                }
+                Err(e) => {
+                    let kind = e
+                        .kind()
+                        .map_or_else(|| error_class(e).to_owned(), |k| format!("{k:?}"));
+                    span.record("error.type", kind.as_str());
+                }
+            }
+            result
+        })
     }
 }
 
