@@ -431,6 +431,7 @@ impl ClientBuilder {
     /// Paces through a quota shared with other processes in Redis instead of this process's
     /// own pacer (feature `redis`); see [`SharedPacer`](crate::pacing::SharedPacer).
     #[cfg(feature = "redis")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
     pub fn shared_pacer(mut self, pacer: crate::pacing::SharedPacer) -> Self {
         self.shared_pacer = Some(pacer);
         self.no_pacing = false;

@@ -41,6 +41,7 @@
 //!
 //! Features: `redis` (shared pacing), `axum` (`IntoResponse` for `Error`); none is on by
 //! default.
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 pub mod batches;
 pub mod body;

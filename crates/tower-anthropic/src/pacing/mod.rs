@@ -73,6 +73,7 @@
 mod estimate;
 mod quota;
 #[cfg(feature = "redis")]
+#[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
 pub mod shared;
 #[cfg(feature = "redis")]
 pub use shared::{SharedPacer, SharedPacerError, SharedPacing, SharedPacingLayer};
