@@ -174,21 +174,9 @@ pub struct ErrorRecord {
 
 impl From<&Error> for ErrorRecord {
     fn from(e: &Error) -> Self {
-        let class = match e {
-            Error::Api(_) => "api",
-            Error::Connection(_) => "connection",
-            Error::Timeout(_) => "timeout",
-            Error::Decode(_) => "decode",
-            Error::InvalidRequest(_) => "invalid_request",
-            Error::LimitReached(_) => "limit_reached",
-            Error::Stream(_) => "stream",
-            Error::Paced(_) => "paced",
-            Error::CircuitOpen(_) => "circuit_open",
-            _ => "other",
-        };
         let api = e.as_api();
         Self {
-            class: class.to_owned(),
+            class: e.class().to_owned(),
             kind: e.kind().map(|k| format!("{k:?}")),
             status: e.status().map(|s| s.as_u16()),
             error_type: api.and_then(|a| a.error_type()).map(str::to_owned),

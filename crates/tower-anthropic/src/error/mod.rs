@@ -218,6 +218,23 @@ impl Error {
         }
     }
 
+    /// The error's class, as a short stable name: `api`, `connection`, `timeout`, `decode`,
+    /// `invalid_request`, `limit_reached`, `stream`, `paced`, `circuit_open` (for logs,
+    /// metrics and stored records).
+    pub fn class(&self) -> &'static str {
+        match self {
+            Error::Api(_) => "api",
+            Error::Connection(_) => "connection",
+            Error::Timeout(_) => "timeout",
+            Error::Decode(_) => "decode",
+            Error::InvalidRequest(_) => "invalid_request",
+            Error::LimitReached(_) => "limit_reached",
+            Error::Stream(_) => "stream",
+            Error::Paced(_) => "paced",
+            Error::CircuitOpen(_) => "circuit_open",
+        }
+    }
+
     /// How many attempts were made before this error was returned (1 without retries, 0 when
     /// nothing was sent).
     pub fn attempts(&self) -> u32 {

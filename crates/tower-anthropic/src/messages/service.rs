@@ -472,11 +472,7 @@ fn record_end<T>(span: &tracing::Span, result: &Result<ApiResponse<T>, Error>) {
             }
         }
         Err(e) => {
-            let kind = match e.kind() {
-                Some(k) => format!("{k:?}"),
-                None => error_class(e).to_owned(),
-            };
-            span.record("error.type", kind.as_str());
+            span.record("error.type", error_type(e).as_str());
             span.record("anthropic.attempts", e.attempts());
             if let Some(id) = e.request_id() {
                 span.record("anthropic.request_id", id);
@@ -485,18 +481,10 @@ fn record_end<T>(span: &tracing::Span, result: &Result<ApiResponse<T>, Error>) {
     }
 }
 
-fn error_class(e: &Error) -> &'static str {
-    match e {
-        Error::Connection(_) => "connection",
-        Error::Timeout(_) => "timeout",
-        Error::Decode(_) => "decode",
-        Error::InvalidRequest(_) => "invalid_request",
-        Error::LimitReached(_) => "limit_reached",
-        Error::Stream(_) => "stream",
-        Error::Paced(_) => "paced",
-        Error::CircuitOpen(_) => "circuit_open",
-        _ => "other",
-    }
+/// The `error.type` of a failed call: the API's kind, or the error's class.
+fn error_type(e: &Error) -> String {
+    e.kind()
+        .map_or_else(|| e.class().to_owned(), |k| format!("{k:?}"))
 }
 
 impl ApiRequest for CountTokensRequest {
@@ -613,10 +601,7 @@ where
                     }
                 }
                 Err(e) => {
-                    let kind = e
-                        .kind()
-                        .map_or_else(|| error_class(e).to_owned(), |k| format!("{k:?}"));
-                    span.record("error.type", kind.as_str());
+                    span.record("error.type", error_type(e).as_str());
                 }
             }
             result
