@@ -230,3 +230,59 @@ async fn one_genai_span_per_call_without_the_prompt() {
         "{text}"
     );
 }
+
+#[tokio::test(start_paused = true)]
+async fn one_span_per_attempt_with_its_status() {
+    let spans = Spans::default();
+    let _guard = tracing::subscriber::set_default(spans.clone());
+    let s = MockServer::start(MockConfig::default()).await.unwrap();
+    let c = Client::builder()
+        .api_key(KEY)
+        .base_url(s.url())
+        .default_header("x-mock-key", "attempts")
+        .retry_policy(RetryPolicy::new().jitter_source(JitterSource::seeded(2)))
+        .build()
+        .unwrap();
+    s.script("attempts", [ScriptEntry::status(529)]);
+    c.messages()
+        .create(CreateMessageRequest::new("claude-sonnet-4-6", 8).user("hi"))
+        .await
+        .unwrap();
+    let all = spans.0.lock().unwrap().clone();
+    let attempts: Vec<&String> = all
+        .iter()
+        .filter(|(n, _)| n == "attempt")
+        .map(|(_, f)| f)
+        .collect();
+    assert_eq!(attempts.len(), 2, "{all:#?}");
+    assert!(
+        attempts[0].contains("http.request.resend_count=0"),
+        "{}",
+        attempts[0]
+    );
+    assert!(
+        attempts[0].contains("http.response.status_code=529"),
+        "{}",
+        attempts[0]
+    );
+    assert!(
+        attempts[0].contains("error.type=\"api\""),
+        "{}",
+        attempts[0]
+    );
+    assert!(
+        attempts[1].contains("http.request.resend_count=1"),
+        "{}",
+        attempts[1]
+    );
+    assert!(
+        attempts[1].contains("http.response.status_code=200"),
+        "{}",
+        attempts[1]
+    );
+    assert!(
+        attempts[1].contains("anthropic.request_id=\"req_"),
+        "{}",
+        attempts[1]
+    );
+}

@@ -152,9 +152,9 @@ pub struct IntoError<S> {
     inner: S,
 }
 
-impl<S, R> Service<R> for IntoError<S>
+impl<S, B, RB> Service<Request<B>> for IntoError<S>
 where
-    S: Service<R>,
+    S: Service<Request<B>, Response = http::Response<RB>>,
     S::Error: Into<BoxError>,
 {
     type Response = S::Response;
@@ -165,10 +165,25 @@ where
         self.inner.poll_ready(cx).map_err(Error::from_service_error)
     }
 
-    fn call(&mut self, req: R) -> Self::Future {
-        IntoErrorFuture {
-            future: self.inner.call(req),
-        }
+    fn call(&mut self, req: Request<B>) -> Self::Future {
+        // One span per attempt (OpenTelemetry HTTP client conventions), a child of the call's.
+        let resend = req
+            .extensions()
+            .get::<policy::AttemptIndex>()
+            .map_or(0, |a| a.0);
+        let span = tracing::info_span!(
+            "attempt",
+            http.request.method = %req.method(),
+            http.request.resend_count = resend,
+            http.response.status_code = tracing::field::Empty,
+            anthropic.request_id = tracing::field::Empty,
+            error.type = tracing::field::Empty,
+        );
+        let future = {
+            let _entered = span.enter();
+            self.inner.call(req)
+        };
+        IntoErrorFuture { future, span }
     }
 }
 
@@ -178,18 +193,46 @@ pin_project! {
     pub struct IntoErrorFuture<F> {
         #[pin]
         future: F,
+        span: tracing::Span,
     }
 }
 
-impl<F, T, E> Future for IntoErrorFuture<F>
+impl<F, RB, E> Future for IntoErrorFuture<F>
 where
-    F: Future<Output = Result<T, E>>,
+    F: Future<Output = Result<http::Response<RB>, E>>,
     E: Into<BoxError>,
 {
-    type Output = Result<T, Error>;
+    type Output = Result<http::Response<RB>, Error>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let r = ready!(self.project().future.poll(cx));
-        Poll::Ready(r.map_err(Error::from_service_error))
+        let this = self.project();
+        let r = {
+            let _entered = this.span.enter();
+            ready!(this.future.poll(cx))
+        };
+        let r = r.map_err(Error::from_service_error);
+        let span = &*this.span;
+        match &r {
+            Ok(resp) => {
+                span.record("http.response.status_code", resp.status().as_u16());
+                if let Some(id) = resp
+                    .headers()
+                    .get("request-id")
+                    .and_then(|v| v.to_str().ok())
+                {
+                    span.record("anthropic.request_id", id);
+                }
+            }
+            Err(e) => {
+                if let Some(s) = e.status() {
+                    span.record("http.response.status_code", s.as_u16());
+                }
+                if let Some(id) = e.request_id() {
+                    span.record("anthropic.request_id", id);
+                }
+                span.record("error.type", e.class());
+            }
+        }
+        Poll::Ready(r)
     }
 }
