@@ -39,8 +39,8 @@
 //! feature, [`Error`] implements `axum::response::IntoResponse` (a status, `Retry-After` and
 //! the API's error shape; nothing about the key or the account leaks): see [`error`].
 //!
-//! Features: `redis` (shared pacing), `axum` (`IntoResponse` for `Error`); none is on by
-//! default.
+//! Features: `redis` (shared pacing), `axum` (`IntoResponse` for `Error`), `metrics`
+//! (the `metrics` facade, see [`metrics`]); none is on by default.
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 pub mod batches;
@@ -53,6 +53,7 @@ pub mod error;
 pub mod fallback;
 pub mod limit;
 pub mod messages;
+pub mod metrics;
 pub mod pacing;
 pub mod rate_limit;
 pub mod retry;

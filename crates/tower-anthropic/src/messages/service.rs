@@ -542,16 +542,22 @@ where
             let resp = call.await.map_err(Error::from_service_error)?;
             read_response::<_, R>(resp, max_body).await
         };
-        match span {
-            Some(span) => Box::pin(async move {
+        let model = req.paced().map(|(m, _)| m.to_owned());
+        match (span, model) {
+            (Some(span), Some(model)) => Box::pin(async move {
+                let _in_flight = crate::metrics::InFlight::start();
+                let started = tokio::time::Instant::now();
                 let result = tracing::Instrument::instrument(fut, span.clone()).await;
                 if let Ok(r) = &result {
                     R::record(r, &span);
                 }
                 record_end(&span, &result);
+                let error = result.as_ref().err().map(error_type);
+                let usage = result.as_ref().ok().and_then(|r| R::usage(r));
+                crate::metrics::call_finished(&model, started.elapsed(), error.as_deref(), usage);
                 result
             }),
-            None => Box::pin(fut),
+            _ => Box::pin(fut),
         }
     }
 }

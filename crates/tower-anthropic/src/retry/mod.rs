@@ -212,6 +212,10 @@ where
         };
         let r = r.map_err(Error::from_service_error);
         let span = &*this.span;
+        crate::metrics::attempt(match &r {
+            Ok(resp) => Some(resp.status().as_u16()),
+            Err(e) => e.status().map(|s| s.as_u16()),
+        });
         match &r {
             Ok(resp) => {
                 span.record("http.response.status_code", resp.status().as_u16());

@@ -221,6 +221,7 @@ impl RetryPolicy {
                 }
             }
         }
+        crate::metrics::retry(from);
         Decision::Retry { wait, from }
     }
 }

@@ -1,0 +1,88 @@
+//! Metrics through the [`metrics`](https://docs.rs/metrics) facade (feature `metrics`):
+//! whatever recorder the application installs (Prometheus, StatsD, ...) receives them.
+//!
+//! | name | kind | labels | what |
+//! |---|---|---|---|
+//! | `gen_ai.client.operation.duration` | histogram (s) | `gen_ai.request.model`, `error.type` on failure | each whole call, retries and waits included |
+//! | `gen_ai.client.token.usage` | histogram | `gen_ai.request.model`, `gen_ai.token.type` (`input`, `output`) | tokens an answer reports |
+//! | `anthropic.client.attempts` | counter | `http.response.status_code` (`none` without a response) | every attempt sent |
+//! | `anthropic.client.retries` | counter | `reason` (`backoff`, `retry-after`) | retries decided |
+//! | `anthropic.client.errors` | counter | `error.type` (`Overloaded`, `RateLimit`, `paced`, `circuit_open`, `limit_reached`, ...) | calls that failed |
+//! | `anthropic.client.calls_in_flight` | gauge | | calls started and not finished |
+//!
+//! Without the feature every function here does nothing.
+
+#[cfg(feature = "metrics")]
+mod on {
+    use std::time::Duration;
+
+    pub(crate) fn call_finished(
+        model: &str,
+        took: Duration,
+        error: Option<&str>,
+        usage: Option<(u64, u64)>,
+    ) {
+        let model = model.to_owned();
+        match error {
+            Some(e) => {
+                metrics::histogram!("gen_ai.client.operation.duration",
+                    "gen_ai.request.model" => model.clone(), "error.type" => e.to_owned())
+                .record(took.as_secs_f64());
+                metrics::counter!("anthropic.client.errors", "error.type" => e.to_owned())
+                    .increment(1);
+            }
+            None => metrics::histogram!("gen_ai.client.operation.duration",
+                "gen_ai.request.model" => model.clone())
+            .record(took.as_secs_f64()),
+        }
+        if let Some((input, output)) = usage {
+            metrics::histogram!("gen_ai.client.token.usage",
+                "gen_ai.request.model" => model.clone(), "gen_ai.token.type" => "input")
+            .record(input as f64);
+            metrics::histogram!("gen_ai.client.token.usage",
+                "gen_ai.request.model" => model, "gen_ai.token.type" => "output")
+            .record(output as f64);
+        }
+    }
+
+    pub(crate) fn attempt(status: Option<u16>) {
+        let s = status.map_or_else(|| "none".to_owned(), |s| s.to_string());
+        metrics::counter!("anthropic.client.attempts", "http.response.status_code" => s)
+            .increment(1);
+    }
+
+    pub(crate) fn retry(reason: &'static str) {
+        metrics::counter!("anthropic.client.retries", "reason" => reason).increment(1);
+    }
+
+    pub(crate) fn in_flight(delta: f64) {
+        metrics::gauge!("anthropic.client.calls_in_flight").increment(delta);
+    }
+}
+
+#[cfg(not(feature = "metrics"))]
+mod on {
+    use std::time::Duration;
+    pub(crate) fn call_finished(_: &str, _: Duration, _: Option<&str>, _: Option<(u64, u64)>) {}
+    pub(crate) fn attempt(_: Option<u16>) {}
+    pub(crate) fn retry(_: &'static str) {}
+    pub(crate) fn in_flight(_: f64) {}
+}
+
+pub(crate) use on::{attempt, call_finished, retry};
+
+/// Counts a call in flight until dropped.
+pub(crate) struct InFlight(());
+
+impl InFlight {
+    pub(crate) fn start() -> Self {
+        on::in_flight(1.0);
+        Self(())
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        on::in_flight(-1.0);
+    }
+}

@@ -1,0 +1,102 @@
+//! Metrics through the `metrics` facade (feature `metrics`), read back with a debugging
+//! recorder. Paused time.
+#![cfg(feature = "metrics")]
+
+use std::collections::BTreeMap;
+
+use anthropic_mock::{MockConfig, MockServer, ScriptEntry};
+use metrics_util::debugging::{DebugValue, DebuggingRecorder};
+use tower_anthropic::Client;
+use tower_anthropic::messages::CreateMessageRequest;
+use tower_anthropic::retry::{JitterSource, RetryPolicy};
+
+/// Every metric as `name{label=value,...}` -> value (counters and gauges as numbers,
+/// histograms as their number of samples and their sum).
+fn read(snapshotter: &metrics_util::debugging::Snapshotter) -> BTreeMap<String, (f64, f64)> {
+    snapshotter
+        .snapshot()
+        .into_vec()
+        .into_iter()
+        .map(|(k, _, _, v)| {
+            let key = k.key();
+            let mut labels: Vec<String> = key
+                .labels()
+                .map(|l| format!("{}={}", l.key(), l.value()))
+                .collect();
+            labels.sort();
+            let name = format!("{}{{{}}}", key.name(), labels.join(","));
+            let value = match v {
+                DebugValue::Counter(n) => (n as f64, n as f64),
+                DebugValue::Gauge(g) => (g.into_inner(), g.into_inner()),
+                DebugValue::Histogram(h) => {
+                    (h.len() as f64, h.iter().map(|x| x.into_inner()).sum())
+                }
+            };
+            (name, value)
+        })
+        .collect()
+}
+
+#[tokio::test(start_paused = true)]
+async fn calls_attempts_retries_tokens_and_errors_are_measured() {
+    let recorder = DebuggingRecorder::new();
+    let snapshotter = recorder.snapshotter();
+    recorder.install().unwrap();
+    let s = MockServer::start(MockConfig::default()).await.unwrap();
+    let c = Client::builder()
+        .api_key("sk-ant-test")
+        .base_url(s.url())
+        .default_header("x-mock-key", "metrics")
+        .retry_policy(
+            RetryPolicy::new()
+                .max_retries(1)
+                .jitter_source(JitterSource::seeded(1)),
+        )
+        .build()
+        .unwrap();
+    let req = || CreateMessageRequest::new("claude-sonnet-4-6", 8).user("hi");
+    // One clean call, one retried after a 529, one that fails with two 529s.
+    c.messages().create(req()).await.unwrap();
+    s.script("metrics", [ScriptEntry::status(529)]);
+    c.messages().create(req()).await.unwrap();
+    s.script("metrics", std::iter::repeat_n(ScriptEntry::status(529), 2));
+    c.messages().create(req()).await.unwrap_err();
+
+    let m = read(&snapshotter);
+    let get = |k: &str| {
+        m.get(k)
+            .copied()
+            .unwrap_or_else(|| panic!("{k} missing in {m:#?}"))
+    };
+    let model = "gen_ai.request.model=claude-sonnet-4-6";
+    assert_eq!(
+        get(&format!("gen_ai.client.operation.duration{{{model}}}")).0,
+        2.0
+    );
+    assert_eq!(
+        get(&format!(
+            "gen_ai.client.operation.duration{{error.type=Overloaded,{model}}}"
+        ))
+        .0,
+        1.0
+    );
+    let out = get(&format!(
+        "gen_ai.client.token.usage{{{model},gen_ai.token.type=output}}"
+    ));
+    assert_eq!(out, (2.0, 16.0), "two answers of 8 tokens");
+    assert_eq!(
+        get("anthropic.client.attempts{http.response.status_code=200}").0,
+        2.0
+    );
+    assert_eq!(
+        get("anthropic.client.attempts{http.response.status_code=529}").0,
+        3.0
+    );
+    assert_eq!(get("anthropic.client.retries{reason=backoff}").0, 2.0);
+    assert_eq!(get("anthropic.client.errors{error.type=Overloaded}").0, 1.0);
+    assert_eq!(
+        get("anthropic.client.calls_in_flight{}").0,
+        0.0,
+        "all calls finished"
+    );
+}
