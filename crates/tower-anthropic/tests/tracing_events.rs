@@ -13,9 +13,10 @@ use tracing::{Event, Metadata, Subscriber};
 
 const KEY: &str = "sk-ant-SECRET-in-no-log";
 
-/// A subscriber that keeps every event as text.
+/// A subscriber that keeps every event as text (`.0`) and every span's name and fields
+/// (`.1`, by span id).
 #[derive(Clone, Default)]
-struct Capture(Arc<Mutex<Vec<String>>>);
+struct Capture(Arc<Mutex<Vec<String>>>, Arc<Mutex<Vec<(String, String)>>>);
 
 struct Fields(String);
 
@@ -29,10 +30,20 @@ impl Subscriber for Capture {
     fn enabled(&self, _: &Metadata<'_>) -> bool {
         true
     }
-    fn new_span(&self, _: &Attributes<'_>) -> Id {
-        Id::from_u64(1)
+    fn new_span(&self, attrs: &Attributes<'_>) -> Id {
+        let mut f = Fields(String::new());
+        attrs.record(&mut f);
+        let mut all = self.1.lock().unwrap();
+        all.push((attrs.metadata().name().to_owned(), f.0));
+        Id::from_u64(all.len() as u64)
     }
-    fn record(&self, _: &Id, _: &Record<'_>) {}
+    fn record(&self, id: &Id, values: &Record<'_>) {
+        let mut f = Fields(String::new());
+        values.record(&mut f);
+        if let Some(s) = self.1.lock().unwrap().get_mut(id.into_u64() as usize - 1) {
+            s.1.push_str(&f.0);
+        }
+    }
     fn record_follows_from(&self, _: &Id, _: &Id) {}
     fn event(&self, event: &Event<'_>) {
         let mut f = Fields(format!("{} ", event.metadata().level()));
@@ -140,38 +151,9 @@ async fn circuit_changes_and_fallbacks_are_events() {
     assert!(events.iter().all(|e| !e.contains("SECRET")), "{events:#?}");
 }
 
-/// A subscriber that keeps every span's name and fields (as text), by span.
-#[derive(Clone, Default)]
-struct Spans(Arc<Mutex<Vec<(String, String)>>>);
-
-impl Subscriber for Spans {
-    fn enabled(&self, _: &Metadata<'_>) -> bool {
-        true
-    }
-    fn new_span(&self, attrs: &Attributes<'_>) -> Id {
-        let mut f = Fields(String::new());
-        attrs.record(&mut f);
-        let mut all = self.0.lock().unwrap();
-        all.push((attrs.metadata().name().to_owned(), f.0));
-        Id::from_u64(all.len() as u64)
-    }
-    fn record(&self, id: &Id, values: &Record<'_>) {
-        let mut f = Fields(String::new());
-        values.record(&mut f);
-        let mut all = self.0.lock().unwrap();
-        if let Some(s) = all.get_mut(id.into_u64() as usize - 1) {
-            s.1.push_str(&f.0);
-        }
-    }
-    fn record_follows_from(&self, _: &Id, _: &Id) {}
-    fn event(&self, _: &Event<'_>) {}
-    fn enter(&self, _: &Id) {}
-    fn exit(&self, _: &Id) {}
-}
-
 #[tokio::test(start_paused = true)]
 async fn one_genai_span_per_call_without_the_prompt() {
-    let spans = Spans::default();
+    let spans = Capture::default();
     let _guard = tracing::subscriber::set_default(spans.clone());
     let s = MockServer::start(MockConfig::default()).await.unwrap();
     let c = Client::builder()
@@ -192,7 +174,7 @@ async fn one_genai_span_per_call_without_the_prompt() {
         .final_message()
         .await
         .unwrap();
-    let all = spans.0.lock().unwrap().clone();
+    let all = spans.1.lock().unwrap().clone();
     let chats: Vec<&String> = all
         .iter()
         .filter(|(n, _)| n == "chat")
@@ -233,7 +215,7 @@ async fn one_genai_span_per_call_without_the_prompt() {
 
 #[tokio::test(start_paused = true)]
 async fn one_span_per_attempt_with_its_status() {
-    let spans = Spans::default();
+    let spans = Capture::default();
     let _guard = tracing::subscriber::set_default(spans.clone());
     let s = MockServer::start(MockConfig::default()).await.unwrap();
     let c = Client::builder()
@@ -248,7 +230,7 @@ async fn one_span_per_attempt_with_its_status() {
         .create(CreateMessageRequest::new("claude-sonnet-4-6", 8).user("hi"))
         .await
         .unwrap();
-    let all = spans.0.lock().unwrap().clone();
+    let all = spans.1.lock().unwrap().clone();
     let attempts: Vec<&String> = all
         .iter()
         .filter(|(n, _)| n == "attempt")
