@@ -9,6 +9,13 @@
 //! | `anthropic.client.retries` | counter | `reason` (`backoff`, `retry-after`) | retries decided |
 //! | `anthropic.client.errors` | counter | `error.type` (`Overloaded`, `RateLimit`, `paced`, `circuit_open`, `limit_reached`, ...) | calls that failed |
 //! | `anthropic.client.calls_in_flight` | gauge | | calls started and not finished |
+//! | `anthropic.client.pacer.remaining` | gauge | `quota` (the model class), `bucket` (`requests`, `input_tokens`, `output_tokens`) | what the pacer counts as left in the bucket now (negative while reserved output is unsettled) |
+//! | `anthropic.client.pacer.limit` | gauge | `quota`, `bucket` | the per-minute limit the pacer learned (or was given) |
+//! | `anthropic.client.pacer.waiting` | gauge | `quota` | calls waiting in the pacer's line |
+//!
+//! The pacer's gauges are set whenever a call is admitted or an answer teaches the pacer
+//! something, so they show the headroom each quota has as traffic flows; `remaining / limit`
+//! is the share of the minute's quota left. They are labelled by model class, never by key.
 //!
 //! Without the feature every function here does nothing.
 
@@ -58,6 +65,22 @@ mod on {
     pub(crate) fn in_flight(delta: f64) {
         metrics::gauge!("anthropic.client.calls_in_flight").increment(delta);
     }
+
+    pub(crate) fn pacer_headroom(h: &super::Headroom) {
+        const BUCKETS: [&str; 3] = ["requests", "input_tokens", "output_tokens"];
+        for (i, bucket) in BUCKETS.into_iter().enumerate() {
+            metrics::gauge!("anthropic.client.pacer.remaining",
+                "quota" => h.quota.clone(), "bucket" => bucket)
+            .set(h.remaining[i]);
+            if let Some(limit) = h.limits[i] {
+                metrics::gauge!("anthropic.client.pacer.limit",
+                    "quota" => h.quota.clone(), "bucket" => bucket)
+                .set(limit);
+            }
+        }
+        metrics::gauge!("anthropic.client.pacer.waiting", "quota" => h.quota.clone())
+            .set(h.waiting as f64);
+    }
 }
 
 #[cfg(not(feature = "metrics"))]
@@ -67,9 +90,21 @@ mod on {
     pub(crate) fn attempt(_: Option<u16>) {}
     pub(crate) fn retry(_: &'static str) {}
     pub(crate) fn in_flight(_: f64) {}
+    pub(crate) fn pacer_headroom(_: &super::Headroom) {}
 }
 
-pub(crate) use on::{attempt, call_finished, retry};
+pub(crate) use on::{attempt, call_finished, pacer_headroom, retry};
+
+/// One quota's headroom as the pacer sees it, read under its lock and recorded after.
+pub(crate) struct Headroom {
+    pub(crate) quota: String,
+    pub(crate) remaining: [f64; 3],
+    pub(crate) limits: [Option<f64>; 3],
+    pub(crate) waiting: usize,
+}
+
+/// Whether recording the pacer's gauges is worth reading the quota for.
+pub(crate) const RECORDS_HEADROOM: bool = cfg!(feature = "metrics");
 
 /// Counts a call in flight until dropped.
 pub(crate) struct InFlight(());

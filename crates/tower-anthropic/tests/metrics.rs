@@ -99,4 +99,58 @@ async fn calls_attempts_retries_tokens_and_errors_are_measured() {
         0.0,
         "all calls finished"
     );
+
+    // The pacer's headroom, per quota (model class) and bucket: learned from the answers.
+    let limits = anthropic_mock::RateLimits {
+        requests_per_minute: 60,
+        input_tokens_per_minute: 100_000,
+        output_tokens_per_minute: 8_000,
+        max_burst_from_idle: None,
+    };
+    let strict = MockServer::start(MockConfig {
+        limits,
+        ..MockConfig::default()
+    })
+    .await
+    .unwrap();
+    let c = Client::builder()
+        .api_key("sk-ant-test")
+        .base_url(strict.url())
+        .build()
+        .unwrap();
+    for _ in 0..3 {
+        c.messages()
+            .create(CreateMessageRequest::new("claude-haiku-4-5", 8).user("hi"))
+            .await
+            .unwrap();
+    }
+    let m = read(&snapshotter);
+    let get = |k: &str| {
+        m.get(k)
+            .copied()
+            .unwrap_or_else(|| panic!("{k} missing in {m:#?}"))
+            .0
+    };
+    let q = "quota=claude-haiku-4-5";
+    assert_eq!(
+        get(&format!(
+            "anthropic.client.pacer.limit{{bucket=requests,{q}}}"
+        )),
+        60.0
+    );
+    assert_eq!(
+        get(&format!(
+            "anthropic.client.pacer.limit{{bucket=output_tokens,{q}}}"
+        )),
+        8_000.0
+    );
+    let left = get(&format!(
+        "anthropic.client.pacer.remaining{{bucket=requests,{q}}}"
+    ));
+    assert!((56.0..=58.0).contains(&left), "3 of 60 used: {left}");
+    let out_left = get(&format!(
+        "anthropic.client.pacer.remaining{{bucket=output_tokens,{q}}}"
+    ));
+    assert!(out_left < 8_000.0 && out_left > 7_000.0, "{out_left}");
+    assert_eq!(get(&format!("anthropic.client.pacer.waiting{{{q}}}")), 0.0);
 }

@@ -478,7 +478,11 @@ where
         });
         quota.queue.push_back(waiter.clone());
         let next = quota.pump(now, true);
+        let headroom = crate::metrics::RECORDS_HEADROOM.then(|| quota.headroom(&id.class));
         drop(quotas);
+        if let Some(h) = headroom {
+            crate::metrics::pacer_headroom(&h);
+        }
         ResponseFuture {
             state: State::Waiting {
                 inner: Some(inner),
@@ -575,6 +579,7 @@ impl Ticket {
             Err(_) => (None, true, None),
         };
         let id = &self.id;
+        let mut headroom = None;
         let mut quotas = lock(&self.pacer.shared.quotas);
         if let Some(q) = quotas.get_mut(id) {
             let share = self.pacer.shared.config.share;
@@ -597,8 +602,12 @@ impl Ticket {
                 }
             }
             q.pump(now, true);
+            headroom = crate::metrics::RECORDS_HEADROOM.then(|| q.headroom(&id.class));
         }
         drop(quotas);
+        if let Some(h) = headroom {
+            crate::metrics::pacer_headroom(&h);
+        }
         if !charged {
             self.finished = true;
         }

@@ -285,6 +285,16 @@ impl Quota {
         }
     }
 
+    /// The quota's headroom for the metrics (levels as of the last refill).
+    pub(crate) fn headroom(&self, class: &str) -> crate::metrics::Headroom {
+        crate::metrics::Headroom {
+            quota: class.to_owned(),
+            remaining: self.levels(),
+            limits: [0, 1, 2].map(|i| self.buckets[i].limit.filter(|l| l.is_finite())),
+            waiting: self.queue.len(),
+        }
+    }
+
     fn levels(&self) -> [f64; BUCKETS] {
         [
             self.buckets[0].level,
