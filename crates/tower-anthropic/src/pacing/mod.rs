@@ -781,7 +781,9 @@ where
                     match ticket.poll_admitted(cx) {
                         Ok(()) => {
                             let waited = ticket.since.elapsed();
-                            if waited > Duration::ZERO {
+                            // Held back by a bucket, or long enough to matter (a cold
+                            // start): not the microseconds of being polled.
+                            if ticket.bound.is_some() || waited >= Duration::from_millis(10) {
                                 let bucket = ticket.bound.map_or("quota", |b| NAMES[b]);
                                 tracing::info!(wait = ?waited, bucket, class = %ticket.id.class,
                                     "paced: waited for the quota");
