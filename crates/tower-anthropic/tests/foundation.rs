@@ -416,6 +416,17 @@ async fn a_typed_tool_round_trip_and_every_builder_field() {
         .tool_choice(ToolChoice::None);
     let sent = serde_json::to_value(&follow).unwrap();
     assert_eq!(sent["messages"][2]["content"][0]["type"], "tool_result");
+    // Results of parallel calls share one user turn.
+    let two = follow
+        .clone()
+        .tool_result("toolu_other", serde_json::json!("rain"), true);
+    let sent2 = serde_json::to_value(&two).unwrap();
+    assert_eq!(sent2["messages"].as_array().unwrap().len(), 3);
+    assert_eq!(
+        sent2["messages"][2]["content"][1]["tool_use_id"],
+        "toolu_other"
+    );
+    assert_eq!(sent2["messages"][2]["content"][1]["is_error"], true);
     let last = c.messages().create(follow).await.unwrap();
     assert_eq!(last.stop_reason, Some(StopReason::EndTurn));
     assert_eq!(last.tool_calls().count(), 0);

@@ -130,10 +130,11 @@ impl CreateMessageRequest {
         self.message(Role::Assistant, answer.content.clone())
     }
 
-    /// Appends a user turn answering the tool call `tool_use_id` with `result` (a string or
-    /// blocks as JSON); `is_error` says the tool failed.
+    /// Answers the tool call `tool_use_id` with `result` (a string or blocks as JSON);
+    /// `is_error` says the tool failed. The results of one answer's calls go in one user
+    /// turn, as the API expects: a result following another result joins its turn.
     pub fn tool_result(
-        self,
+        mut self,
         tool_use_id: impl Into<String>,
         result: Value,
         is_error: bool,
@@ -143,6 +144,20 @@ impl CreateMessageRequest {
             content: Some(result),
             is_error: is_error.then_some(true),
         };
+        if let Some(MessageParam {
+            role: Role::User,
+            content: Content::Blocks(blocks),
+        }) = self.messages.last_mut()
+        {
+            if !blocks.is_empty()
+                && blocks
+                    .iter()
+                    .all(|b| matches!(b, ContentBlock::ToolResult { .. }))
+            {
+                blocks.push(block);
+                return self;
+            }
+        }
         self.message(Role::User, vec![block])
     }
 
