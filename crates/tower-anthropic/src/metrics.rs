@@ -96,6 +96,7 @@ mod on {
 pub(crate) use on::{attempt, call_finished, pacer_headroom, retry};
 
 /// One quota's headroom as the pacer sees it, read under its lock and recorded after.
+#[cfg_attr(not(feature = "metrics"), allow(dead_code))]
 pub(crate) struct Headroom {
     pub(crate) quota: String,
     pub(crate) remaining: [f64; 3],
