@@ -18,6 +18,8 @@ use hyper_util::rt::TokioExecutor;
 use tower_anthropic::Client;
 use tower_anthropic::messages::CreateMessageRequest;
 
+pub mod plot;
+
 /// One scenario: its mock settings (as a config and as `anthropic-mock` flags) and its load.
 #[derive(Debug, Clone)]
 pub struct Scenario {
@@ -384,6 +386,39 @@ pub struct Report {
     pub outage_p50: Duration,
     /// See `outage_p50`.
     pub outage_p99: Duration,
+    /// Each request: when it started and finished (from the run's start), and whether it
+    /// succeeded; for the timeline.
+    pub lives: Vec<Life>,
+    /// The client's own view, sampled every 250 ms (empty without pacing or breakers).
+    pub views: Vec<View>,
+    /// Each attempt the mock logged: when it arrived (aligned on the run's start by the
+    /// first logged request) and its status (`None` for a reset or stall).
+    pub server: Vec<(Duration, Option<u16>)>,
+}
+
+/// One request's life, for the timeline.
+#[derive(Debug, Clone, Copy)]
+pub struct Life {
+    /// Started, from the run's start.
+    pub started: Duration,
+    /// Finished, from the run's start.
+    pub finished: Duration,
+    /// Whether it succeeded.
+    pub ok: bool,
+}
+
+/// The client's view at one moment, for the timeline.
+#[derive(Debug, Clone, Copy)]
+pub struct View {
+    /// From the run's start.
+    pub at: Duration,
+    /// Calls waiting in the pacer's line, all quotas.
+    pub waiting: usize,
+    /// The tightest bucket's `remaining / limit` (0 to 1; below 0 while output is unsettled),
+    /// once a limit is known.
+    pub headroom: Option<f64>,
+    /// Scenario h: whether the primary model's circuit is open (or half-open).
+    pub circuit_open: bool,
 }
 
 /// Scenario h's primary model.
@@ -483,18 +518,20 @@ pub async fn run(url: &str, scenario: &Scenario) -> Report {
     let client = client_with(url, scenario.budget, scenario.pacing, scenario.degradation);
     let shape = scenario.shape;
     let start = Instant::now();
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let sampler = tokio::spawn(sample_views(client.clone(), start, stop.clone()));
     let mut report = Report::default();
     let mut latencies = Vec::new();
     match scenario.load {
         Load::Closed { n, concurrency } => {
-            let results = closed_loop(&client, n, concurrency, move |c, i| async move {
+            let results = closed_loop(&client, start, n, concurrency, move |c, i| async move {
                 c.messages().create(shape.request(i)).await.is_ok()
             })
             .await;
             report.tally(&results, &mut latencies);
         }
         Load::Streams { n, concurrency } => {
-            let results = closed_loop(&client, n, concurrency, move |c, i| async move {
+            let results = closed_loop(&client, start, n, concurrency, move |c, i| async move {
                 match c.messages().stream(shape.request(i)).await {
                     Ok(s) => s.final_message().await.is_ok(),
                     Err(_) => false,
@@ -541,6 +578,11 @@ pub async fn run(url: &str, scenario: &Scenario) -> Report {
                 } else {
                     report.failed += 1
                 }
+                report.lives.push(Life {
+                    started: t0,
+                    finished: t1,
+                    ok,
+                });
                 latencies.push(t1 - t0);
                 if t0 >= o_start && t0 < o_end {
                     report.outage_requests += 1;
@@ -570,11 +612,59 @@ pub async fn run(url: &str, scenario: &Scenario) -> Report {
         }
     }
     report.wall = start.elapsed();
+    stop.store(true, Ordering::Relaxed);
+    report.views = sampler.await.unwrap_or_default();
     latencies.sort();
     report.p50 = percentile(&latencies, 0.5);
     report.p99 = percentile(&latencies, 0.99);
     report.mock = mock_stats(url).await;
+    let log = mock_log(url).await;
+    if let Some(first) = log.iter().map(|e| e.at_ms).min() {
+        report.server = log
+            .iter()
+            .map(|e| (Duration::from_millis(e.at_ms - first), e.status))
+            .collect();
+    }
     report
+}
+
+/// The client's view every 250 ms until `stop`: calls waiting in the pacer, the tightest
+/// bucket's headroom, and whether scenario h's primary circuit is open.
+async fn sample_views(
+    client: Client,
+    start: Instant,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+) -> Vec<View> {
+    let mut views = Vec::new();
+    let mut tick = tokio::time::interval(Duration::from_millis(250));
+    loop {
+        tick.tick().await;
+        let (mut waiting, mut headroom) = (0usize, None::<f64>);
+        if let Some(p) = client.pacer() {
+            for q in p.snapshot() {
+                waiting += q.waiting;
+                for b in [q.requests, q.input_tokens, q.output_tokens] {
+                    if let Some(limit) = b.limit.filter(|l| *l > 0) {
+                        let h = b.remaining / limit as f64;
+                        headroom = Some(headroom.map_or(h, |x: f64| x.min(h)));
+                    }
+                }
+            }
+        }
+        let circuit_open = client
+            .circuit_breakers()
+            .and_then(|b| b.state(PRIMARY))
+            .is_some_and(|s| s != tower_anthropic::breaker::CircuitState::Closed);
+        views.push(View {
+            at: start.elapsed(),
+            waiting,
+            headroom,
+            circuit_open,
+        });
+        if stop.load(Ordering::Relaxed) {
+            return views;
+        }
+    }
 }
 
 /// Scenario h: open-loop traffic to [`PRIMARY`] while it alone is down.
@@ -640,6 +730,11 @@ async fn model_outage(
         } else {
             report.failed += 1;
         }
+        report.lives.push(Life {
+            started: t0,
+            finished: t1,
+            ok,
+        });
         latencies.push(t1 - t0);
         if t0 >= o_start && t0 < o_end {
             report.outage_requests += 1;
@@ -701,13 +796,14 @@ fn first_clean_window<R>(
 }
 
 /// `n` calls of `call` by `concurrency` workers sharing `client`: whether each succeeded,
-/// and its latency.
+/// and when it started and finished (from `start`).
 async fn closed_loop<F, Fut>(
     client: &Client,
+    start: Instant,
     n: usize,
     concurrency: usize,
     call: F,
-) -> Vec<(bool, Duration)>
+) -> Vec<(bool, Duration, Duration)>
 where
     F: Fn(Client, usize) -> Fut + Clone + Send + 'static,
     Fut: std::future::Future<Output = bool> + Send,
@@ -723,9 +819,9 @@ where
                 if i >= n {
                     break;
                 }
-                let t = Instant::now();
+                let t0 = start.elapsed();
                 let ok = call(client.clone(), i).await;
-                out.push((ok, t.elapsed()));
+                out.push((ok, t0, start.elapsed()));
             }
             out
         });
@@ -738,15 +834,20 @@ where
 }
 
 impl Report {
-    fn tally(&mut self, results: &[(bool, Duration)], latencies: &mut Vec<Duration>) {
-        for &(ok, lat) in results {
+    fn tally(&mut self, results: &[(bool, Duration, Duration)], latencies: &mut Vec<Duration>) {
+        for &(ok, started, finished) in results {
             self.requests += 1;
             if ok {
                 self.succeeded += 1
             } else {
                 self.failed += 1
             }
-            latencies.push(lat);
+            self.lives.push(Life {
+                started,
+                finished,
+                ok,
+            });
+            latencies.push(finished - started);
         }
     }
 

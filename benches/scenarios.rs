@@ -2,6 +2,8 @@
 //! (on its own runtime) with fixed settings and seeds; prints a table.
 //!
 //! `cargo bench --bench scenarios` (all) or `cargo bench --bench scenarios -- overload`.
+//! Each run's timeline is drawn to `benches/plots/NAME.png` (`BENCH_PLOTS` names another
+//! folder; `BENCH_PLOTS=off` draws none).
 //! The side-by-side with the official Python SDK is `benches/peers/compare.sh`.
 
 use std::time::{Duration, Instant};
@@ -101,6 +103,35 @@ fn main() {
             notes
         );
         drop(mock);
+        plot(&s, &r);
+    }
+}
+
+/// Draws the run's timeline (see `benches::plot`).
+fn plot(s: &benches::Scenario, r: &benches::Report) {
+    let dir = std::env::var("BENCH_PLOTS")
+        .unwrap_or_else(|_| concat!(env!("CARGO_MANIFEST_DIR"), "/plots").to_owned());
+    if dir == "off" {
+        return;
+    }
+    let dir = std::path::Path::new(&dir);
+    let path = dir.join(format!("{}.png", s.name));
+    let variant = if s.name.ends_with("_no_pacing") {
+        " (pacing off)"
+    } else if s.name.ends_with("_no_budget") {
+        " (retry budget off)"
+    } else if s.name.ends_with("_no_layers") {
+        " (degradation layers off)"
+    } else {
+        ""
+    };
+    let title = format!("{}{variant}", s.title);
+    let drawn = std::fs::create_dir_all(dir)
+        .map_err(|e| e.to_string())
+        .and_then(|()| benches::plot::timeline(r, &title, &path));
+    match drawn {
+        Ok(()) => eprintln!("timeline: {}", path.display()),
+        Err(e) => eprintln!("timeline of {} not drawn: {e}", s.name),
     }
 }
 

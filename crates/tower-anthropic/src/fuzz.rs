@@ -30,7 +30,7 @@ pub fn sse_chunking(data: &[u8]) {
     }
     if let Ok(events) = whole {
         for e in &events {
-            assert!(e.data.len() <= 16 * 1024, "an event past its bound");
+            assert!(e.data().len() <= 16 * 1024, "an event past its bound");
         }
     }
 }

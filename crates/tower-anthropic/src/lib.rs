@@ -72,6 +72,12 @@ pub use builder::ServiceBuilderExt;
 #[doc(hidden)]
 pub mod __private {
     pub use crate::stream::sse::{SseDecoder, SseEvent};
+
+    /// The typed parse of one decoded event, as `MessageStream` does it (`None` when it is
+    /// not a valid event).
+    pub fn parse_event(raw: &SseEvent) -> Option<crate::stream::StreamEvent> {
+        crate::stream::parse_event(raw).ok()
+    }
     /// The fuzz entry points (the targets in `fuzz/` call them).
     pub mod fuzz {
         pub use crate::fuzz::{accumulate, decode_message, error_body, headers, sse_chunking};

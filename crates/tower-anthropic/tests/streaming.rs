@@ -250,7 +250,7 @@ async fn the_mock_stream_split_at_every_byte_decodes_the_same() {
             d.feed(ch, &mut out).unwrap();
         }
         out.iter()
-            .map(|e| serde_json::from_str(&e.data).unwrap())
+            .map(|e| serde_json::from_slice(e.data()).unwrap())
             .collect()
     };
     let whole = decode(&[&raw]);

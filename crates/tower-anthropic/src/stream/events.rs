@@ -333,3 +333,135 @@ mod tests {
         }
     }
 }
+
+/// Why an event's data did not parse.
+#[derive(Debug)]
+pub(crate) enum ParseError {
+    /// More JSON values than one event may hold.
+    TooManyValues,
+    /// Not the JSON of a stream event.
+    Json(serde_json::Error),
+}
+
+/// A text or tool-input delta, parsed borrowing from the event's data: the hot path of a
+/// stream, which the generic (internally tagged) parse would buffer value by value.
+#[derive(Deserialize)]
+struct FastDelta<'a> {
+    #[serde(rename = "type", borrow)]
+    kind: std::borrow::Cow<'a, str>,
+    index: usize,
+    #[serde(borrow)]
+    delta: FastDeltaBody<'a>,
+}
+
+#[derive(Deserialize)]
+struct FastDeltaBody<'a> {
+    #[serde(rename = "type", borrow)]
+    kind: std::borrow::Cow<'a, str>,
+    #[serde(default, borrow)]
+    text: Option<std::borrow::Cow<'a, str>>,
+    #[serde(default, borrow)]
+    partial_json: Option<std::borrow::Cow<'a, str>>,
+}
+
+/// The typed event of `raw`. Pings are known by name; text and tool-input deltas take a
+/// borrowing fast path (any other shape falls back to the generic parse, so the result is
+/// the same); everything else is bounded in JSON values before it is parsed.
+pub(crate) fn parse(raw: &super::SseEvent) -> Result<StreamEvent, ParseError> {
+    let data = raw.data();
+    if raw.is("ping") && data.len() <= 64 {
+        if let Ok(Value::Object(o)) = serde_json::from_slice::<Value>(data) {
+            if o.len() == 1 && o.get("type").and_then(Value::as_str) == Some("ping") {
+                return Ok(StreamEvent::Ping);
+            }
+        }
+    }
+    if raw.is("content_block_delta") {
+        if let Ok(fast) = serde_json::from_slice::<FastDelta<'_>>(data) {
+            if fast.kind == "content_block_delta" {
+                let d = fast.delta;
+                let delta = match (&*d.kind, d.text, d.partial_json) {
+                    ("text_delta", Some(text), None) => Some(Delta::TextDelta {
+                        text: text.into_owned(),
+                    }),
+                    ("input_json_delta", None, Some(p)) => Some(Delta::InputJsonDelta {
+                        partial_json: p.into_owned(),
+                    }),
+                    _ => None,
+                };
+                if let Some(delta) = delta {
+                    return Ok(StreamEvent::ContentBlockDelta {
+                        index: fast.index,
+                        delta,
+                    });
+                }
+            }
+        }
+    }
+    if crate::text::too_many_json_values(data, crate::messages::MAX_EVENT_JSON_VALUES) {
+        return Err(ParseError::TooManyValues);
+    }
+    serde_json::from_slice(data).map_err(ParseError::Json)
+}
+
+#[cfg(test)]
+mod parse_tests {
+    use super::*;
+    use crate::stream::sse::SseEvent;
+
+    /// The fast paths give what the generic parse gives, whatever the shape.
+    #[test]
+    fn fast_paths_agree_with_the_generic_parse() {
+        let cases = [
+            (
+                "content_block_delta",
+                r#"{"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":"hi"}}"#,
+            ),
+            (
+                "content_block_delta",
+                r#"{"type":"content_block_delta","index":3,"delta":{"type":"text_delta","text":"esc \"q\" \\ \n \u00e9 🦀"}}"#,
+            ),
+            (
+                "content_block_delta",
+                r#"{"index":1,"delta":{"text":"order","type":"text_delta"},"type":"content_block_delta","extra":[1,{"a":2}]}"#,
+            ),
+            (
+                "content_block_delta",
+                r#"{"type":"content_block_delta","index":0,"delta":{"type":"input_json_delta","partial_json":"{\"city\": \"Pa"}}"#,
+            ),
+            (
+                "content_block_delta",
+                r#"{"type":"content_block_delta","index":0,"delta":{"type":"thinking_delta","thinking":"hmm"}}"#,
+            ),
+            (
+                "content_block_delta",
+                r#"{"type":"content_block_delta","index":0,"delta":{"type":"citations_delta","citation":{"x":1}}}"#,
+            ),
+            ("content_block_delta", r#"{"type":"message_stop"}"#),
+            ("ping", r#"{"type": "ping"}"#),
+            ("ping", r#"{"type": "ping", "more": 1}"#),
+            ("ping", r#"{"type": "message_stop"}"#),
+            ("message_stop", r#"{"type":"message_stop"}"#),
+        ];
+        for (name, data) in cases {
+            let raw = SseEvent::new(name, data, None);
+            let generic: StreamEvent = serde_json::from_str(data).unwrap();
+            let fast = parse(&raw).unwrap();
+            assert_eq!(fast, generic, "{name}: {data}");
+        }
+        for bad in [
+            r#"{"type":"content_block_delta","index":-1,"delta":{"type":"text_delta","text":"x"}}"#,
+            r#"{"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":7}}"#,
+            "{",
+        ] {
+            let raw = SseEvent::new("content_block_delta", bad, None);
+            assert!(
+                serde_json::from_str::<StreamEvent>(bad).is_err() == parse(&raw).is_err(),
+                "{bad}"
+            );
+        }
+        let many = format!("[{}]", vec!["1"; 200_000].join(","));
+        let raw = SseEvent::new("content_block_delta", &many, None);
+        assert!(matches!(parse(&raw), Err(ParseError::TooManyValues)));
+    }
+}

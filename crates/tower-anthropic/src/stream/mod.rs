@@ -58,6 +58,7 @@ use crate::messages::{MAX_EVENT_JSON_VALUES, Message, copy_request};
 use crate::pacing::Settlement;
 use crate::retry::{AttemptIndex, AttemptLog, Attempts, Decision, RetryPolicy, StreamResend};
 use crate::transport::RequestBody;
+pub(crate) use events::parse as parse_event;
 use sse::{SseDecoder, SseEvent};
 
 /// Events held back before the first content at most (pings included).
@@ -260,26 +261,26 @@ impl MessageStream {
 
     /// Handles one decoded event: typed, held back before content, or failed.
     fn handle(&mut self, raw: SseEvent) -> Result<(), Error> {
-        if raw.event == "error" {
-            return Err(crate::classify::stream_error_event(raw.data.as_bytes()));
+        if raw.is("error") {
+            return Err(crate::classify::stream_error_event(raw.data()));
         }
-        if crate::text::too_many_json_values(raw.data.as_bytes(), MAX_EVENT_JSON_VALUES) {
-            let msg = format!(
-                "{} event holds more than {MAX_EVENT_JSON_VALUES} JSON values",
-                crate::text::excerpt(raw.event.as_bytes(), 40)
-            );
-            return Err(Error::Stream(Box::new(StreamError::new(
-                StreamFailure::TooLarge,
-                msg,
-            ))));
-        }
-        let event: StreamEvent = match serde_json::from_str(&raw.data) {
+        let event = match events::parse(&raw) {
             Ok(ev) => ev,
-            Err(e) => {
+            Err(events::ParseError::TooManyValues) => {
+                let msg = format!(
+                    "{} event holds more than {MAX_EVENT_JSON_VALUES} JSON values",
+                    crate::text::excerpt(raw.event().as_bytes(), 40)
+                );
+                return Err(Error::Stream(Box::new(StreamError::new(
+                    StreamFailure::TooLarge,
+                    msg,
+                ))));
+            }
+            Err(events::ParseError::Json(e)) => {
                 let msg = format!(
                     "{} event: {}",
-                    raw.event,
-                    crate::text::excerpt(raw.data.as_bytes(), 120)
+                    crate::text::excerpt(raw.event().as_bytes(), 40),
+                    crate::text::excerpt(raw.data(), 120)
                 );
                 return Err(Error::Stream(Box::new(
                     StreamError::new(StreamFailure::InvalidEvent, msg).with_source(e),
@@ -296,7 +297,7 @@ impl MessageStream {
                     StreamEvent::MessageDelta { .. } | StreamEvent::MessageStop
                 );
             if !starts {
-                self.held_bytes += raw.data.len();
+                self.held_bytes += raw.data().len();
                 if self.held.len() >= MAX_HELD_EVENTS || self.held_bytes > MAX_HELD_BYTES {
                     let msg = format!(
                         "{} events ({} bytes) before the first content: more than the {} events or {} bytes held back",
@@ -396,7 +397,7 @@ impl MessageStream {
                             continue;
                         };
                         let mut raw = std::mem::take(&mut self.raw);
-                        let fed = self.decoder.feed(&data, &mut raw);
+                        let fed = self.decoder.feed_bytes(&data, &mut raw);
                         let mut failed = None;
                         for ev in raw.drain(..) {
                             if let Err(e) = self.handle(ev) {

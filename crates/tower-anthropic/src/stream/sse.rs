@@ -7,22 +7,56 @@
 //! event over a limit is an error, never an unbounded buffer) and take bytes straight from
 //! hyper bodies without a futures stack.
 
+use std::borrow::Cow;
 use std::fmt;
+
+use bytes::{Bytes, BytesMut};
 
 /// Default longest line.
 pub(crate) const DEFAULT_MAX_LINE: usize = 1024 * 1024;
 /// Default largest event (all of its `data` lines).
 pub(crate) const DEFAULT_MAX_EVENT: usize = 8 * 1024 * 1024;
 
-/// One dispatched event.
+/// One dispatched event. Its name and data are slices of the bytes fed in (no copy when a
+/// line arrived whole in one chunk given as [`Bytes`]).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct SseEvent {
-    /// The `event` field; empty means the default type `message`.
-    pub event: String,
-    /// The `data` lines joined with `\n`.
-    pub data: String,
-    /// The `id` field, if any.
-    pub id: Option<String>,
+    event: Bytes,
+    data: Bytes,
+    id: Option<String>,
+}
+
+impl SseEvent {
+    /// An event from its parts (for tests and tools).
+    pub fn new(event: &str, data: &str, id: Option<&str>) -> Self {
+        Self {
+            event: Bytes::copy_from_slice(event.as_bytes()),
+            data: Bytes::copy_from_slice(data.as_bytes()),
+            id: id.map(str::to_owned),
+        }
+    }
+
+    /// The `event` field; empty means the default type `message`. Bytes that are not UTF-8
+    /// are replaced (U+FFFD).
+    pub fn event(&self) -> Cow<'_, str> {
+        String::from_utf8_lossy(&self.event)
+    }
+
+    /// Whether the `event` field is `name`.
+    pub fn is(&self, name: &str) -> bool {
+        self.event == name.as_bytes()
+    }
+
+    /// The `data` lines joined with `\n`, as sent (not checked to be UTF-8: a JSON parser
+    /// does that).
+    pub fn data(&self) -> &[u8] {
+        &self.data
+    }
+
+    /// The `id` field in force for this event, if any.
+    pub fn id(&self) -> Option<&str> {
+        self.id.as_deref()
+    }
 }
 
 /// A line or an event went past its bound.
@@ -46,14 +80,42 @@ impl fmt::Display for SseTooLarge {
 
 impl std::error::Error for SseTooLarge {}
 
+/// The `data` of the event being read.
+#[derive(Debug, Default)]
+enum Data {
+    /// No `data` line yet.
+    #[default]
+    None,
+    /// One line: a slice of the input.
+    One(Bytes),
+    /// Several lines joined with `\n`.
+    Many(BytesMut),
+}
+
+impl Data {
+    fn len(&self) -> usize {
+        match self {
+            Data::None => 0,
+            Data::One(b) => b.len(),
+            Data::Many(b) => b.len(),
+        }
+    }
+}
+
 /// The incremental decoder: feed it bytes, take events.
+///
+/// Lines are found with `memchr`; a line that arrives whole in one chunk is never copied:
+/// its value is sliced out of the chunk (shared [`Bytes`]). Only a line split across chunks
+/// is gathered in a buffer, bounded by `max_line`.
 #[derive(Debug)]
 pub struct SseDecoder {
-    line: Vec<u8>,
+    /// The start of a line split across chunks.
+    partial: Vec<u8>,
     after_cr: bool,
     started: bool,
-    event: SseEvent,
-    has_data: bool,
+    event: Bytes,
+    data: Data,
+    id: Option<String>,
     max_line: usize,
     max_event: usize,
 }
@@ -68,140 +130,187 @@ impl SseDecoder {
     /// A decoder with these bounds (bytes).
     pub fn new(max_line: usize, max_event: usize) -> Self {
         Self {
-            line: Vec::new(),
+            partial: Vec::new(),
             after_cr: false,
             started: false,
-            event: SseEvent::default(),
-            has_data: false,
+            event: Bytes::new(),
+            data: Data::None,
+            id: None,
             max_line,
             max_event,
         }
     }
 
-    /// Feeds a chunk, appending every event it completes to `out`.
-    pub fn feed(&mut self, mut chunk: &[u8], out: &mut Vec<SseEvent>) -> Result<(), SseTooLarge> {
+    /// Feeds a chunk (copied once into shared bytes), appending every event it completes
+    /// to `out`.
+    pub fn feed(&mut self, chunk: &[u8], out: &mut Vec<SseEvent>) -> Result<(), SseTooLarge> {
+        self.feed_bytes(&Bytes::copy_from_slice(chunk), out)
+    }
+
+    /// Feeds a chunk of shared bytes (a body frame, as it came), appending every event it
+    /// completes to `out`; events slice the chunk rather than copy it.
+    pub fn feed_bytes(
+        &mut self,
+        chunk: &Bytes,
+        out: &mut Vec<SseEvent>,
+    ) -> Result<(), SseTooLarge> {
+        let mut pos = 0;
         if !self.started {
             // A BOM may only open the stream; wait for three bytes to know.
-            let have = self.line.len() + chunk.len();
-            if have < 3 && b"\xEF\xBB\xBF".starts_with(&[&self.line[..], chunk].concat()) {
-                self.line.extend_from_slice(chunk);
+            const BOM: &[u8] = b"\xEF\xBB\xBF";
+            let have = self.partial.len() + chunk.len();
+            if have < 3 && BOM.starts_with(&[&self.partial[..], &chunk[..]].concat()) {
+                self.partial.extend_from_slice(chunk);
                 return Ok(());
             }
             self.started = true;
-            let mut head = std::mem::take(&mut self.line);
-            head.extend_from_slice(chunk);
-            let rest = head.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(&head).to_vec();
-            return self.feed_bytes(&rest, out);
-        }
-        if chunk.is_empty() {
-            return Ok(());
-        }
-        if self.after_cr && chunk[0] == b'\n' {
-            chunk = &chunk[1..];
-        }
-        self.after_cr = false;
-        self.feed_bytes(chunk, out)
-    }
-
-    fn feed_bytes(&mut self, mut chunk: &[u8], out: &mut Vec<SseEvent>) -> Result<(), SseTooLarge> {
-        while !chunk.is_empty() {
-            match chunk.iter().position(|&b| b == b'\n' || b == b'\r') {
-                Some(i) => {
-                    self.push_line_bytes(&chunk[..i])?;
-                    let cr = chunk[i] == b'\r';
-                    let mut next = i + 1;
-                    if cr {
-                        match chunk.get(next) {
-                            Some(b'\n') => next += 1,
-                            None => self.after_cr = true,
-                            _ => {}
-                        }
-                    }
-                    self.end_line(out)?;
-                    chunk = &chunk[next..];
-                }
-                None => {
-                    self.push_line_bytes(chunk)?;
-                    chunk = &[];
-                }
+            if !self.partial.is_empty() {
+                // Fewer than three bytes were held: join them with this chunk and start over.
+                let mut head = std::mem::take(&mut self.partial);
+                head.extend_from_slice(chunk);
+                let head = Bytes::from(head);
+                let rest = head.slice(if head.starts_with(BOM) { 3 } else { 0 }..);
+                return self.feed_bytes(&rest, out);
+            }
+            if chunk.starts_with(BOM) {
+                pos = 3;
             }
         }
-        Ok(())
-    }
-
-    fn push_line_bytes(&mut self, b: &[u8]) -> Result<(), SseTooLarge> {
-        if self.line.len() + b.len() > self.max_line {
-            return Err(SseTooLarge {
-                what: "line",
-                limit: self.max_line,
-            });
+        if pos < chunk.len() {
+            // A CR that ended the last chunk and an LF that opens this one are one line end.
+            if self.after_cr && chunk[pos] == b'\n' {
+                pos += 1;
+            }
+            self.after_cr = false;
         }
-        self.line.extend_from_slice(b);
-        Ok(())
-    }
-
-    fn end_line(&mut self, out: &mut Vec<SseEvent>) -> Result<(), SseTooLarge> {
-        let line = std::mem::take(&mut self.line);
-        if line.is_empty() {
-            if self.has_data {
-                let mut ev = std::mem::take(&mut self.event);
-                if ev.data.ends_with('\n') {
-                    ev.data.pop();
+        let bytes = &chunk[..];
+        while pos < bytes.len() {
+            let Some(i) = memchr::memchr2(b'\n', b'\r', &bytes[pos..]) else {
+                // No end of line in the rest: keep it for the next chunk.
+                let rest = &bytes[pos..];
+                if self.partial.len() + rest.len() > self.max_line {
+                    return Err(SseTooLarge {
+                        what: "line",
+                        limit: self.max_line,
+                    });
                 }
-                // The last event id carries over to the events after it (WHATWG).
-                self.event.id = ev.id.clone();
-                out.push(ev);
+                self.partial.extend_from_slice(rest);
+                break;
+            };
+            let eol = pos + i;
+            if self.partial.is_empty() {
+                if eol - pos > self.max_line {
+                    return Err(SseTooLarge {
+                        what: "line",
+                        limit: self.max_line,
+                    });
+                }
+                self.line(chunk, pos, eol, out)?;
             } else {
-                // No data: the event is dropped, but its id stays (as the spec says).
-                let id = self.event.id.take();
-                self.event = SseEvent {
-                    id,
-                    ..SseEvent::default()
-                };
+                if self.partial.len() + (eol - pos) > self.max_line {
+                    return Err(SseTooLarge {
+                        what: "line",
+                        limit: self.max_line,
+                    });
+                }
+                self.partial.extend_from_slice(&bytes[pos..eol]);
+                let line = Bytes::from(std::mem::take(&mut self.partial));
+                self.line(&line, 0, line.len(), out)?;
             }
-            self.has_data = false;
+            pos = eol + 1;
+            if bytes[eol] == b'\r' {
+                match bytes.get(pos) {
+                    Some(b'\n') => pos += 1,
+                    None => self.after_cr = true,
+                    _ => {}
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// One whole line: `src[start..end]`.
+    fn line(
+        &mut self,
+        src: &Bytes,
+        start: usize,
+        end: usize,
+        out: &mut Vec<SseEvent>,
+    ) -> Result<(), SseTooLarge> {
+        let line = &src[start..end];
+        if line.is_empty() {
+            self.dispatch(out);
             return Ok(());
         }
         if line[0] == b':' {
-            self.line = line;
-            self.line.clear();
             return Ok(());
         }
-        let text = String::from_utf8_lossy(&line);
-        let (field, value) = match text.find(':') {
+        let (field, value) = match memchr::memchr(b':', line) {
             Some(i) => {
-                let v = &text[i + 1..];
-                (&text[..i], v.strip_prefix(' ').unwrap_or(v))
+                let v = if line.get(i + 1) == Some(&b' ') {
+                    i + 2
+                } else {
+                    i + 1
+                };
+                (&line[..i], start + v..end)
             }
-            None => (&text[..], ""),
+            None => (line, end..end),
         };
         match field {
-            "event" => self.event.event = value.to_owned(),
-            "data" => {
-                if self.event.data.len() + value.len() + 1 > self.max_event {
+            b"data" => {
+                let len = value.len();
+                if self.data.len() + len + 1 > self.max_event {
                     return Err(SseTooLarge {
                         what: "event",
                         limit: self.max_event,
                     });
                 }
-                self.event.data.push_str(value);
-                self.event.data.push('\n');
-                self.has_data = true;
+                self.data = match std::mem::take(&mut self.data) {
+                    Data::None => Data::One(src.slice(value)),
+                    Data::One(first) => {
+                        let mut joined = BytesMut::with_capacity(first.len() + 1 + len);
+                        joined.extend_from_slice(&first);
+                        joined.extend_from_slice(b"\n");
+                        joined.extend_from_slice(&src[value]);
+                        Data::Many(joined)
+                    }
+                    Data::Many(mut joined) => {
+                        joined.extend_from_slice(b"\n");
+                        joined.extend_from_slice(&src[value]);
+                        Data::Many(joined)
+                    }
+                };
             }
-            "id" if !value.contains('\0') => self.event.id = Some(value.to_owned()),
+            b"event" => self.event = src.slice(value),
+            b"id" if memchr::memchr(0, &src[value.clone()]).is_none() => {
+                self.id = Some(String::from_utf8_lossy(&src[value]).into_owned());
+            }
             _ => {}
         }
-        // Keep the line's allocation for the next one.
-        let mut buf = line;
-        buf.clear();
-        self.line = buf;
         Ok(())
+    }
+
+    /// An empty line: the event read so far is dispatched if it has data, dropped if not
+    /// (its id stays, as the spec says).
+    fn dispatch(&mut self, out: &mut Vec<SseEvent>) {
+        let event = std::mem::take(&mut self.event);
+        let data = match std::mem::take(&mut self.data) {
+            Data::None => return,
+            Data::One(b) => b,
+            Data::Many(b) => b.freeze(),
+        };
+        // The last event id carries over to the events after it (WHATWG).
+        out.push(SseEvent {
+            event,
+            data,
+            id: self.id.clone(),
+        });
     }
 
     /// Whether bytes of an unfinished line or event are buffered (at the end of a stream this
     /// means it was cut off mid-event).
     pub fn has_partial(&self) -> bool {
-        !self.line.is_empty() || self.has_data
+        !self.partial.is_empty() || !matches!(self.data, Data::None)
     }
 }
 
@@ -219,11 +328,7 @@ mod tests {
     }
 
     fn ev(event: &str, data: &str) -> SseEvent {
-        SseEvent {
-            event: event.into(),
-            data: data.into(),
-            id: None,
-        }
+        SseEvent::new(event, data, None)
     }
 
     #[test]
@@ -233,14 +338,7 @@ mod tests {
         assert_eq!(out[0], ev("a", "one\ntwo"));
         assert_eq!(out[1], ev("", "x"));
         assert_eq!(out[2], ev("b", "y"));
-        assert_eq!(
-            out[3],
-            SseEvent {
-                event: String::new(),
-                data: String::new(),
-                id: Some("7".into())
-            }
-        );
+        assert_eq!(out[3], SseEvent::new("", "", Some("7")));
         assert_eq!(
             out.len(),
             4,
@@ -250,7 +348,7 @@ mod tests {
         assert!(decode_chunks(&[b"event: ping\n\n"]).is_empty());
         // The last event id stays until another replaces it.
         let out = decode_chunks(&[b"id: 1\ndata: a\n\ndata: b\n\nid: 2\ndata: c\n\n"]);
-        let ids: Vec<_> = out.iter().map(|e| e.id.as_deref()).collect();
+        let ids: Vec<_> = out.iter().map(|e| e.id()).collect();
         assert_eq!(ids, [Some("1"), Some("1"), Some("2")]);
     }
 
@@ -289,7 +387,7 @@ mod tests {
         let input = sample();
         let whole = decode_chunks(&[&input]);
         assert_eq!(whole.len(), 40);
-        assert!(whole[0].data.contains('🦀'));
+        assert!(String::from_utf8_lossy(whole[0].data()).contains('🦀'));
         for split in 0..=input.len() {
             let (a, b) = input.split_at(split);
             assert_eq!(decode_chunks(&[a, b]), whole, "split at {split}");
