@@ -364,6 +364,36 @@ struct FastDeltaBody<'a> {
     partial_json: Option<std::borrow::Cow<'a, str>>,
 }
 
+/// A text delta in the API's exact compact form, its text without escapes:
+/// `{"type":"content_block_delta","index":N,"delta":{"type":"text_delta","text":"..."}}`.
+/// Anything else (whitespace, another order, an escape, a control character) is `None`
+/// and goes to the general parse; what this accepts parses the same there.
+fn compact_text_delta(data: &[u8]) -> Option<StreamEvent> {
+    const HEAD: &[u8] = br#"{"type":"content_block_delta","index":"#;
+    const MID: &[u8] = br#","delta":{"type":"text_delta","text":""#;
+    const TAIL: &[u8] = br#""}}"#;
+    let rest = data.strip_prefix(HEAD)?;
+    let digits = rest.iter().take_while(|b| b.is_ascii_digit()).count();
+    // No leading zeros (not JSON), and small enough for a `usize`.
+    if digits == 0 || digits > 9 || (digits > 1 && rest[0] == b'0') {
+        return None;
+    }
+    let index = rest[..digits]
+        .iter()
+        .fold(0usize, |n, d| n * 10 + usize::from(d - b'0'));
+    let text = rest[digits..].strip_prefix(MID)?.strip_suffix(TAIL)?;
+    if text.iter().any(|&b| b == b'"' || b == b'\\' || b < 0x20) {
+        return None;
+    }
+    let text = std::str::from_utf8(text).ok()?;
+    Some(StreamEvent::ContentBlockDelta {
+        index,
+        delta: Delta::TextDelta {
+            text: text.to_owned(),
+        },
+    })
+}
+
 /// The typed event of `raw`. Pings are known by name; text and tool-input deltas take a
 /// borrowing fast path (any other shape falls back to the generic parse, so the result is
 /// the same); everything else is bounded in JSON values before it is parsed.
@@ -377,6 +407,9 @@ pub(crate) fn parse(raw: &super::SseEvent) -> Result<StreamEvent, ParseError> {
         }
     }
     if raw.is("content_block_delta") {
+        if let Some(ev) = compact_text_delta(data) {
+            return Ok(ev);
+        }
         if let Ok(fast) = serde_json::from_slice::<FastDelta<'_>>(data) {
             if fast.kind == "content_block_delta" {
                 let d = fast.delta;
@@ -438,6 +471,18 @@ mod parse_tests {
                 r#"{"type":"content_block_delta","index":0,"delta":{"type":"citations_delta","citation":{"x":1}}}"#,
             ),
             ("content_block_delta", r#"{"type":"message_stop"}"#),
+            (
+                "content_block_delta",
+                r#"{"type":"content_block_delta","index":12,"delta":{"type":"text_delta","text":" plain words, ✓"}}"#,
+            ),
+            (
+                "content_block_delta",
+                r#"{"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":"tab\tand quote\""}}"#,
+            ),
+            (
+                "content_block_delta",
+                r#"{"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":""}}"#,
+            ),
             ("ping", r#"{"type": "ping"}"#),
             ("ping", r#"{"type": "ping", "more": 1}"#),
             ("ping", r#"{"type": "message_stop"}"#),
@@ -451,6 +496,9 @@ mod parse_tests {
         }
         for bad in [
             r#"{"type":"content_block_delta","index":-1,"delta":{"type":"text_delta","text":"x"}}"#,
+            r#"{"type":"content_block_delta","index":01,"delta":{"type":"text_delta","text":"x"}}"#,
+            "{\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"text_delta\",\"text\":\"raw\ttab\"}}",
+            r#"{"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":"x"}}}"#,
             r#"{"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":7}}"#,
             "{",
         ] {
