@@ -18,6 +18,7 @@ use hyper_util::rt::TokioExecutor;
 use tower_anthropic::Client;
 use tower_anthropic::messages::CreateMessageRequest;
 
+pub mod per_call;
 pub mod plot;
 
 /// One scenario: its mock settings (as a config and as `anthropic-mock` flags) and its load.
@@ -296,6 +297,20 @@ pub fn scenarios() -> Vec<Scenario> {
             budget: true,
             pacing: true,
             degradation: true,
+            shape: Shape::Small,
+        },
+        Scenario {
+            name: "throughput",
+            title: "i. throughput: no faults, no limits; 5,000 requests at concurrency 64",
+            mock: MockConfig::default(),
+            mock_args: Vec::new(),
+            load: Load::Closed {
+                n: 5000,
+                concurrency: 64,
+            },
+            budget: true,
+            pacing: true,
+            degradation: false,
             shape: Shape::Small,
         },
     ];

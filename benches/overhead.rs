@@ -3,134 +3,93 @@
 //! pool settings, at concurrency 1 and 64. The mock runs on its own runtime thread, the
 //! client on the bench thread.
 //!
-//! `cargo bench --bench overhead`
+//! The two are measured in alternating batches (bare, stack, stack, bare, ...) over several
+//! rounds, so a drift of the machine's speed lands on both alike; each round gives a ratio,
+//! and the median ratio is reported with its range.
+//!
+//! `cargo bench --bench overhead` (`-- --rounds N` to change the 15 rounds).
 
-// criterion's macros generate undocumented functions.
-#![allow(missing_docs)]
+use std::time::Duration;
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use benches::per_call::{bare, bare_once, client, client_once, run_concurrent};
 
-use bytes::Bytes;
-use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use http_body_util::{BodyExt, Full};
-use hyper_util::client::legacy::Client as HyperClient;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::{TokioExecutor, TokioTimer};
-use tower_anthropic::Client;
-use tower_anthropic::messages::CreateMessageRequest;
-
-const BODY: &str =
-    r#"{"model":"claude-bench","max_tokens":16,"messages":[{"role":"user","content":"Hello"}]}"#;
-
-type Bare = HyperClient<HttpConnector, Full<Bytes>>;
-
-async fn bare_once(bare: &Bare, uri: &http::Uri) {
-    let req = http::Request::post(uri.clone())
-        .header("x-api-key", "sk-bench")
-        .header("anthropic-version", "2023-06-01")
-        .header("content-type", "application/json")
-        .body(Full::new(Bytes::from_static(BODY.as_bytes())))
-        .unwrap();
-    let resp = bare.request(req).await.unwrap();
-    assert!(resp.status().is_success());
-    let body = resp.into_body().collect().await.unwrap().to_bytes();
-    let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
-    assert_eq!(v["type"], "message");
-}
-
-async fn client_once(client: &Client) {
-    let req = CreateMessageRequest::new("claude-bench", 16).user("Hello");
-    let msg = client.messages().create(req).await.unwrap();
-    assert_eq!(msg.kind, "message");
-}
-
-/// Runs `iters` requests spread over `concurrency` tasks; returns the elapsed time.
-async fn run_concurrent<F, Fut>(iters: u64, concurrency: u64, f: F) -> Duration
-where
-    F: Fn() -> Fut + Clone + Send + 'static,
-    Fut: std::future::Future<Output = ()> + Send,
-{
-    let left = Arc::new(AtomicU64::new(iters));
-    let start = Instant::now();
-    let mut set = tokio::task::JoinSet::new();
-    for _ in 0..concurrency {
-        let (left, f) = (left.clone(), f.clone());
-        set.spawn(async move {
-            while left
-                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1))
-                .is_ok()
-            {
-                f().await;
-            }
-        });
-    }
-    while set.join_next().await.is_some() {}
-    start.elapsed()
-}
-
-fn overhead(c: &mut Criterion) {
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let rounds: usize = args
+        .iter()
+        .position(|a| a == "--rounds")
+        .and_then(|i| args.get(i + 1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(15);
     let mock_rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .enable_all()
         .build()
-        .unwrap();
+        .expect("a runtime");
     let mock = mock_rt
         .block_on(anthropic_mock::MockServer::start(Default::default()))
-        .unwrap();
+        .expect("the mock");
     let url = mock.url();
     // The client side on the bench thread alone: two busy threads (client, mock) on the two
     // cores, so scheduling noise stays low.
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
-        .unwrap();
+        .expect("a runtime");
+    let bare = bare();
+    let uri: http::Uri = format!("{url}/v1/messages").parse().expect("a URI");
+    let client = rt.block_on(async { client(&url) });
 
-    // Same pool settings as the Client's: 90 s idle timeout with a timer, no idle cap.
-    let bare: Bare = HyperClient::builder(TokioExecutor::new())
-        .timer(TokioTimer::new())
-        .pool_timer(TokioTimer::new())
-        .pool_idle_timeout(Duration::from_secs(90))
-        .build_http();
-    let uri: http::Uri = format!("{url}/v1/messages").parse().unwrap();
-    let client = rt.block_on(async {
-        Client::builder()
-            .api_key("sk-bench")
-            .base_url(&url)
-            .build()
-            .unwrap()
-    });
-
-    for concurrency in [1u64, 64] {
-        let mut group = c.benchmark_group(format!("create_concurrency_{concurrency}"));
-        group.throughput(Throughput::Elements(1));
-        group.sample_size(30);
-        group.measurement_time(Duration::from_secs(5));
-        let (b2, u2) = (bare.clone(), uri.clone());
-        group.bench_function("bare_hyper", |b| {
-            b.to_async(&rt).iter_custom(|iters| {
-                let (bare, uri) = (b2.clone(), u2.clone());
-                run_concurrent(iters, concurrency, move || {
-                    let (bare, uri) = (bare.clone(), uri.clone());
-                    async move { bare_once(&bare, &uri).await }
-                })
-            })
-        });
-        let c2 = client.clone();
-        group.bench_function("tower_anthropic_client", |b| {
-            b.to_async(&rt).iter_custom(|iters| {
-                let client = c2.clone();
-                run_concurrent(iters, concurrency, move || {
-                    let client = client.clone();
-                    async move { client_once(&client).await }
-                })
-            })
-        });
-        group.finish();
+    println!(
+        "concurrency | rounds | bare per request (median) | stack per request (median) | ratio stack/bare: median | min | max"
+    );
+    println!("---|---|---|---|---|---|---");
+    for (concurrency, batch) in [(1u64, 400u64), (64, 4000)] {
+        let time_bare = |n: u64| {
+            let (bare, uri) = (bare.clone(), uri.clone());
+            rt.block_on(run_concurrent(n, concurrency, move || {
+                let (bare, uri) = (bare.clone(), uri.clone());
+                async move { bare_once(&bare, &uri).await }
+            }))
+        };
+        let time_stack = |n: u64| {
+            let client = client.clone();
+            rt.block_on(run_concurrent(n, concurrency, move || {
+                let client = client.clone();
+                async move { client_once(&client).await }
+            }))
+        };
+        // Warm up both (connections, allocator, the pacer's first answer).
+        time_bare(batch / 4);
+        time_stack(batch / 4);
+        let per = |d: Duration| d.as_secs_f64() / batch as f64;
+        let (mut b, mut s, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
+        for round in 0..rounds {
+            // ABBA: alternate which goes first.
+            let (tb, ts) = if round % 2 == 0 {
+                let tb = time_bare(batch);
+                (tb, time_stack(batch))
+            } else {
+                let ts = time_stack(batch);
+                (time_bare(batch), ts)
+            };
+            b.push(per(tb));
+            s.push(per(ts));
+            ratios.push(per(ts) / per(tb));
+        }
+        let median = |v: &mut Vec<f64>| {
+            v.sort_by(f64::total_cmp);
+            v[v.len() / 2]
+        };
+        let (mb, ms) = (median(&mut b), median(&mut s));
+        let mr = median(&mut ratios);
+        println!(
+            "{concurrency} | {rounds} | {:.1} µs | {:.1} µs | {mr:.3} | {:.3} | {:.3}",
+            mb * 1e6,
+            ms * 1e6,
+            ratios[0],
+            ratios[ratios.len() - 1],
+        );
     }
     drop(mock);
 }
-
-criterion_group!(benches, overhead);
-criterion_main!(benches);

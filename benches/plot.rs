@@ -92,17 +92,26 @@ pub fn timeline(report: &Report, title: &str, path: &Path) -> Result<(), String>
         )
     };
     let (s429, s529) = (status(429), status(529));
-    // The y axis fits the bins but the few highest (a burst's first bin would flatten the
-    // rest); a clipped peak is named in the caption.
-    let mut all: Vec<u32> = [&started, &answered, &failed, &sent, &s429, &s529]
+    // The y axis fits the bins after the first: a burst at the start would flatten the
+    // rest; a clipped peak is named in the caption.
+    let series_all = [&started, &answered, &failed, &sent, &s429, &s529];
+    let peak = series_all
         .iter()
         .flat_map(|v| v.iter())
         .copied()
-        .collect();
-    all.sort_unstable();
-    let peak = all.last().copied().unwrap_or(0).max(1) as f64 / bin;
-    let fit = all[all.len().saturating_sub(1 + all.len() / 50)].max(1) as f64 / bin;
-    let top = if peak > fit * 1.45 { fit } else { peak };
+        .max()
+        .unwrap_or(0)
+        .max(1) as f64
+        / bin;
+    let rest = series_all
+        .iter()
+        .flat_map(|v| v.iter().skip(1))
+        .copied()
+        .max()
+        .unwrap_or(0)
+        .max(1) as f64
+        / bin;
+    let top = if peak > rest * 1.45 { rest } else { peak };
     let caption = if peak > top * 1.45 {
         format!(
             "per second: calls made, answered, failed; attempts the server received, its 429s and 529s (peak of {peak:.0}/s clipped)"
@@ -119,6 +128,13 @@ pub fn timeline(report: &Report, title: &str, path: &Path) -> Result<(), String>
 
     let x_max = bins as f64 * bin;
     let int = |v: &f64| format!("{v:.0}");
+    let rate = move |v: &f64| {
+        if top < 10.0 {
+            format!("{v:.1}")
+        } else {
+            format!("{v:.0}")
+        }
+    };
     let secs = move |v: &f64| {
         if x_max <= 12.0 {
             format!("{v:.1}")
@@ -138,7 +154,7 @@ pub fn timeline(report: &Report, title: &str, path: &Path) -> Result<(), String>
         .x_desc("seconds")
         .y_desc("per second")
         .x_label_formatter(&secs)
-        .y_label_formatter(&int)
+        .y_label_formatter(&rate)
         .label_style(("sans-serif", 13))
         .draw()
         .map_err(|x| e(&x))?;

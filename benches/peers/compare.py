@@ -1,7 +1,8 @@
-"""Runs scenarios a to c with tower-anthropic (the `drive` binary) and the official Python SDK
+"""Runs scenarios a to c (and i, throughput without faults) with tower-anthropic (the `drive` binary) and the official Python SDK
 (`peer.py`) against one shared mock process per scenario, and prints both side by side.
 Run through compare.sh, which builds the binaries and the virtualenv first."""
 import json
+import os
 import subprocess
 import sys
 
@@ -18,6 +19,43 @@ PACING = ["rate_limited", "input_bound", "output_bound", "burst"]
 def run_json(cmd):
     out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
     return json.loads(out.strip().splitlines()[-1])
+
+
+def run_measured(cmd):
+    """`run_json`, with the process's own CPU seconds and peak memory (its rusage alone)."""
+    p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    out = p.stdout.read()
+    _, status, usage = os.wait4(p.pid, 0)
+    if status != 0:
+        raise RuntimeError(f"{cmd} exited with {status}")
+    d = json.loads(out.strip().splitlines()[-1])
+    d["cpu_s"] = usage.ru_utime + usage.ru_stime
+    d["max_rss_mib"] = usage.ru_maxrss / 1024
+    return d
+
+
+def throughput():
+    """Scenario i: no faults, no limits, 5,000 calls at concurrency 64; each client in its
+    own process against one mock process (reset before each run)."""
+    sc = "throughput"
+    mock = subprocess.Popen([MOCK], stdout=subprocess.PIPE, text=True)
+    try:
+        url = mock.stdout.readline().split()[-1]
+        rust = run_measured([DRIVE, url, sc])
+        py = run_measured([PYTHON, PEER, url, sc])
+    finally:
+        mock.terminate()
+        mock.wait(timeout=10)
+    print("\n### i. throughput (no faults, concurrency 64)\n")
+    print("| client | ok | requests/s | CPU s per 1,000 calls | peak memory (MiB) | p50 (ms) | p99 (ms) |")
+    print("|---|---|---|---|---|---|---|")
+    for who, d in (("tower-anthropic", rust), ("anthropic (Python)", py)):
+        rps = d["succeeded"] / d["wall_s"]
+        print(f"| {who} | {d['succeeded']} | {rps:.0f} | {d['cpu_s'] * 1000 / d['requests']:.3f} | "
+              f"{d['max_rss_mib']:.1f} | {d['p50_ms']:.2f} | {d['p99_ms']:.2f} |")
+    r = (rust["succeeded"] / rust["wall_s"]) / (py["succeeded"] / py["wall_s"])
+    print(f"\nthroughput ratio (tower-anthropic / Python): {r:.1f}x; "
+          f"CPU per call ratio (Python / tower-anthropic): {py['cpu_s'] / max(rust['cpu_s'], 1e-9):.1f}x")
 
 
 def fmt(v, unit=""):
@@ -78,6 +116,8 @@ def main():
         return pacing()
     if sys.argv[3:] == ["degradation"]:
         return degradation()
+    if sys.argv[3:] == ["throughput"]:
+        return throughput()
     rows = []
     for sc in SCENARIOS:
         args = subprocess.run([DRIVE, "--mock-args", sc], check=True, capture_output=True, text=True).stdout.split()
@@ -112,6 +152,7 @@ def main():
             for who, d in (("tower-anthropic", rust), ("anthropic (Python)", py)):
                 amp = d["outage_attempts"] / max(d["outage_requests"], 1)
                 print(f"\n{who}: {amp:.2f} attempts per request reached the server during the outage")
+    throughput()
 
 
 if __name__ == "__main__":

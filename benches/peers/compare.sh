@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The official Python SDK side by side with tower-anthropic, on scenarios a to c (or, with
 # the argument `pacing`, on the rate-limited scenarios a, e, f and g with pacing on and off;
-# with `degradation`, on scenario h with the breaker and fallback layers on and off),
-# against one shared mock process per scenario. Installs `anthropic` from PyPI into a local
+# with `degradation`, on scenario h with the breaker and fallback layers on and off; with
+# `throughput`, on scenario i alone: no faults, concurrency 64, requests/s, CPU and memory,
+# which the default run also prints), against one shared mock process per scenario. Installs `anthropic` from PyPI into a local
 # virtualenv on first use (VENV, default benches/peers/.venv).
 set -euo pipefail
 root=$(cd "$(dirname "$0")/../.." && pwd)

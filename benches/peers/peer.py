@@ -16,6 +16,8 @@ SCENARIOS = {
     "output_bound": {"kind": "closed", "n": 160, "concurrency": 8, "max_tokens": 400},
     "burst": {"kind": "closed", "n": 1000, "concurrency": 256},
     "overload": {"kind": "closed", "n": 500, "concurrency": 16},
+    # i: no faults, no limits: how fast each client goes.
+    "throughput": {"kind": "closed", "n": 5000, "concurrency": 64},
     "outage": {"kind": "open", "rate": 50, "duration": 20.0, "outage_at": 5.0, "outage_len": 10.0},
     # h: only the primary model is down; the SDK has no fallback, so its calls go to the primary.
     "model_outage": {"kind": "open", "rate": 50, "duration": 30.0, "outage_at": 5.0, "outage_len": 15.0,

@@ -2,7 +2,7 @@
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use http::{HeaderMap, HeaderName};
+use http::HeaderMap;
 
 /// One limit: its size, what is left, and when the bucket is full again.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -28,30 +28,6 @@ pub struct RateLimitHeaders {
     pub output_tokens: RateLimit,
 }
 
-/// The twelve header names, per limit: limit, remaining, reset.
-const NAMES: [[HeaderName; 3]; 4] = [
-    [
-        HeaderName::from_static("anthropic-ratelimit-requests-limit"),
-        HeaderName::from_static("anthropic-ratelimit-requests-remaining"),
-        HeaderName::from_static("anthropic-ratelimit-requests-reset"),
-    ],
-    [
-        HeaderName::from_static("anthropic-ratelimit-tokens-limit"),
-        HeaderName::from_static("anthropic-ratelimit-tokens-remaining"),
-        HeaderName::from_static("anthropic-ratelimit-tokens-reset"),
-    ],
-    [
-        HeaderName::from_static("anthropic-ratelimit-input-tokens-limit"),
-        HeaderName::from_static("anthropic-ratelimit-input-tokens-remaining"),
-        HeaderName::from_static("anthropic-ratelimit-input-tokens-reset"),
-    ],
-    [
-        HeaderName::from_static("anthropic-ratelimit-output-tokens-limit"),
-        HeaderName::from_static("anthropic-ratelimit-output-tokens-remaining"),
-        HeaderName::from_static("anthropic-ratelimit-output-tokens-reset"),
-    ],
-];
-
 impl RateLimitHeaders {
     /// Limits and `remaining` scaled by `share` (0 to 1): one process's part of a quota.
     pub(crate) fn scaled(mut self, share: f64) -> Self {
@@ -68,27 +44,47 @@ impl RateLimitHeaders {
         self
     }
 
-    /// Parses the headers of a response.
+    /// Parses the headers of a response: one pass over them, matching the
+    /// `anthropic-ratelimit-` prefix (no hashed lookup per name); where a header is repeated,
+    /// its first value counts.
     pub fn from_headers(headers: &HeaderMap) -> Self {
-        let one = |names: &[HeaderName; 3]| {
-            let get = |name: &HeaderName| {
-                headers
-                    .get(name)
-                    .and_then(|v| v.to_str().ok())
-                    .map(str::trim)
+        let mut out = Self::default();
+        let mut seen = 0u16;
+        for (name, value) in headers {
+            let Some(rest) = name.as_str().strip_prefix("anthropic-ratelimit-") else {
+                continue;
             };
-            RateLimit {
-                limit: get(&names[0]).and_then(|v| v.parse().ok()),
-                remaining: get(&names[1]).and_then(|v| v.parse().ok()),
-                reset: get(&names[2]).and_then(parse_rfc3339),
+            let Some((bucket, field)) = rest.rsplit_once('-') else {
+                continue;
+            };
+            let (b, slot) = match bucket {
+                "requests" => (0, &mut out.requests),
+                "tokens" => (1, &mut out.tokens),
+                "input-tokens" => (2, &mut out.input_tokens),
+                "output-tokens" => (3, &mut out.output_tokens),
+                _ => continue,
+            };
+            let f = match field {
+                "limit" => 0,
+                "remaining" => 1,
+                "reset" => 2,
+                _ => continue,
+            };
+            let bit = 1u16 << (b * 3 + f);
+            if seen & bit != 0 {
+                continue;
             }
-        };
-        Self {
-            requests: one(&NAMES[0]),
-            tokens: one(&NAMES[1]),
-            input_tokens: one(&NAMES[2]),
-            output_tokens: one(&NAMES[3]),
+            seen |= bit;
+            let Some(v) = value.to_str().ok().map(str::trim) else {
+                continue;
+            };
+            match f {
+                0 => slot.limit = v.parse().ok(),
+                1 => slot.remaining = v.parse().ok(),
+                _ => slot.reset = parse_rfc3339(v),
+            }
         }
+        out
     }
 
     /// Whether any of the headers was present.
@@ -253,6 +249,28 @@ mod tests {
         );
         assert_eq!(RateLimitHeaders::from_headers(&h).requests.limit, None);
         assert!(RateLimitHeaders::from_headers(&HeaderMap::new()).is_empty());
+        // A repeated header: the first value counts (as `HeaderMap::get` has it); names
+        // that only look like these are ignored.
+        h.insert(
+            "anthropic-ratelimit-requests-limit",
+            HeaderValue::from_static("60"),
+        );
+        h.append(
+            "anthropic-ratelimit-requests-limit",
+            HeaderValue::from_static("90"),
+        );
+        h.insert(
+            "anthropic-ratelimit-requests-other",
+            HeaderValue::from_static("1"),
+        );
+        h.insert(
+            "anthropic-ratelimit-images-limit",
+            HeaderValue::from_static("1"),
+        );
+        h.insert("anthropic-ratelimit-", HeaderValue::from_static("1"));
+        let r = RateLimitHeaders::from_headers(&h);
+        assert_eq!(r.requests.limit, Some(60));
+        assert_eq!(r.requests.remaining, Some(7));
     }
 
     #[test]

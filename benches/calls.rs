@@ -1,0 +1,35 @@
+//! `calls URL (bare|stack) N`: N sequential calls to the mock at URL, bare hyper or the
+//! default `Client`, on a current-thread runtime; for counting instructions per call under
+//! callgrind (`benches/callgrind.sh`), where timing means nothing but counts repeat.
+
+use benches::per_call::{bare, bare_once, client, client_once};
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let usage = "usage: calls URL (bare|stack) N";
+    let url = args.first().expect(usage);
+    let mode = args.get(1).expect(usage);
+    let n: u64 = args.get(2).and_then(|v| v.parse().ok()).expect(usage);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a runtime");
+    rt.block_on(async {
+        match mode.as_str() {
+            "bare" => {
+                let bare = bare();
+                let uri: http::Uri = format!("{url}/v1/messages").parse().expect("a URI");
+                for _ in 0..n {
+                    bare_once(&bare, &uri).await;
+                }
+            }
+            "stack" => {
+                let client = client(url);
+                for _ in 0..n {
+                    client_once(&client).await;
+                }
+            }
+            _ => panic!("{usage}"),
+        }
+    });
+}
