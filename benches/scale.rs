@@ -2,16 +2,17 @@
 //! this process's memory and CPU are the client's alone).
 //!
 //! ```text
-//! target/release/anthropic-mock --port 0 --tps 20 &      # slow generation: streams stay open
+//! target/release/anthropic-mock --tps 20 --output-tokens 100 &   # slow: streams stay open
 //! target/release/scale URL streams 10000 100               # 10,000 streams of 100 tokens
 //! target/release/scale URL calls 10000 100                 # 10,000 whole answers at once
 //! ```
 //!
 //! `benches/scale.sh` runs both with a fresh mock each. Prints one JSON line:
-//! - streams: how many finished with the right text (one word per output token, the text
-//!   equal to its deltas, `message_stop` seen), the most open at once (the mock's count),
-//!   the client's RSS before and at the peak, RSS per open stream, CPU seconds, bytes of
-//!   events read (`--bytes`: measured on one raw stream, times the streams), CPU per MB;
+//! - streams: how many finished with the right text (TOKENS words, one per output token, the
+//!   text equal to its deltas, `message_stop` seen), the most open at once (ours and the
+//!   mock's count), the client's RSS before and when the most were open, RSS per open
+//!   stream, CPU seconds, bytes of events read (one raw stream measured, times the
+//!   streams), CPU per MB;
 //! - calls: completions, p50 and p99 latency, RSS, CPU.
 
 use std::sync::Arc;
@@ -110,15 +111,16 @@ async fn main() {
     let open = Arc::new(AtomicUsize::new(0));
     let peak = Arc::new(AtomicUsize::new(0));
     let peak_rss = Arc::new(std::sync::atomic::AtomicU64::new(rss0));
+    // The most streams open at once, and the RSS at that moment.
     let sampler = {
         let (open, peak, peak_rss) = (open.clone(), peak.clone(), peak_rss.clone());
         tokio::spawn(async move {
             loop {
                 tokio::time::sleep(Duration::from_millis(50)).await;
-                let r = rss();
-                if r > peak_rss.load(Ordering::Relaxed) {
-                    peak_rss.store(r, Ordering::Relaxed);
-                    peak.store(open.load(Ordering::Relaxed), Ordering::Relaxed);
+                let now_open = open.load(Ordering::Relaxed);
+                if now_open >= peak.load(Ordering::Relaxed) {
+                    peak.store(now_open, Ordering::Relaxed);
+                    peak_rss.store(rss(), Ordering::Relaxed);
                 }
             }
         })
@@ -157,6 +159,7 @@ async fn main() {
                 m.text() == text
                     && m.usage.output_tokens == u64::from(tokens)
                     && text.split_whitespace().count() == tokens as usize
+                    && !text.is_empty()
                     && matches!(
                         m.stop_reason,
                         Some(StopReason::EndTurn | StopReason::MaxTokens)
@@ -185,8 +188,8 @@ async fn main() {
         "wall_s": wall.as_secs_f64(), "cpu_s": cpu_s,
         "p50_ms": pct(0.5), "p99_ms": pct(0.99),
         "rss_before_mib": rss0 as f64 / 1048576.0,
-        "rss_peak_mib": peak_rss as f64 / 1048576.0,
-        "open_at_peak": peak_open,
+        "rss_at_most_open_mib": peak_rss as f64 / 1048576.0,
+        "most_open": peak_open,
         "mock_max_open_streams": max_open_streams,
     });
     if mode == "streams" {

@@ -20,6 +20,6 @@ run() {
 }
 echo "# $(nproc) cores, $(date -u +%Y-%m-%d), $n at once"
 # Streams: 100 tokens at 20 tokens/s (about 5 s each), so all are open together.
-run streams --tps 20
+run streams --tps 20 --output-tokens 100
 # Whole answers: 100 tokens at 50 tokens/s (2 s each).
-run calls --tps 50
+run calls --tps 50 --output-tokens 100
