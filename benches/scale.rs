@@ -4,6 +4,7 @@
 //! ```text
 //! target/release/anthropic-mock --tps 20 --output-tokens 100 &   # slow: streams stay open
 //! target/release/scale URL streams 10000 100               # 10,000 streams of 100 tokens
+//! target/release/scale URL bare-streams 10000 100          # the same read raw by bare hyper
 //! target/release/scale URL calls 10000 100                 # 10,000 whole answers at once
 //! ```
 //!
@@ -87,10 +88,48 @@ async fn raw_stream_bytes(url: &str, tokens: u32) -> u64 {
         .len() as u64
 }
 
+/// One stream read raw by a bare hyper client (shared by all calls): whether it ended with
+/// `message_stop`.
+async fn bare_stream(url: &str, tokens: u32, i: usize, open: &AtomicUsize) -> bool {
+    static BARE: std::sync::OnceLock<
+        hyper_util::client::legacy::Client<
+            hyper_util::client::legacy::connect::HttpConnector,
+            Full<Bytes>,
+        >,
+    > = std::sync::OnceLock::new();
+    let client = BARE.get_or_init(|| {
+        hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+            .build_http()
+    });
+    let mut body = serde_json::to_value(request(tokens, i)).expect("JSON");
+    body["stream"] = true.into();
+    let req = http::Request::post(format!("{url}/v1/messages"))
+        .header("x-api-key", "sk-scale")
+        .header("anthropic-version", "2023-06-01")
+        .header("content-type", "application/json")
+        .body(Full::new(Bytes::from(body.to_string())))
+        .expect("a request");
+    let Ok(resp) = client.request(req).await else {
+        return false;
+    };
+    open.fetch_add(1, Ordering::Relaxed);
+    let mut body = resp.into_body();
+    let mut tail = Vec::new();
+    while let Some(Ok(frame)) = body.frame().await {
+        if let Ok(data) = frame.into_data() {
+            tail.extend_from_slice(&data);
+            let keep = tail.len().saturating_sub(64);
+            tail.drain(..keep);
+        }
+    }
+    open.fetch_sub(1, Ordering::Relaxed);
+    String::from_utf8_lossy(&tail).contains("message_stop")
+}
+
 #[tokio::main]
 async fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let usage = "usage: scale URL (streams|calls) N TOKENS";
+    let usage = "usage: scale URL (streams|bare-streams|calls) N TOKENS";
     let (url, mode) = (args.first().expect(usage), args.get(1).expect(usage));
     let n: usize = args.get(2).and_then(|v| v.parse().ok()).expect(usage);
     let tokens: u32 = args.get(3).and_then(|v| v.parse().ok()).expect(usage);
@@ -130,8 +169,14 @@ async fn main() {
     for i in 0..n {
         let (client, open) = (client.clone(), open.clone());
         let streaming = mode == "streams";
+        let bare_url = (mode == "bare-streams").then(|| url.clone());
         tasks.spawn(async move {
             let t0 = Instant::now();
+            if let Some(url) = bare_url {
+                // The floor: the same stream read raw by bare hyper, no decoding.
+                let ok = bare_stream(&url, tokens, i, &open).await;
+                return (ok, t0.elapsed());
+            }
             if !streaming {
                 let ok = client.messages().create(request(tokens, i)).await.is_ok();
                 return (ok, t0.elapsed());
@@ -192,7 +237,7 @@ async fn main() {
         "most_open": peak_open,
         "mock_max_open_streams": max_open_streams,
     });
-    if mode == "streams" {
+    if mode.ends_with("streams") {
         let per = raw_stream_bytes(url, tokens).await;
         let mb = (per * n as u64) as f64 / 1e6;
         out["kib_per_open_stream"] =

@@ -21,5 +21,7 @@ run() {
 echo "# $(nproc) cores, $(date -u +%Y-%m-%d), $n at once"
 # Streams: 100 tokens at 20 tokens/s (about 5 s each), so all are open together.
 run streams --tps 20 --output-tokens 100
+# The floor: the same streams read raw by bare hyper (same pool settings but no decoding).
+run bare-streams --tps 20 --output-tokens 100
 # Whole answers: 100 tokens at 50 tokens/s (2 s each).
 run calls --tps 50 --output-tokens 100
