@@ -52,6 +52,20 @@ fn binned(times: impl Iterator<Item = Duration>, bin: f64, bins: usize) -> Vec<u
     v
 }
 
+/// The series' legend, upper right, on a chart of either kind.
+macro_rules! legend {
+    ($chart:expr, $e:expr) => {
+        $chart
+            .configure_series_labels()
+            .background_style(WHITE.mix(0.85))
+            .border_style(BLACK)
+            .label_font(("sans-serif", 13))
+            .position(SeriesLabelPosition::UpperRight)
+            .draw()
+            .map_err(|x| $e(&x))?
+    };
+}
+
 /// Draws `report`'s timeline to `path` (a PNG, 1100 x 720) under `title`.
 pub fn timeline(report: &Report, title: &str, path: &Path) -> Result<(), String> {
     font()?;
@@ -184,14 +198,7 @@ pub fn timeline(report: &Report, title: &str, path: &Path) -> Result<(), String>
             .label(format!("{name} ({} in all)", data.iter().sum::<u32>()))
             .legend(move |(x, y)| PathElement::new([(x, y), (x + 18, y)], color.stroke_width(3)));
     }
-    chart
-        .configure_series_labels()
-        .background_style(WHITE.mix(0.85))
-        .border_style(BLACK)
-        .label_font(("sans-serif", 13))
-        .position(SeriesLabelPosition::UpperRight)
-        .draw()
-        .map_err(|x| e(&x))?;
+    legend!(chart, e);
 
     // The client's view.
     let max_wait = report
@@ -285,14 +292,7 @@ pub fn timeline(report: &Report, title: &str, path: &Path) -> Result<(), String>
             .legend(move |(x, y)| PathElement::new([(x, y), (x + 18, y)], c.stroke_width(3)));
     }
     if labelled {
-        chart
-            .configure_series_labels()
-            .background_style(WHITE.mix(0.85))
-            .border_style(BLACK)
-            .label_font(("sans-serif", 13))
-            .position(SeriesLabelPosition::UpperRight)
-            .draw()
-            .map_err(|x| e(&x))?;
+        legend!(chart, e);
     }
     root.present().map_err(|x| e(&x))?;
     Ok(())

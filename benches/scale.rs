@@ -67,49 +67,46 @@ async fn mock_stat(url: &str, field: &str) -> u64 {
     v[field].as_u64().unwrap_or(0)
 }
 
-/// Bytes of one raw stream of `tokens` tokens (no decoding), read with bare hyper.
-async fn raw_stream_bytes(url: &str, tokens: u32) -> u64 {
-    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
-        .build_http::<Full<Bytes>>();
-    let mut body = serde_json::to_value(request(tokens, 0)).expect("JSON");
-    body["stream"] = true.into();
-    let req = http::Request::post(format!("{url}/v1/messages"))
-        .header("x-api-key", "sk-scale")
-        .header("anthropic-version", "2023-06-01")
-        .header("content-type", "application/json")
-        .body(Full::new(Bytes::from(body.to_string())))
-        .expect("a request");
-    let resp = client.request(req).await.expect("an answer");
-    resp.into_body()
-        .collect()
-        .await
-        .expect("a body")
-        .to_bytes()
-        .len() as u64
-}
+type Bare = hyper_util::client::legacy::Client<
+    hyper_util::client::legacy::connect::HttpConnector,
+    Full<Bytes>,
+>;
 
-/// One stream read raw by a bare hyper client (shared by all calls): whether it ended with
-/// `message_stop`.
-async fn bare_stream(url: &str, tokens: u32, i: usize, open: &AtomicUsize) -> bool {
-    static BARE: std::sync::OnceLock<
-        hyper_util::client::legacy::Client<
-            hyper_util::client::legacy::connect::HttpConnector,
-            Full<Bytes>,
-        >,
-    > = std::sync::OnceLock::new();
-    let client = BARE.get_or_init(|| {
+/// One bare hyper client for the process (default settings).
+fn bare_client() -> &'static Bare {
+    static BARE: std::sync::OnceLock<Bare> = std::sync::OnceLock::new();
+    BARE.get_or_init(|| {
         hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
             .build_http()
-    });
+    })
+}
+
+/// The raw streaming request `i` of `tokens` tokens.
+fn raw_stream_request(url: &str, tokens: u32, i: usize) -> http::Request<Full<Bytes>> {
     let mut body = serde_json::to_value(request(tokens, i)).expect("JSON");
     body["stream"] = true.into();
-    let req = http::Request::post(format!("{url}/v1/messages"))
+    http::Request::post(format!("{url}/v1/messages"))
         .header("x-api-key", "sk-scale")
         .header("anthropic-version", "2023-06-01")
         .header("content-type", "application/json")
         .body(Full::new(Bytes::from(body.to_string())))
-        .expect("a request");
-    let Ok(resp) = client.request(req).await else {
+        .expect("a request")
+}
+
+/// Bytes of one raw stream of `tokens` tokens (no decoding), read with bare hyper.
+async fn raw_stream_bytes(url: &str, tokens: u32) -> u64 {
+    let req = raw_stream_request(url, tokens, 0);
+    let resp = bare_client().request(req).await.expect("an answer");
+    let body = resp.into_body().collect().await.expect("a body");
+    body.to_bytes().len() as u64
+}
+
+/// One stream read raw by bare hyper: whether it ended with `message_stop`.
+async fn bare_stream(url: &str, tokens: u32, i: usize, open: &AtomicUsize) -> bool {
+    let Ok(resp) = bare_client()
+        .request(raw_stream_request(url, tokens, i))
+        .await
+    else {
         return false;
     };
     open.fetch_add(1, Ordering::Relaxed);

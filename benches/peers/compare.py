@@ -1,6 +1,7 @@
 """Runs scenarios a to c (and i, throughput without faults) with tower-anthropic (the `drive` binary) and the official Python SDK
 (`peer.py`) against one shared mock process per scenario, and prints both side by side.
 Run through compare.sh, which builds the binaries and the virtualenv first."""
+import contextlib
 import json
 import os
 import subprocess
@@ -14,6 +15,17 @@ SCENARIOS = ["rate_limited", "overload", "outage"]
 # `compare.sh pacing`: the rate-limited scenarios, each with pacing on, pacing off, and the
 # Python SDK, against one mock process (reset before each run).
 PACING = ["rate_limited", "input_bound", "output_bound", "burst"]
+
+
+@contextlib.contextmanager
+def mock_process(args=()):
+    """A mock process with `args`; yields its URL, stops it after."""
+    mock = subprocess.Popen([MOCK, *args], stdout=subprocess.PIPE, text=True)
+    try:
+        yield mock.stdout.readline().split()[-1]
+    finally:
+        mock.terminate()
+        mock.wait(timeout=10)
 
 
 def run_json(cmd):
@@ -38,14 +50,9 @@ def throughput():
     """Scenario i: no faults, no limits, 5,000 calls at concurrency 64; each client in its
     own process against one mock process (reset before each run)."""
     sc = "throughput"
-    mock = subprocess.Popen([MOCK], stdout=subprocess.PIPE, text=True)
-    try:
-        url = mock.stdout.readline().split()[-1]
+    with mock_process() as url:
         rust = run_measured([DRIVE, url, sc])
         py = run_measured([PYTHON, PEER, url, sc])
-    finally:
-        mock.terminate()
-        mock.wait(timeout=10)
     print("\n### i. throughput (no faults, concurrency 64)\n")
     print("| client | ok | requests/s | CPU s per 1,000 calls | peak memory (MiB) | p50 (ms) | p99 (ms) |")
     print("|---|---|---|---|---|---|---|")
@@ -71,15 +78,10 @@ def pacing():
     print("|---|---|---|---|---|---|---|---|---|")
     for sc in PACING:
         args = subprocess.run([DRIVE, "--mock-args", sc], check=True, capture_output=True, text=True).stdout.split()
-        mock = subprocess.Popen([MOCK, *args], stdout=subprocess.PIPE, text=True)
-        try:
-            url = mock.stdout.readline().split()[-1]
+        with mock_process(args) as url:
             paced = run_json([DRIVE, url, sc])
             unpaced = run_json([DRIVE, url, sc + "_no_pacing"])
             py = run_json([PYTHON, PEER, url, sc])
-        finally:
-            mock.terminate()
-            mock.wait(timeout=10)
         ideal = paced["ideal_s"]
         for who, d in (("tower-anthropic", paced), ("tower-anthropic, pacing off", unpaced), ("anthropic (Python)", py)):
             ratio = d["wall_s"] / ideal if ideal else float("nan")
@@ -92,15 +94,10 @@ def degradation():
     Python SDK, against one mock process (reset before each run)."""
     sc = "model_outage"
     args = subprocess.run([DRIVE, "--mock-args", sc], check=True, capture_output=True, text=True).stdout.split()
-    mock = subprocess.Popen([MOCK, *args], stdout=subprocess.PIPE, text=True)
-    try:
-        url = mock.stdout.readline().split()[-1]
+    with mock_process(args) as url:
         runs = [("tower-anthropic, breaker + fallback", run_json([DRIVE, url, sc])),
                 ("tower-anthropic, layers off", run_json([DRIVE, url, sc + "_no_layers"])),
                 ("anthropic (Python)", run_json([PYTHON, PEER, url, sc]))]
-    finally:
-        mock.terminate()
-        mock.wait(timeout=10)
     print("| client | requests | answered | by primary | by fallback | failed | breaker opened (s into outage) "
           "| primary attempts/request from 1 s into outage | outage p50 (ms) | outage p99 (ms) | back on primary (s) |")
     print("|---|---|---|---|---|---|---|---|---|---|---|")
@@ -121,14 +118,9 @@ def main():
     rows = []
     for sc in SCENARIOS:
         args = subprocess.run([DRIVE, "--mock-args", sc], check=True, capture_output=True, text=True).stdout.split()
-        mock = subprocess.Popen([MOCK, *args], stdout=subprocess.PIPE, text=True)
-        try:
-            url = mock.stdout.readline().split()[-1]
+        with mock_process(args) as url:
             rust = run_json([DRIVE, url, sc])
             py = run_json([PYTHON, PEER, url, sc])
-        finally:
-            mock.terminate()
-            mock.wait(timeout=10)
         rows.append((sc, rust, py))
 
     metrics = [
