@@ -54,7 +54,13 @@ impl RateLimitHeaders {
             let Some(rest) = name.as_str().strip_prefix("anthropic-ratelimit-") else {
                 continue;
             };
-            let Some((bucket, field)) = rest.rsplit_once('-') else {
+            let (bucket, f) = if let Some(b) = rest.strip_suffix("-limit") {
+                (b, 0)
+            } else if let Some(b) = rest.strip_suffix("-remaining") {
+                (b, 1)
+            } else if let Some(b) = rest.strip_suffix("-reset") {
+                (b, 2)
+            } else {
                 continue;
             };
             let (b, slot) = match bucket {
@@ -62,12 +68,6 @@ impl RateLimitHeaders {
                 "tokens" => (1, &mut out.tokens),
                 "input-tokens" => (2, &mut out.input_tokens),
                 "output-tokens" => (3, &mut out.output_tokens),
-                _ => continue,
-            };
-            let f = match field {
-                "limit" => 0,
-                "remaining" => 1,
-                "reset" => 2,
                 _ => continue,
             };
             let bit = 1u16 << (b * 3 + f);
@@ -107,13 +107,11 @@ pub(crate) fn parse_rfc3339(s: &str) -> Option<SystemTime> {
     {
         return None;
     }
+    // Digits only, read straight from the bytes (no sign, no whitespace).
     let num = |r: std::ops::Range<usize>| -> Option<i64> {
-        let part = s.get(r)?;
-        if part.bytes().all(|c| c.is_ascii_digit()) {
-            part.parse().ok()
-        } else {
-            None
-        }
+        b.get(r)?.iter().try_fold(0i64, |n, &c| {
+            c.is_ascii_digit().then(|| n * 10 + i64::from(c - b'0'))
+        })
     };
     let (year, month, day) = (num(0..4)?, num(5..7)?, num(8..10)?);
     let (hour, min, sec) = (num(11..13)?, num(14..16)?, num(17..19)?);
@@ -139,12 +137,12 @@ pub(crate) fn parse_rfc3339(s: &str) -> Option<SystemTime> {
         if digits == 0 {
             return None;
         }
-        let scaled: String = frac[..digits]
-            .chars()
-            .chain(std::iter::repeat('0'))
+        // The first nine digits, padded to nanoseconds; further ones are dropped.
+        nanos = frac.as_bytes()[..digits]
+            .iter()
+            .chain(std::iter::repeat(&b'0'))
             .take(9)
-            .collect();
-        nanos = scaled.parse().ok()?;
+            .fold(0u32, |n, &c| n * 10 + u32::from(c - b'0'));
         rest = &frac[digits..];
     }
     let offset_secs: i64 = match rest {
@@ -198,7 +196,14 @@ mod tests {
             t("2025-08-21T14:40:59+02:00"),
             Some(Duration::from_secs(1_755_780_059))
         );
+        // Nanoseconds: nine digits kept, more dropped.
+        assert_eq!(
+            t("1970-01-01T00:00:01.123456789123Z"),
+            Some(Duration::new(1, 123_456_789))
+        );
         for bad in [
+            "+025-08-21T12:40:59Z",
+            "2025-0 -21T12:40:59Z",
             "",
             "2025-08-21",
             "2025-13-01T00:00:00Z",
