@@ -44,7 +44,7 @@ use tower_anthropic::messages::CreateMessageRequest;
 use tower_anthropic::stream::{MessageStream, StreamEvent};
 use tower_anthropic::{Client, ClientBuilder, Error};
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
-use tower_http::trace::TraceLayer;
+use tower_http::trace::{DefaultOnFailure, TraceLayer};
 
 /// The largest request body the gateway reads (the API's own limit for Messages).
 pub(crate) const MAX_BODY: usize = 32 * 1024 * 1024;
@@ -76,7 +76,12 @@ pub(crate) fn app(client: Client, metrics: Option<PrometheusHandle>) -> Router {
         .layer(
             ServiceBuilder::new()
                 .layer(SetRequestIdLayer::new(request_id.clone(), MakeRequestUuid))
-                .layer(TraceLayer::new(ApiClassifier::make()))
+                // Failures as this crate classifies them; a caller's 4xx is a warning here,
+                // not an error of the gateway.
+                .layer(
+                    TraceLayer::new(ApiClassifier::make())
+                        .on_failure(DefaultOnFailure::new().level(tracing::Level::WARN)),
+                )
                 .layer(PropagateRequestIdLayer::new(request_id)),
         )
 }
