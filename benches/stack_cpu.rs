@@ -1,5 +1,8 @@
 //! CPU cost of each layer, without a network: the stack over an in-memory service that
-//! answers at once with a canned `Message`.
+//! answers at once with a canned `Message`. `typed_default_stack` is composed as
+//! `Client::build` composes it (retry, pacing, the boxed body, attempt and idle timeouts,
+//! classify, sensitive headers, a boxed service), over a canned answer that carries the
+//! API's twelve rate-limit headers, so the pacer does its per-answer work.
 //!
 //! `cargo bench --bench stack_cpu`
 
@@ -15,6 +18,7 @@ use http_body_util::{BodyExt, Full};
 use tower::{Service, ServiceBuilder, ServiceExt};
 use tower_anthropic::ServiceBuilderExt;
 use tower_anthropic::messages::{CreateMessageRequest, MessagesService};
+use tower_anthropic::pacing::Pacer;
 use tower_anthropic::retry::RetryPolicy;
 use tower_anthropic::transport::{ApiKey, Endpoint};
 
@@ -33,6 +37,41 @@ fn canned() -> impl Service<
         std::future::ready(Ok(http::Response::new(Full::new(Bytes::from_static(
             MESSAGE.as_bytes(),
         )))))
+    })
+}
+
+/// The canned `Message` with a request id and the twelve rate-limit headers, as the API
+/// sends them.
+fn canned_with_headers() -> impl Service<
+    http::Request<Full<Bytes>>,
+    Response = Canned,
+    Error = Infallible,
+    Future = std::future::Ready<Result<Canned, Infallible>>,
+> + Clone
++ Send
++ Sync
++ 'static {
+    // Built once; each answer gets a copy, as a service answering from its own buffer would.
+    let mut h = http::HeaderMap::new();
+    h.insert("request-id", http::HeaderValue::from_static("req_bench"));
+    for bucket in ["requests", "tokens", "input-tokens", "output-tokens"] {
+        let name = |f: &str| {
+            http::HeaderName::try_from(format!("anthropic-ratelimit-{bucket}-{f}")).unwrap()
+        };
+        h.insert(name("limit"), http::HeaderValue::from_static("100000000"));
+        h.insert(
+            name("remaining"),
+            http::HeaderValue::from_static("99999999"),
+        );
+        h.insert(
+            name("reset"),
+            http::HeaderValue::from_static("2026-11-28T12:00:00Z"),
+        );
+    }
+    tower::service_fn(move |_req: http::Request<Full<Bytes>>| {
+        let mut resp = http::Response::new(Full::new(Bytes::from_static(MESSAGE.as_bytes())));
+        *resp.headers_mut() = h.clone();
+        std::future::ready(Ok(resp))
     })
 }
 
@@ -101,6 +140,51 @@ fn stack_cpu(c: &mut Criterion) {
     );
     g.bench_function("typed_stack_without_limit", |b| {
         b.to_async(&rt).iter(|| no_limit.clone().oneshot(req()))
+    });
+    let default_stack = MessagesService::new(
+        tower::util::BoxCloneSyncService::new(
+            ServiceBuilder::new()
+                .retry_api_errors(RetryPolicy::new())
+                .pace(Pacer::new())
+                .map_response(|r: http::Response<_>| r.map(BodyExt::boxed_unsync))
+                .attempt_timeout(Duration::from_secs(600))
+                .stream_idle_timeout(Duration::from_secs(120))
+                .classify_responses()
+                .layer(
+                    tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer::new([
+                        http::HeaderName::from_static("x-api-key"),
+                        http::header::AUTHORIZATION,
+                    ]),
+                )
+                .service(canned_with_headers()),
+        ),
+        endpoint(),
+    );
+    g.bench_function("typed_default_stack", |b| {
+        b.to_async(&rt)
+            .iter(|| default_stack.clone().oneshot(req()))
+    });
+    // The same without the pacer: what pacing costs per call.
+    let unpaced = MessagesService::new(
+        tower::util::BoxCloneSyncService::new(
+            ServiceBuilder::new()
+                .retry_api_errors(RetryPolicy::new())
+                .map_response(|r: http::Response<_>| r.map(BodyExt::boxed_unsync))
+                .attempt_timeout(Duration::from_secs(600))
+                .stream_idle_timeout(Duration::from_secs(120))
+                .classify_responses()
+                .layer(
+                    tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer::new([
+                        http::HeaderName::from_static("x-api-key"),
+                        http::header::AUTHORIZATION,
+                    ]),
+                )
+                .service(canned_with_headers()),
+        ),
+        endpoint(),
+    );
+    g.bench_function("typed_default_stack_unpaced", |b| {
+        b.to_async(&rt).iter(|| unpaced.clone().oneshot(req()))
     });
     let no_budget = MessagesService::new(
         ServiceBuilder::new()
