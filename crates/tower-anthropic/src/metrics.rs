@@ -13,9 +13,11 @@
 //! | `anthropic.client.pacer.limit` | gauge | `quota`, `bucket` | the per-minute limit the pacer learned (or was given) |
 //! | `anthropic.client.pacer.waiting` | gauge | `quota` | calls waiting in the pacer's line |
 //!
-//! The pacer's gauges are set whenever a call is admitted or an answer teaches the pacer
-//! something, so they show the headroom each quota has as traffic flows; `remaining / limit`
-//! is the share of the minute's quota left. They are labelled by model class, never by key.
+//! The pacer's gauges are set when a call is admitted or an answer teaches the pacer
+//! something, at most every 250 ms per quota (scrapers read gauges every few seconds; setting
+//! them on every call would cost more than the call's pacing), so they show the headroom each
+//! quota has as traffic flows; `remaining / limit` is the share of the minute's quota left.
+//! They are labelled by model class, never by key.
 //!
 //! Without the feature every function here does nothing.
 

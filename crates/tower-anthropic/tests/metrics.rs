@@ -118,7 +118,9 @@ async fn calls_attempts_retries_tokens_and_errors_are_measured() {
         .base_url(strict.url())
         .build()
         .unwrap();
+    // The gauges are set at most every 250 ms per quota: 300 ms apart, each call's shows.
     for _ in 0..3 {
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
         c.messages()
             .create(CreateMessageRequest::new("claude-haiku-4-5", 8).user("hi"))
             .await
@@ -153,4 +155,31 @@ async fn calls_attempts_retries_tokens_and_errors_are_measured() {
     ));
     assert!(out_left < 8_000.0 && out_left > 7_000.0, "{out_left}");
     assert_eq!(get(&format!("anthropic.client.pacer.waiting{{{q}}}")), 0.0);
+
+    // Within 250 ms of the last setting, calls leave the gauges as they are; after, the next
+    // call sets them again.
+    let key = format!("anthropic.client.pacer.remaining{{bucket=requests,{q}}}");
+    for _ in 0..3 {
+        c.messages()
+            .create(CreateMessageRequest::new("claude-haiku-4-5", 8).user("hi"))
+            .await
+            .unwrap();
+    }
+    // (The debugging recorder's snapshot takes a gauge's value and leaves 0 behind: 0 means
+    // nothing set it since the last read.)
+    assert_eq!(
+        read(&snapshotter)[&key].0,
+        0.0,
+        "not set again within 250 ms"
+    );
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    c.messages()
+        .create(CreateMessageRequest::new("claude-haiku-4-5", 8).user("hi"))
+        .await
+        .unwrap();
+    let now_left = read(&snapshotter)[&key].0;
+    assert!(
+        now_left > 0.0 && now_left < left - 2.0,
+        "set again: {now_left} after {left}"
+    );
 }

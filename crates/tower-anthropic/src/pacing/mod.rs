@@ -478,7 +478,7 @@ where
         });
         quota.queue.push_back(waiter.clone());
         let next = quota.pump(now, true);
-        let headroom = crate::metrics::RECORDS_HEADROOM.then(|| quota.headroom(&id.class));
+        let headroom = quota.headroom(&id.class, now);
         drop(quotas);
         if let Some(h) = headroom {
             crate::metrics::pacer_headroom(&h);
@@ -602,7 +602,7 @@ impl Ticket {
                 }
             }
             q.pump(now, true);
-            headroom = crate::metrics::RECORDS_HEADROOM.then(|| q.headroom(&id.class));
+            headroom = q.headroom(&id.class, now);
         }
         drop(quotas);
         if let Some(h) = headroom {

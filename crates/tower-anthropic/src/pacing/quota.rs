@@ -128,7 +128,13 @@ pub(crate) struct Quota {
     pub(crate) queue: VecDeque<Arc<Waiter>>,
     corrections: [f64; BUCKETS],
     pub(crate) last_used: Instant,
+    /// When the metrics last got this quota's headroom.
+    headroom_at: Option<Instant>,
 }
+
+/// How often at most a quota's headroom goes to the metrics (a scraper reads gauges every
+/// few seconds; setting them on every call would cost more than the call's pacing).
+const HEADROOM_EVERY: std::time::Duration = std::time::Duration::from_millis(250);
 
 impl Quota {
     pub(crate) fn new(
@@ -148,6 +154,7 @@ impl Quota {
             queue: VecDeque::new(),
             corrections: [0.0; BUCKETS],
             last_used: now,
+            headroom_at: None,
         }
     }
 
@@ -285,14 +292,27 @@ impl Quota {
         }
     }
 
-    /// The quota's headroom for the metrics (levels as of the last refill).
-    pub(crate) fn headroom(&self, class: &str) -> crate::metrics::Headroom {
-        crate::metrics::Headroom {
+    /// The quota's headroom for the metrics (levels as of the last refill), when the metrics
+    /// are on and it was last given at least [`HEADROOM_EVERY`] ago.
+    pub(crate) fn headroom(
+        &mut self,
+        class: &str,
+        now: Instant,
+    ) -> Option<crate::metrics::Headroom> {
+        if !crate::metrics::RECORDS_HEADROOM
+            || self
+                .headroom_at
+                .is_some_and(|at| now.saturating_duration_since(at) < HEADROOM_EVERY)
+        {
+            return None;
+        }
+        self.headroom_at = Some(now);
+        Some(crate::metrics::Headroom {
             quota: class.to_owned(),
             remaining: self.levels(),
             limits: [0, 1, 2].map(|i| self.buckets[i].limit.filter(|l| l.is_finite())),
             waiting: self.queue.len(),
-        }
+        })
     }
 
     fn levels(&self) -> [f64; BUCKETS] {
