@@ -141,48 +141,34 @@ fn stack_cpu(c: &mut Criterion) {
     g.bench_function("typed_stack_without_limit", |b| {
         b.to_async(&rt).iter(|| no_limit.clone().oneshot(req()))
     });
-    let default_stack = MessagesService::new(
-        tower::util::BoxCloneSyncService::new(
-            ServiceBuilder::new()
-                .retry_api_errors(RetryPolicy::new())
-                .pace(Pacer::new())
-                .map_response(|r: http::Response<_>| r.map(BodyExt::boxed_unsync))
-                .attempt_timeout(Duration::from_secs(600))
-                .stream_idle_timeout(Duration::from_secs(120))
-                .classify_responses()
-                .layer(
-                    tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer::new([
-                        http::HeaderName::from_static("x-api-key"),
-                        http::header::AUTHORIZATION,
-                    ]),
-                )
-                .service(canned_with_headers()),
-        ),
-        endpoint(),
-    );
+    // As `Client::build` composes it, with or without the pacer.
+    let default_stack = |pacer: Option<Pacer>| {
+        MessagesService::new(
+            tower::util::BoxCloneSyncService::new(
+                ServiceBuilder::new()
+                    .retry_api_errors(RetryPolicy::new())
+                    .option_layer(pacer.map(tower_anthropic::pacing::PacingLayer::new))
+                    .map_response(|r: http::Response<_>| r.map(BodyExt::boxed_unsync))
+                    .attempt_timeout(Duration::from_secs(600))
+                    .stream_idle_timeout(Duration::from_secs(120))
+                    .classify_responses()
+                    .layer(
+                        tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer::new([
+                            http::HeaderName::from_static("x-api-key"),
+                            http::header::AUTHORIZATION,
+                        ]),
+                    )
+                    .service(canned_with_headers()),
+            ),
+            endpoint(),
+        )
+    };
+    let paced = default_stack(Some(Pacer::new()));
     g.bench_function("typed_default_stack", |b| {
-        b.to_async(&rt)
-            .iter(|| default_stack.clone().oneshot(req()))
+        b.to_async(&rt).iter(|| paced.clone().oneshot(req()))
     });
     // The same without the pacer: what pacing costs per call.
-    let unpaced = MessagesService::new(
-        tower::util::BoxCloneSyncService::new(
-            ServiceBuilder::new()
-                .retry_api_errors(RetryPolicy::new())
-                .map_response(|r: http::Response<_>| r.map(BodyExt::boxed_unsync))
-                .attempt_timeout(Duration::from_secs(600))
-                .stream_idle_timeout(Duration::from_secs(120))
-                .classify_responses()
-                .layer(
-                    tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer::new([
-                        http::HeaderName::from_static("x-api-key"),
-                        http::header::AUTHORIZATION,
-                    ]),
-                )
-                .service(canned_with_headers()),
-        ),
-        endpoint(),
-    );
+    let unpaced = default_stack(None);
     g.bench_function("typed_default_stack_unpaced", |b| {
         b.to_async(&rt).iter(|| unpaced.clone().oneshot(req()))
     });
