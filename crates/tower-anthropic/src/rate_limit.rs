@@ -48,6 +48,16 @@ impl RateLimitHeaders {
     /// `anthropic-ratelimit-` prefix (no hashed lookup per name); where a header is repeated,
     /// its first value counts.
     pub fn from_headers(headers: &HeaderMap) -> Self {
+        Self::parse(headers, true)
+    }
+
+    /// The limits and `remaining` counts only, every `reset` left `None`: what a pacer learns
+    /// from (it keeps its own clock), at a fraction of the cost (no timestamps to read).
+    pub(crate) fn counts_from_headers(headers: &HeaderMap) -> Self {
+        Self::parse(headers, false)
+    }
+
+    fn parse(headers: &HeaderMap, resets: bool) -> Self {
         let mut out = Self::default();
         let mut seen = 0u16;
         for (name, value) in headers {
@@ -71,17 +81,14 @@ impl RateLimitHeaders {
                 _ => continue,
             };
             let bit = 1u16 << (b * 3 + f);
-            if seen & bit != 0 {
+            if seen & bit != 0 || (f == 2 && !resets) {
                 continue;
             }
             seen |= bit;
-            let Some(v) = value.to_str().ok().map(str::trim) else {
-                continue;
-            };
             match f {
-                0 => slot.limit = v.parse().ok(),
-                1 => slot.remaining = v.parse().ok(),
-                _ => slot.reset = parse_rfc3339(v),
+                0 => slot.limit = parse_count(value.as_bytes()),
+                1 => slot.remaining = parse_count(value.as_bytes()),
+                _ => slot.reset = value.to_str().ok().and_then(|v| parse_rfc3339(v.trim())),
             }
         }
         out
@@ -91,6 +98,23 @@ impl RateLimitHeaders {
     pub fn is_empty(&self) -> bool {
         *self == Self::default()
     }
+}
+
+/// A count as `u64::from_str` reads it (an optional `+`, then decimal digits, no overflow),
+/// around it any whitespace `str::trim` would remove (in a header value: spaces and tabs).
+fn parse_count(v: &[u8]) -> Option<u64> {
+    let v = v.trim_ascii();
+    let digits = v.strip_prefix(b"+").unwrap_or(v);
+    if digits.is_empty() {
+        return None;
+    }
+    digits.iter().try_fold(0u64, |n, &c| {
+        if c.is_ascii_digit() {
+            n.checked_mul(10)?.checked_add(u64::from(c - b'0'))
+        } else {
+            None
+        }
+    })
 }
 
 /// Parses an RFC 3339 timestamp (`2025-08-21T12:40:59Z`, fractions and offsets allowed).
@@ -276,6 +300,66 @@ mod tests {
         let r = RateLimitHeaders::from_headers(&h);
         assert_eq!(r.requests.limit, Some(60));
         assert_eq!(r.requests.remaining, Some(7));
+    }
+
+    #[test]
+    fn counts_are_read_as_u64_from_str_reads_them() {
+        for v in [
+            "0",
+            "7",
+            "+7",
+            " 42\t",
+            "18446744073709551615",
+            "18446744073709551616",
+            "",
+            "+",
+            "-1",
+            "1 2",
+            "1e3",
+            "٣",
+            "0x10",
+            "00012",
+        ] {
+            assert_eq!(
+                parse_count(v.as_bytes()),
+                v.trim().parse::<u64>().ok(),
+                "{v:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn counts_only_is_the_full_parse_without_the_resets() {
+        let mut h = HeaderMap::new();
+        for (i, k) in ["requests", "tokens", "input-tokens", "output-tokens"]
+            .iter()
+            .enumerate()
+        {
+            let n = |f: &str| format!("anthropic-ratelimit-{k}-{f}").parse::<http::HeaderName>();
+            h.insert(n("limit").unwrap(), HeaderValue::from(1000 + i));
+            h.insert(n("remaining").unwrap(), HeaderValue::from(10 * i));
+            h.insert(
+                n("reset").unwrap(),
+                HeaderValue::from_static("2025-08-21T12:40:59Z"),
+            );
+        }
+        h.insert(
+            "anthropic-ratelimit-tokens-remaining",
+            HeaderValue::from_static("n/a"),
+        );
+        let mut full = RateLimitHeaders::from_headers(&h);
+        assert!(full.requests.reset.is_some());
+        assert_eq!(full.tokens.remaining, None);
+        for r in [
+            &mut full.requests,
+            &mut full.tokens,
+            &mut full.input_tokens,
+            &mut full.output_tokens,
+        ] {
+            r.reset = None;
+        }
+        assert_eq!(RateLimitHeaders::counts_from_headers(&h), full);
+        assert_eq!(full.output_tokens.limit, Some(1003));
     }
 
     #[test]

@@ -346,3 +346,67 @@ async fn property_random_sizes_and_arrivals_never_exceed_the_quota() {
         );
     }
 }
+
+#[tokio::test(start_paused = true)]
+async fn quotas_are_per_key_and_model_class_and_idle_ones_are_forgotten() {
+    let s = MockServer::start(MockConfig::default()).await.unwrap();
+    // Models `claude-family-*` share one pool; any other model is its own.
+    let pacer = Pacer::new().model_class(|m| {
+        if m.starts_with("claude-family-") {
+            "family".to_owned()
+        } else {
+            m.to_owned()
+        }
+    });
+    let a = client(&s, &pacer);
+    let b = support::builder(&s, "p", 3)
+        .api_key("sk-ant-other-key")
+        .pacer(pacer.clone())
+        .build()
+        .unwrap();
+    let call = |c: &Client, model: &str| {
+        let (c, req) = (
+            c.clone(),
+            CreateMessageRequest::new(model, 16).user("Hello"),
+        );
+        async move { c.messages().create(req).await.unwrap() }
+    };
+    // Each twice: the second finds its quota by its cached route.
+    for _ in 0..2 {
+        call(&a, "claude-family-one").await;
+        call(&a, "claude-family-two").await;
+        call(&b, "claude-family-one").await;
+        call(&a, "claude-other").await;
+    }
+    let quotas = pacer.snapshot();
+    let names: Vec<_> = quotas
+        .iter()
+        .map(|q| (q.id.class.as_str(), q.id.key_id))
+        .collect();
+    assert_eq!(quotas.len(), 3, "{names:?}");
+    let family: Vec<_> = quotas.iter().filter(|q| q.id.class == "family").collect();
+    assert_eq!(family.len(), 2, "one per key");
+    assert_ne!(family[0].id.key_id, family[1].id.key_id);
+    assert!(quotas.iter().all(|q| q.id.endpoint == s.url()));
+    // All settled: nothing reserved, nothing waiting.
+    assert!(
+        quotas
+            .iter()
+            .all(|q| q.waiting == 0 && q.requests.reserved == 0.0)
+    );
+
+    // Past 64 quotas, those idle for 10 minutes are forgotten; a busy one is kept.
+    for i in 0..70 {
+        call(&a, &format!("claude-m{i}")).await;
+    }
+    assert_eq!(pacer.snapshot().len(), 73);
+    tokio::time::advance(Duration::from_secs(601)).await;
+    call(&a, "claude-family-one").await;
+    let left: Vec<_> = pacer.snapshot().into_iter().map(|q| q.id.class).collect();
+    assert!(left.len() <= 2, "{left:?}");
+    assert!(left.contains(&"family".to_owned()), "{left:?}");
+    // A forgotten quota comes back on its next call, found anew.
+    call(&a, "claude-m3").await;
+    call(&a, "claude-m3").await;
+    assert!(pacer.snapshot().iter().any(|q| q.id.class == "claude-m3"));
+}

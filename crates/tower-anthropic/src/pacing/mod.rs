@@ -182,10 +182,80 @@ struct Config {
 
 struct Shared {
     config: Config,
-    quotas: Mutex<HashMap<QuotaId, Quota>>,
+    quotas: Mutex<Quotas>,
     /// Learned ratio of real input tokens to the estimator's figure.
     input_factor: Mutex<f64>,
 }
+
+/// One quota and its name. A call holds on to its cell from admission to settlement, so it
+/// never looks its quota up again.
+struct QuotaCell {
+    id: QuotaId,
+    quota: Mutex<Quota>,
+}
+
+impl QuotaCell {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Quota> {
+        lock(&self.quota)
+    }
+}
+
+/// Every quota by name, and a cache of the routes to them.
+#[derive(Default)]
+struct Quotas {
+    by_id: HashMap<QuotaId, Arc<QuotaCell>>,
+    /// A fingerprint of (scheme, authority, key, model) -> that model's quota: how a call
+    /// finds its quota without building a [`QuotaId`] (text, the model class, hashing two
+    /// strings). A cache: cleared whenever quotas are evicted, or when it grows large.
+    routes: HashMap<u64, Route, BuildFingerprint>,
+    /// When idle quotas may next be looked for.
+    next_eviction: Option<Instant>,
+}
+
+/// The credential a request is sent with: `x-api-key`, else `authorization`.
+fn request_key<B>(req: &Request<B>) -> Option<&[u8]> {
+    let h = req.headers();
+    h.get("x-api-key")
+        .or_else(|| h.get(http::header::AUTHORIZATION))
+        .map(|k| k.as_bytes())
+}
+
+struct Route {
+    model: Arc<str>,
+    cell: Arc<QuotaCell>,
+}
+
+/// The routes' keys are already hashes.
+#[derive(Default, Clone, Copy)]
+struct BuildFingerprint;
+
+impl std::hash::BuildHasher for BuildFingerprint {
+    type Hasher = FingerprintHasher;
+    fn build_hasher(&self) -> FingerprintHasher {
+        FingerprintHasher(0)
+    }
+}
+
+struct FingerprintHasher(u64);
+
+impl Hasher for FingerprintHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        // Only `write_u64` is used (the key is a `u64`); any other input is folded in.
+        for &b in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(b);
+        }
+    }
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n;
+    }
+}
+
+/// Most routes cached before the cache is cleared (a caller cycling through many keys or
+/// models must not grow it without bound).
+const MAX_ROUTES: usize = 1024;
 
 /// The shared pacing state of every quota; cloning shares it. See the [module docs](self).
 ///
@@ -205,7 +275,7 @@ impl fmt::Debug for Pacer {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Pacer")
             .field("max_wait", &self.shared.config.max_wait)
-            .field("quotas", &lock(&self.shared.quotas).len())
+            .field("quotas", &lock(&self.shared.quotas).by_id.len())
             .finish_non_exhaustive()
     }
 }
@@ -218,6 +288,8 @@ impl Default for Pacer {
 
 /// Quotas with nothing in flight are forgotten after this long unused.
 const IDLE_QUOTA: Duration = Duration::from_secs(600);
+/// How often at most idle quotas are looked for.
+const EVICT_EVERY: Duration = Duration::from_secs(60);
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
@@ -241,7 +313,7 @@ impl Pacer {
         Self {
             shared: Arc::new(Shared {
                 config,
-                quotas: Mutex::new(HashMap::new()),
+                quotas: Mutex::new(Quotas::default()),
                 input_factor: Mutex::new(1.0),
             }),
         }
@@ -293,10 +365,12 @@ impl Pacer {
     /// Every quota as the pacer sees it now.
     pub fn snapshot(&self) -> Vec<QuotaSnapshot> {
         let now = Instant::now();
-        let mut quotas = lock(&self.shared.quotas);
+        let quotas = lock(&self.shared.quotas);
         let mut out: Vec<QuotaSnapshot> = quotas
-            .iter_mut()
-            .map(|(id, q)| {
+            .by_id
+            .iter()
+            .map(|(id, cell)| {
+                let mut q = cell.lock();
                 let (wait, _) = q.predicted_wait(&[1.0, 0.0, 0.0], now);
                 let b = |i: usize| BucketSnapshot {
                     limit: q.buckets[i]
@@ -321,6 +395,8 @@ impl Pacer {
         out
     }
 
+    /// The quota of a request for `model`: scheme and authority of its URI, a hash of its
+    /// key (`x-api-key`, else `authorization`), and the model's class.
     fn quota_id<B>(&self, req: &Request<B>, model: &str) -> QuotaId {
         let uri = req.uri();
         let endpoint = format!(
@@ -329,16 +405,68 @@ impl Pacer {
             uri.authority().map_or("", |a| a.as_str())
         );
         let mut h = std::hash::DefaultHasher::new();
-        let key = req
-            .headers()
-            .get("x-api-key")
-            .or_else(|| req.headers().get(http::header::AUTHORIZATION));
-        key.map(|k| k.as_bytes()).hash(&mut h);
+        request_key(req).hash(&mut h);
         QuotaId {
             endpoint,
             key_id: h.finish(),
             class: (self.shared.config.class)(model),
         }
+    }
+
+    /// The cell of a request's quota, made if new. The usual call finds it by one hash of
+    /// its route; only a new route builds the [`QuotaId`].
+    fn quota_cell<B>(&self, req: &Request<B>, model: &Arc<str>, now: Instant) -> Arc<QuotaCell> {
+        let uri = req.uri();
+        let (scheme, authority) = (
+            uri.scheme_str().unwrap_or("http"),
+            uri.authority().map_or("", |a| a.as_str()),
+        );
+        let mut h = std::hash::DefaultHasher::new();
+        (scheme, authority, request_key(req), &**model).hash(&mut h);
+        let fingerprint = h.finish();
+        let mut quotas = lock(&self.shared.quotas);
+        self.evict(&mut quotas, now);
+        if let Some(route) = quotas.routes.get(&fingerprint) {
+            let endpoint = &route.cell.id.endpoint;
+            // The fingerprint stands for the key (as `key_id`, a hash, does); the rest is
+            // compared, so a collision of different models or hosts cannot share a quota.
+            if *route.model == **model
+                && endpoint.len() == scheme.len() + 3 + authority.len()
+                && endpoint.starts_with(scheme)
+                && endpoint[scheme.len()..].starts_with("://")
+                && endpoint.ends_with(authority)
+            {
+                return route.cell.clone();
+            }
+        }
+        let id = self.quota_id(req, model);
+        let cell = match quotas.by_id.get(&id) {
+            Some(cell) => cell.clone(),
+            None => {
+                let c = &self.shared.config;
+                let mut q = Quota::new(c.limits, c.cold_start, now);
+                if c.start_empty {
+                    q.drain();
+                }
+                let cell = Arc::new(QuotaCell {
+                    id: id.clone(),
+                    quota: Mutex::new(q),
+                });
+                quotas.by_id.insert(id, cell.clone());
+                cell
+            }
+        };
+        if quotas.routes.len() >= MAX_ROUTES {
+            quotas.routes.clear();
+        }
+        quotas.routes.insert(
+            fingerprint,
+            Route {
+                model: model.clone(),
+                cell: cell.clone(),
+            },
+        );
+        cell
     }
 
     fn cost(&self, c: &RequestCost) -> (Cost, f64) {
@@ -370,10 +498,15 @@ impl Pacer {
         }
     }
 
-    /// Forgets quotas nothing holds on to.
-    fn evict(&self, quotas: &mut HashMap<QuotaId, Quota>, now: Instant) {
-        if quotas.len() > 64 {
-            quotas.retain(|_, q| !q.is_idle(now, IDLE_QUOTA));
+    /// Forgets quotas nothing holds on to (no call, no route: the routes are dropped first).
+    /// Looks when there are more than 64 quotas, at most once a minute.
+    fn evict(&self, quotas: &mut Quotas, now: Instant) {
+        if quotas.by_id.len() > 64 && quotas.next_eviction.is_none_or(|at| now >= at) {
+            quotas.next_eviction = Some(now + EVICT_EVERY);
+            quotas.routes.clear();
+            quotas.by_id.retain(|_, cell| {
+                Arc::strong_count(cell) > 1 || !cell.lock().is_idle(now, IDLE_QUOTA)
+            });
         }
     }
 }
@@ -438,22 +571,13 @@ where
         let Some(cost) = req.extensions().get::<RequestCost>().cloned() else {
             return ResponseFuture::passthrough(inner, req);
         };
-        let id = self.pacer.quota_id(&req, &cost.model);
-        let (cost_v, raw) = self.pacer.cost(&cost);
         let now = Instant::now();
+        let cell = self.pacer.quota_cell(&req, &cost.model, now);
+        let (cost_v, raw) = self.pacer.cost(&cost);
         let pacer = self.pacer.clone();
-        let mut quotas = lock(&pacer.shared.quotas);
-        pacer.evict(&mut quotas, now);
-        let quota = quotas.entry(id.clone()).or_insert_with(|| {
-            let c = &pacer.shared.config;
-            let mut q = Quota::new(c.limits, c.cold_start, now);
-            if c.start_empty {
-                q.drain();
-            }
-            q
-        });
+        let mut quota = cell.lock();
         if !quota.paces() {
-            drop(quotas);
+            drop(quota);
             return ResponseFuture::passthrough(inner, req);
         }
         let (wait, bound) = quota.predicted_wait(&cost_v, now);
@@ -465,37 +589,53 @@ where
                 left.min(pacer.shared.config.max_wait)
             });
         if wait > limit {
-            drop(quotas);
+            drop(quota);
             let bucket = bound.map_or("quota", |b| NAMES[b]);
-            tracing::info!(wait = ?wait, bucket, class = %id.class,
+            let class = cell.id.class.clone();
+            tracing::info!(wait = ?wait, bucket, class = %class,
                 "predicted quota wait too long: refusing at once");
-            let e = Error::Paced(PacedError::new(wait, bucket, id.class));
+            let e = Error::Paced(PacedError::new(wait, bucket, class));
             return ResponseFuture::refused(e);
         }
-        let waiter = Arc::new(Waiter {
-            cost: cost_v,
-            slot: Mutex::new(Slot::default()),
-        });
-        quota.queue.push_back(waiter.clone());
-        let next = quota.pump(now, true);
-        let headroom = quota.headroom(&id.class, now);
-        drop(quotas);
+        // The usual case: nobody in line and room now, so no place in line to make.
+        let (admission, waiter, next) = match quota.try_admit(&cost_v, now) {
+            Some(a) => (Some(a), None, None),
+            None => {
+                let waiter = Arc::new(Waiter {
+                    cost: cost_v,
+                    slot: Mutex::new(Slot::default()),
+                });
+                quota.queue.push_back(waiter.clone());
+                let next = quota.pump(now, true);
+                (None, Some(waiter), next)
+            }
+        };
+        let headroom = quota.headroom(&cell.id.class, now);
+        drop(quota);
         if let Some(h) = headroom {
             crate::metrics::pacer_headroom(&h);
         }
-        ResponseFuture {
-            state: State::Waiting {
+        let state = match admission {
+            Some(_) => State::Ready {
+                inner: Some(inner),
+                req: Some(req),
+            },
+            None => State::Waiting {
                 inner: Some(inner),
                 req: Some(req),
                 sleep: next.map(|(at, _)| Box::pin(tokio::time::sleep_until(at))),
             },
+        };
+        ResponseFuture {
+            state,
             ticket: Some(Ticket {
                 pacer,
-                id,
+                cell,
+                cost: cost_v,
                 waiter,
                 raw_input: raw,
                 since: now,
-                admission: None,
+                admission,
                 input_from_headers: false,
                 bound: None,
                 finished: false,
@@ -508,8 +648,10 @@ where
 /// reservation until settled. Dropping it frees whichever it holds.
 struct Ticket {
     pacer: Pacer,
-    id: QuotaId,
-    waiter: Arc<Waiter>,
+    cell: Arc<QuotaCell>,
+    cost: Cost,
+    /// Its place in line, when it was not admitted at once.
+    waiter: Option<Arc<Waiter>>,
     raw_input: f64,
     since: Instant,
     admission: Option<Admission>,
@@ -521,9 +663,8 @@ struct Ticket {
 }
 
 impl Ticket {
-    fn with_quota<T>(&self, f: impl FnOnce(&mut Quota) -> T) -> Option<T> {
-        let mut quotas = lock(&self.pacer.shared.quotas);
-        quotas.get_mut(&self.id).map(f)
+    fn with_quota<T>(&self, f: impl FnOnce(&mut Quota) -> T) -> T {
+        f(&mut self.cell.lock())
     }
 
     /// Whether the call was admitted; if not and it is at the head, when to look again.
@@ -531,8 +672,15 @@ impl Ticket {
         &mut self,
         cx: &mut Context<'_>,
     ) -> Result<(), Option<(Instant, Option<usize>)>> {
+        if self.admission.is_some() {
+            return Ok(());
+        }
+        let waiter = self
+            .waiter
+            .clone()
+            .expect("a call not admitted has a place in line");
         {
-            let mut slot = lock(&self.waiter.slot);
+            let mut slot = lock(&waiter.slot);
             if let Some(a) = slot.admitted {
                 self.admission = Some(a);
                 return Ok(());
@@ -540,8 +688,8 @@ impl Ticket {
             slot.waker = Some(cx.waker().clone());
         }
         let now = Instant::now();
-        let next = self.with_quota(|q| q.pump(now, false)).flatten();
-        let slot = lock(&self.waiter.slot);
+        let next = self.with_quota(|q| q.pump(now, false));
+        let slot = lock(&waiter.slot);
         match slot.admitted {
             Some(a) => {
                 self.admission = Some(a);
@@ -557,11 +705,11 @@ impl Ticket {
             return;
         };
         let now = Instant::now();
-        let cost = self.waiter.cost;
+        let cost = self.cost;
         let mut drain = false;
         let (headers, charged, gate) = match result {
             Ok(resp) => (
-                Some(RateLimitHeaders::from_headers(resp.headers())),
+                Some(RateLimitHeaders::counts_from_headers(resp.headers())),
                 true,
                 None,
             ),
@@ -578,10 +726,10 @@ impl Ticket {
             // No answer: the server may have charged it; keep the reservation until settled.
             Err(_) => (None, true, None),
         };
-        let id = &self.id;
-        let mut headroom = None;
-        let mut quotas = lock(&self.pacer.shared.quotas);
-        if let Some(q) = quotas.get_mut(id) {
+        let headroom;
+        {
+            let class = &self.cell.id.class;
+            let mut q = self.cell.lock();
             let share = self.pacer.shared.config.share;
             let headers = headers.map(|h| if share < 1.0 { h.scaled(share) } else { h });
             let learned = headers.is_some_and(|h| q.learn(&h, &admission, &cost, charged, now));
@@ -594,7 +742,7 @@ impl Ticket {
                 q.refund(&cost, &cost);
             }
             if let Some(wait) = gate {
-                tracing::info!(retry_after = ?wait, class = %id.class,
+                tracing::info!(retry_after = ?wait, class = %class,
                     "429: closing the quota until its retry-after");
                 q.close_gate(now + wait);
                 if drain {
@@ -602,9 +750,8 @@ impl Ticket {
                 }
             }
             q.pump(now, true);
-            headroom = q.headroom(&id.class, now);
+            headroom = q.headroom(class, now);
         }
-        drop(quotas);
         if let Some(h) = headroom {
             crate::metrics::pacer_headroom(&h);
         }
@@ -620,7 +767,7 @@ impl Ticket {
             return;
         }
         self.finished = true;
-        let cost = self.waiter.cost;
+        let cost = self.cost;
         self.pacer.learn_input(self.raw_input, input as f64);
         let input_refund = if self.input_from_headers {
             0.0
@@ -643,7 +790,9 @@ impl Drop for Ticket {
         match self.admission {
             // Never admitted: leave the line (and let the next call move up).
             None => {
-                let waiter = self.waiter.clone();
+                let Some(waiter) = self.waiter.clone() else {
+                    return;
+                };
                 let admitted = lock(&waiter.slot).admitted.is_some();
                 self.with_quota(|q| {
                     q.queue.retain(|w| !Arc::ptr_eq(w, &waiter));
@@ -657,7 +806,7 @@ impl Drop for Ticket {
             // Admitted, never settled: the API may have charged it all; release the
             // reservation without refunding anything.
             Some(_) if !self.finished => {
-                let cost = self.waiter.cost;
+                let cost = self.cost;
                 self.with_quota(|q| {
                     q.refund(&[0.0; BUCKETS], &cost);
                     q.pump(now, true);
@@ -785,7 +934,7 @@ where
                             // start): not the microseconds of being polled.
                             if ticket.bound.is_some() || waited >= Duration::from_millis(10) {
                                 let bucket = ticket.bound.map_or("quota", |b| NAMES[b]);
-                                tracing::info!(wait = ?waited, bucket, class = %ticket.id.class,
+                                tracing::info!(wait = ?waited, bucket, class = %ticket.cell.id.class,
                                     "paced: waited for the quota");
                             }
                             let (inner, req) = (inner.take(), req.take());

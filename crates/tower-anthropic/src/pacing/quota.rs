@@ -256,18 +256,10 @@ impl Quota {
         while let Some(head) = self.queue.front().cloned() {
             match self.ready(&head.cost, now) {
                 Ready::Now => {
-                    let unpaced = !self.learned;
-                    if unpaced && self.first_sent.is_none() {
-                        self.first_sent = Some(now);
-                    }
-                    self.reserve(&head.cost);
                     self.queue.pop_front();
+                    let admission = self.admit(&head.cost, now);
                     let mut slot = head.slot.lock().unwrap_or_else(|e| e.into_inner());
-                    slot.admitted = Some(Admission {
-                        levels: self.levels(),
-                        corrections: self.corrections,
-                        unpaced,
-                    });
+                    slot.admitted = Some(admission);
                     if let Some(w) = slot.waker.take() {
                         w.wake();
                     }
@@ -281,6 +273,38 @@ impl Quota {
             }
         }
         None
+    }
+
+    /// Admits a call of `cost` at once if no one is in line and nothing holds it back (the
+    /// usual case: no waiter to make, no line to join). Call after `predicted_wait` (which
+    /// refills the buckets).
+    pub(crate) fn try_admit(&mut self, cost: &Cost, now: Instant) -> Option<Admission> {
+        if !self.queue.is_empty() || !matches!(self.ready(cost, now), Ready::Now) {
+            return None;
+        }
+        self.last_used = now;
+        // As `pump` has it, with the line empty.
+        if self
+            .slow_start
+            .is_some_and(|end| now >= end || self.gate_until.is_none_or(|g| g <= now))
+        {
+            self.slow_start = None;
+        }
+        Some(self.admit(cost, now))
+    }
+
+    /// Reserves `cost` for a call that goes now; what the pacer saw, for its answer.
+    fn admit(&mut self, cost: &Cost, now: Instant) -> Admission {
+        let unpaced = !self.learned;
+        if unpaced && self.first_sent.is_none() {
+            self.first_sent = Some(now);
+        }
+        self.reserve(cost);
+        Admission {
+            levels: self.levels(),
+            corrections: self.corrections,
+            unpaced,
+        }
     }
 
     fn wake_head(&self) {

@@ -826,7 +826,7 @@ impl SharedPacer {
         let mut result = result;
         match &mut result {
             Ok(resp) => {
-                let headers = RateLimitHeaders::from_headers(resp.headers());
+                let headers = RateLimitHeaders::counts_from_headers(resp.headers());
                 resp.extensions_mut().insert(Settlement::new(SharedSettle {
                     pacer: self.clone(),
                     key,
