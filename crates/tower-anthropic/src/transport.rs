@@ -43,6 +43,30 @@ pub type RequestBody = Full<Bytes>;
 /// The pooled HTTP client: HTTP/1.1 and HTTP/2 (by ALPN) over rustls, or plain HTTP.
 pub(crate) type HttpClient = HyperClient<HttpsConnector<HttpConnector>, RequestBody>;
 
+/// The pooled HTTP client behind one `Arc`: the layers above clone their inner service for
+/// every call (and retry for every attempt), and a clone of this is one reference count
+/// rather than a copy of the client's handles.
+#[derive(Clone)]
+pub(crate) struct SharedHttpClient(std::sync::Arc<HttpClient>);
+
+impl tower::Service<Request<RequestBody>> for SharedHttpClient {
+    type Response = http::Response<hyper::body::Incoming>;
+    type Error = hyper_util::client::legacy::Error;
+    type Future = hyper_util::client::legacy::ResponseFuture;
+
+    fn poll_ready(
+        &mut self,
+        _cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        // hyper-util's client is always ready: it waits for a connection in the call.
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: Request<RequestBody>) -> Self::Future {
+        self.0.request(req)
+    }
+}
+
 /// Settings of the HTTP client.
 #[derive(Clone)]
 pub(crate) struct TransportConfig {
@@ -111,7 +135,9 @@ fn tls_config(config: &TransportConfig) -> Result<rustls::ClientConfig, InvalidR
 }
 
 /// Builds the pooled HTTP client. Needs a tokio runtime when used, not when built.
-pub(crate) fn http_client(config: &TransportConfig) -> Result<HttpClient, InvalidRootCertificate> {
+pub(crate) fn http_client(
+    config: &TransportConfig,
+) -> Result<SharedHttpClient, InvalidRootCertificate> {
     let mut http = HttpConnector::new();
     http.enforce_http(false);
     http.set_nodelay(true);
@@ -122,13 +148,14 @@ pub(crate) fn http_client(config: &TransportConfig) -> Result<HttpClient, Invali
         .enable_http1()
         .enable_http2()
         .wrap_connector(http);
-    Ok(HyperClient::builder(TokioExecutor::new())
+    let client = HyperClient::builder(TokioExecutor::new())
         .timer(TokioTimer::new())
         // Without a pool timer hyper-util never evicts idle connections.
         .pool_timer(TokioTimer::new())
         .pool_idle_timeout(config.pool_idle_timeout)
         .pool_max_idle_per_host(config.pool_max_idle_per_host)
-        .build(https))
+        .build(https);
+    Ok(SharedHttpClient(std::sync::Arc::new(client)))
 }
 
 /// An API key. Its `Debug` never shows it, and the header made from it is marked sensitive.
@@ -163,6 +190,8 @@ pub struct Endpoint {
     base: String,
     api_key: ApiKey,
     headers: HeaderMap,
+    /// `headers` with the key: what every request starts with (one copy, no insert).
+    request_headers: HeaderMap,
     /// `{base}/v1/messages`, parsed once: the path almost every request takes.
     messages_uri: Uri,
 }
@@ -240,12 +269,22 @@ impl Endpoint {
                 .parse::<Uri>()
                 .map_err(|_| bad("too long, or not a URL once an API path is added"))?;
         }
-        Ok(Self {
+        let mut endpoint = Self {
             base,
             api_key,
+            request_headers: HeaderMap::new(),
             headers,
             messages_uri,
-        })
+        };
+        endpoint.update_request_headers();
+        Ok(endpoint)
+    }
+
+    fn update_request_headers(&mut self) {
+        let mut h = self.headers.clone();
+        // The key last: a default header of the same name does not replace it.
+        h.insert("x-api-key", self.api_key.0.clone());
+        self.request_headers = h;
     }
 
     /// The base URL, without a trailing slash.
@@ -257,6 +296,7 @@ impl Endpoint {
     /// `anthropic-version` or `anthropic-beta`.
     pub fn set_header(&mut self, name: HeaderName, value: HeaderValue) {
         self.headers.insert(name, value);
+        self.update_request_headers();
     }
 
     /// A `POST {base}{path}` request with the JSON `body` and every header. A `path` that
@@ -278,9 +318,7 @@ impl Endpoint {
                 .parse()
                 .unwrap_or_else(|_| Uri::from_static("/"))
         };
-        let h = req.headers_mut();
-        h.clone_from(&self.headers);
-        h.insert("x-api-key", self.api_key.0.clone());
+        req.headers_mut().clone_from(&self.request_headers);
         req
     }
 }
@@ -306,6 +344,20 @@ mod tests {
                 .starts_with("tower-anthropic/")
         );
         assert!(!format!("{e:?} {req:?}").contains("secret"));
+        // Headers set later are sent; the key stays the endpoint's own.
+        let mut e = e;
+        e.set_header(
+            HeaderName::from_static("anthropic-beta"),
+            HeaderValue::from_static("b"),
+        );
+        e.set_header(
+            HeaderName::from_static("x-api-key"),
+            HeaderValue::from_static("other"),
+        );
+        let req = e.post("/v1/messages", Bytes::from_static(b"{}"));
+        assert_eq!(req.headers()["anthropic-beta"], "b");
+        assert_eq!(req.headers()["x-api-key"], "sk-ant-secret");
+        assert_eq!(req.headers().get_all("x-api-key").iter().count(), 1);
     }
 
     #[test]
