@@ -2,7 +2,8 @@
 //! answers at once with a canned `Message`. `typed_default_stack` is composed as
 //! `Client::build` composes it (retry, pacing, the boxed body, attempt and idle timeouts,
 //! classify, sensitive headers, a boxed service), over a canned answer that carries the
-//! API's twelve rate-limit headers, so the pacer does its per-answer work.
+//! API's twelve rate-limit headers, so the pacer does its per-answer work;
+//! `bare_value_parse_api_headers` is the bare call over the same answer, its floor.
 //!
 //! `cargo bench --bench stack_cpu`
 
@@ -68,9 +69,11 @@ fn canned_with_headers() -> impl Service<
             http::HeaderValue::from_static("2026-11-28T12:00:00Z"),
         );
     }
+    // Shared, as a real client's handles are: cloning the service must not copy the map.
+    let h = std::sync::Arc::new(h);
     tower::service_fn(move |_req: http::Request<Full<Bytes>>| {
         let mut resp = http::Response::new(Full::new(Bytes::from_static(MESSAGE.as_bytes())));
-        *resp.headers_mut() = h.clone();
+        *resp.headers_mut() = (*h).clone();
         std::future::ready(Ok(resp))
     })
 }
@@ -103,6 +106,20 @@ fn stack_cpu(c: &mut Criterion) {
         ServiceBuilder::new().classify_responses().service(canned()),
         endpoint(),
     );
+    // The same bare call, answered with the headers the default stack gets below: the floor
+    // that `typed_default_stack` is compared with.
+    g.bench_function("bare_value_parse_api_headers", |b| {
+        let svc = canned_with_headers();
+        b.to_async(&rt).iter(|| async {
+            let resp = svc
+                .clone()
+                .oneshot(http::Request::new(Full::new(Bytes::new())))
+                .await
+                .unwrap();
+            let body = resp.into_body().collect().await.unwrap().to_bytes();
+            serde_json::from_slice::<serde_json::Value>(&body).unwrap()
+        })
+    });
     g.bench_function("typed_classify", |b| {
         b.to_async(&rt).iter(|| typed.clone().oneshot(req()))
     });

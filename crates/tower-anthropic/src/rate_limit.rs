@@ -61,24 +61,36 @@ impl RateLimitHeaders {
         let mut out = Self::default();
         let mut seen = 0u16;
         for (name, value) in headers {
-            let Some(rest) = name.as_str().strip_prefix("anthropic-ratelimit-") else {
+            // Most headers are not these: one byte and the length rule them out.
+            let name = name.as_str();
+            if name.len() < 32 || name.as_bytes()[0] != b'a' {
+                continue;
+            }
+            let Some(rest) = name.strip_prefix("anthropic-ratelimit-") else {
                 continue;
             };
-            let (bucket, f) = if let Some(b) = rest.strip_suffix("-limit") {
-                (b, 0)
-            } else if let Some(b) = rest.strip_suffix("-remaining") {
-                (b, 1)
-            } else if let Some(b) = rest.strip_suffix("-reset") {
-                (b, 2)
-            } else {
-                continue;
-            };
-            let (b, slot) = match bucket {
-                "requests" => (0, &mut out.requests),
-                "tokens" => (1, &mut out.tokens),
-                "input-tokens" => (2, &mut out.input_tokens),
-                "output-tokens" => (3, &mut out.output_tokens),
+            // Bucket (0 requests, 1 tokens, 2 input tokens, 3 output tokens) and field (0
+            // limit, 1 remaining, 2 reset).
+            let (b, f) = match rest {
+                "requests-limit" => (0, 0),
+                "requests-remaining" => (0, 1),
+                "requests-reset" => (0, 2),
+                "tokens-limit" => (1, 0),
+                "tokens-remaining" => (1, 1),
+                "tokens-reset" => (1, 2),
+                "input-tokens-limit" => (2, 0),
+                "input-tokens-remaining" => (2, 1),
+                "input-tokens-reset" => (2, 2),
+                "output-tokens-limit" => (3, 0),
+                "output-tokens-remaining" => (3, 1),
+                "output-tokens-reset" => (3, 2),
                 _ => continue,
+            };
+            let slot = match b {
+                0 => &mut out.requests,
+                1 => &mut out.tokens,
+                2 => &mut out.input_tokens,
+                _ => &mut out.output_tokens,
             };
             let bit = 1u16 << (b * 3 + f);
             if seen & bit != 0 || (f == 2 && !resets) {

@@ -172,8 +172,13 @@ impl RetryPolicy {
     pub(crate) fn mark_attempt<B>(&self, req: &mut Request<B>, index: u32) {
         req.extensions_mut().insert(AttemptIndex(index));
         if let Some(h) = &self.header {
-            req.headers_mut()
-                .insert(h.clone(), HeaderValue::from(index));
+            // The usual counts without an allocation.
+            const SMALL: [&str; 10] = ["0", "1", "2", "3", "4", "5", "6", "7", "8", "9"];
+            let value = match SMALL.get(index as usize) {
+                Some(v) => HeaderValue::from_static(v),
+                None => HeaderValue::from(index),
+            };
+            req.headers_mut().insert(h.clone(), value);
         }
     }
 
