@@ -76,8 +76,9 @@ pub(crate) type Connect = Box<dyn FnMut(Request<RequestBody>) -> Connecting + Se
 /// One type whatever stack it came through: the stack's response body is boxed, so a stream
 /// can be stored and moved between tasks without naming the stack's types.
 pub struct MessageStream {
-    connect: Connect,
-    request: Request<RequestBody>,
+    /// What a re-send needs (a clone of the stack, the request), until the first content:
+    /// then it is dropped, so a long stream does not hold its request (the whole prompt).
+    resend_with: Option<(Connect, Request<RequestBody>)>,
     /// The stack's retry policy (from the response), when re-sends are allowed.
     resend: Option<RetryPolicy>,
     resend_allowed: bool,
@@ -132,8 +133,7 @@ impl MessageStream {
         first_content_limit: Option<Duration>,
     ) -> Result<MessageStream, Error> {
         let mut s = MessageStream {
-            connect,
-            request,
+            resend_with: resend_allowed.then_some((connect, request)),
             resend: None,
             resend_allowed,
             state: State::Done,
@@ -160,13 +160,21 @@ impl MessageStream {
     }
 
     fn reconnect(&mut self) -> Connecting {
-        let mut req = copy_request(&self.request);
+        let Some((connect, request)) = &mut self.resend_with else {
+            // `fail` only waits to re-send while it has what a re-send needs.
+            let e = Error::Stream(Box::new(StreamError::new(
+                StreamFailure::Truncated,
+                "nothing to re-send".to_owned(),
+            )));
+            return Box::pin(std::future::ready(Err(e)));
+        };
+        let mut req = copy_request(request);
         // Attempts continue counting across re-sends (and the retry-count header with them),
         // and so does the record of what the earlier ones met.
         req.extensions_mut().insert(AttemptIndex(self.attempts));
         req.extensions_mut()
             .insert(AttemptLog(self.earlier.clone()));
-        (self.connect)(req)
+        connect(req)
     }
 
     fn on_response(&mut self, mut resp: Response<ResponseBody>) -> Result<(), Error> {
@@ -316,6 +324,9 @@ impl MessageStream {
             }
             self.content_started = true;
             self.first_content = None;
+            // Never re-sent from here on.
+            self.resend_with = None;
+            self.resend = None;
             for ev in std::mem::take(&mut self.held) {
                 self.hand_over(ev)?;
             }
@@ -339,7 +350,7 @@ impl MessageStream {
             s.set_request_id(self.request_id.clone());
             s.set_after_content(self.content_started);
         }
-        if !self.content_started {
+        if !self.content_started && self.resend_with.is_some() {
             if let Some(policy) = &self.resend {
                 if let Decision::Retry { wait, .. } = policy.decide(self.attempts, None, &err) {
                     tracing::warn!(attempt = self.attempts, wait = ?wait, reason = %err,
