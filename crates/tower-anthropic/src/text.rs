@@ -46,6 +46,11 @@ pub(crate) fn excerpt(body: &[u8], max: usize) -> String {
 /// body of `[0,0,0,...]` would cost many times its size: the count bounds that before any
 /// decoding.
 pub(crate) fn too_many_json_values(json: &[u8], max: usize) -> bool {
+    // Each counted value takes at least one byte: a body no longer than `max` cannot hold
+    // more (the usual answer, a few hundred bytes, is then not scanned at all).
+    if json.len() <= max {
+        return false;
+    }
     let mut count = 0usize;
     let mut in_string = false;
     let mut escaped = false;
@@ -89,5 +94,9 @@ mod tests {
         assert!(!too_many_json_values(br#"{"a":"x,y,[{,,,,","b":[1,2]}"#, 4));
         assert!(too_many_json_values(br#"{"a":[1,2,3,4,5]}"#, 4));
         assert!(!too_many_json_values(br#"{"a":"\",[,,,,,,"}"#, 2));
+        // At the length bound: as many counted bytes as the body is long.
+        assert!(too_many_json_values(b"[,,,", 3));
+        assert!(!too_many_json_values(b"[,,,", 4));
+        assert!(!too_many_json_values(b"[,,", 3));
     }
 }

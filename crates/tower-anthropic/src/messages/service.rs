@@ -548,10 +548,14 @@ where
                 let _in_flight = crate::metrics::InFlight::start();
                 let started = tokio::time::Instant::now();
                 let result = tracing::Instrument::instrument(fut, span.clone()).await;
-                if let Ok(r) = &result {
-                    R::record(r, &span);
+                // Nothing to record on a span no subscriber wants (and the finish reason's
+                // text costs an allocation).
+                if !span.is_disabled() {
+                    if let Ok(r) = &result {
+                        R::record(r, &span);
+                    }
+                    record_end(&span, &result);
                 }
-                record_end(&span, &result);
                 let error = result.as_ref().err().map(error_type);
                 let usage = result.as_ref().ok().and_then(|r| R::usage(r));
                 crate::metrics::call_finished(&model, started.elapsed(), error.as_deref(), usage);
