@@ -309,9 +309,27 @@ mod tests {
             HeaderValue::from_static("1"),
         );
         h.insert("anthropic-ratelimit-", HeaderValue::from_static("1"));
+        // Names that only resemble the twelve: ignored.
+        for fake in [
+            "anthropic-ratelimit-tokensxlimit",
+            "anthropic-ratelimit-tokens-xlimit",
+            "anthropic-ratelimit-requests-rlimit",
+            "anthropic-ratelimit-rrrrrrrr-limit",
+            "anthropic-ratelimit-output-tokens-ximit",
+            "anthropic-ratelimit-input-tokens-remainin",
+            "anthropic-ratelimit-output-tokens-remaining-limit",
+        ] {
+            h.insert(
+                fake.parse::<http::HeaderName>().unwrap(),
+                HeaderValue::from_static("5"),
+            );
+        }
         let r = RateLimitHeaders::from_headers(&h);
         assert_eq!(r.requests.limit, Some(60));
         assert_eq!(r.requests.remaining, Some(7));
+        assert_eq!(r.tokens.limit, Some(9000));
+        assert_eq!(r.output_tokens.limit, Some(1000));
+        assert_eq!(r.input_tokens.remaining, Some(7));
     }
 
     #[test]
