@@ -352,7 +352,8 @@ impl Pacer {
     }
 
     /// Maps a model name to its quota class (models sharing a rate-limit pool map to one
-    /// class). Default: the model name itself.
+    /// class). Default: the model name itself. The mapping must be a pure function of the
+    /// name: it is asked once per model (and endpoint and key), and its answer is kept.
     pub fn model_class(self, class: impl Fn(&str) -> String + Send + Sync + 'static) -> Self {
         self.configure(|c| c.class = Arc::new(class))
     }
