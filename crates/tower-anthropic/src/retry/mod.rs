@@ -95,7 +95,13 @@ impl<S> Layer<S> for RetryLayer {
     type Service = Retry<S>;
     fn layer(&self, inner: S) -> Retry<S> {
         Retry {
-            inner: tower::retry::Retry::new(self.policy.clone(), IntoError { inner }),
+            inner: tower::retry::Retry::new(
+                self.policy.clone(),
+                IntoError {
+                    inner,
+                    count_header: self.policy.header.clone(),
+                },
+            ),
             policy: self.policy.clone(),
         }
     }
@@ -150,6 +156,8 @@ where
 #[derive(Debug, Clone)]
 pub struct IntoError<S> {
     inner: S,
+    /// The retry-count header, set on each attempt as it is sent.
+    count_header: Option<http::HeaderName>,
 }
 
 impl<S, B, RB> Service<Request<B>> for IntoError<S>
@@ -165,7 +173,10 @@ where
         self.inner.poll_ready(cx).map_err(Error::from_service_error)
     }
 
-    fn call(&mut self, req: Request<B>) -> Self::Future {
+    fn call(&mut self, mut req: Request<B>) -> Self::Future {
+        if let Some(h) = &self.count_header {
+            policy::set_count_header(h, &mut req);
+        }
         // One span per attempt (OpenTelemetry HTTP client conventions), a child of the call's.
         let resend = req
             .extensions()
@@ -216,6 +227,10 @@ where
             Ok(resp) => Some(resp.status().as_u16()),
             Err(e) => e.status().map(|s| s.as_u16()),
         });
+        if span.is_disabled() {
+            // No subscriber wants it: nothing to look up for it.
+            return Poll::Ready(r);
+        }
         match &r {
             Ok(resp) => {
                 span.record("http.response.status_code", resp.status().as_u16());

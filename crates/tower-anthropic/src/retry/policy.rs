@@ -169,17 +169,11 @@ impl RetryPolicy {
         })
     }
 
+    /// Numbers an attempt (its [`AttemptIndex`]). The retry-count header is set from it when
+    /// the attempt is sent (`set_count_header`), so a copy kept for a retry that never
+    /// comes costs no header.
     pub(crate) fn mark_attempt<B>(&self, req: &mut Request<B>, index: u32) {
         req.extensions_mut().insert(AttemptIndex(index));
-        if let Some(h) = &self.header {
-            // The usual counts without an allocation.
-            const SMALL: [&str; 10] = ["0", "1", "2", "3", "4", "5", "6", "7", "8", "9"];
-            let value = match SMALL.get(index as usize) {
-                Some(v) => HeaderValue::from_static(v),
-                None => HeaderValue::from(index),
-            };
-            req.headers_mut().insert(h.clone(), value);
-        }
     }
 
     /// Decides about a failed attempt, the `attempts`-th of its call: the one place that
@@ -311,4 +305,17 @@ impl<B: Clone, RB> tower::retry::Policy<Request<B>, Response<RB>, Error> for Ret
         self.mark_attempt(&mut next, index + 1);
         Some(next)
     }
+}
+
+/// Sets the retry-count header `header` of an attempt about to be sent, from its
+/// [`AttemptIndex`] (0 without one).
+pub(crate) fn set_count_header<B>(header: &HeaderName, req: &mut Request<B>) {
+    let index = req.extensions().get::<AttemptIndex>().map_or(0, |a| a.0);
+    // The usual counts without an allocation.
+    const SMALL: [&str; 10] = ["0", "1", "2", "3", "4", "5", "6", "7", "8", "9"];
+    let value = match SMALL.get(index as usize) {
+        Some(v) => HeaderValue::from_static(v),
+        None => HeaderValue::from(index),
+    };
+    req.headers_mut().insert(header.clone(), value);
 }
