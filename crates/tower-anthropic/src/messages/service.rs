@@ -532,6 +532,11 @@ where
         let span = req
             .paced()
             .map(|(model, max_tokens)| chat_span(model, max_tokens, false));
+        // The model's name for the metrics, shared with the pacer's cost (no copy).
+        let model = http_req
+            .extensions()
+            .get::<RequestCost>()
+            .map(|c| c.model.clone());
         // The inner service was made ready by `poll_ready`: call it now, await later.
         let call = {
             let _entered = span.as_ref().map(tracing::Span::enter);
@@ -542,7 +547,6 @@ where
             let resp = call.await.map_err(Error::from_service_error)?;
             read_response::<_, R>(resp, max_body).await
         };
-        let model = req.paced().map(|(m, _)| m.to_owned());
         match (span, model) {
             (Some(span), Some(model)) => Box::pin(async move {
                 let _in_flight = crate::metrics::InFlight::start();

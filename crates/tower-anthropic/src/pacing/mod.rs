@@ -787,6 +787,10 @@ impl Ticket {
 
 impl Drop for Ticket {
     fn drop(&mut self) {
+        if self.admission.is_some() && self.finished {
+            // Settled: nothing held.
+            return;
+        }
         let now = Instant::now();
         match self.admission {
             // Never admitted: leave the line (and let the next call move up).
