@@ -23,15 +23,19 @@
 
 #[cfg(feature = "metrics")]
 mod on {
+    use std::sync::Arc;
     use std::time::Duration;
 
+    use metrics::SharedString;
+
     pub(crate) fn call_finished(
-        model: &str,
+        model: &Arc<str>,
         took: Duration,
         error: Option<&str>,
         usage: Option<(u64, u64)>,
     ) {
-        let model = model.to_owned();
+        // The model's name shared with the call, not copied for each label.
+        let model = SharedString::from_shared(model.clone());
         match error {
             Some(e) => {
                 metrics::histogram!("gen_ai.client.operation.duration",
@@ -55,9 +59,43 @@ mod on {
     }
 
     pub(crate) fn attempt(status: Option<u16>) {
-        let s = status.map_or_else(|| "none".to_owned(), |s| s.to_string());
-        metrics::counter!("anthropic.client.attempts", "http.response.status_code" => s)
-            .increment(1);
+        metrics::counter!("anthropic.client.attempts",
+            "http.response.status_code" => status_label(status))
+        .increment(1);
+    }
+
+    /// A status code as a label: the API's usual codes without an allocation.
+    fn status_label(status: Option<u16>) -> SharedString {
+        let known = match status {
+            None => "none",
+            Some(200) => "200",
+            Some(400) => "400",
+            Some(401) => "401",
+            Some(403) => "403",
+            Some(404) => "404",
+            Some(408) => "408",
+            Some(409) => "409",
+            Some(413) => "413",
+            Some(429) => "429",
+            Some(500) => "500",
+            Some(502) => "502",
+            Some(503) => "503",
+            Some(504) => "504",
+            Some(529) => "529",
+            Some(other) => return SharedString::from_owned(other.to_string()),
+        };
+        SharedString::const_str(known)
+    }
+
+    #[cfg(test)]
+    mod tests {
+        #[test]
+        fn status_labels_are_the_codes() {
+            for code in [200u16, 201, 400, 418, 429, 500, 529, 599] {
+                assert_eq!(&*super::status_label(Some(code)), code.to_string());
+            }
+            assert_eq!(&*super::status_label(None), "none");
+        }
     }
 
     pub(crate) fn retry(reason: &'static str) {
@@ -88,7 +126,13 @@ mod on {
 #[cfg(not(feature = "metrics"))]
 mod on {
     use std::time::Duration;
-    pub(crate) fn call_finished(_: &str, _: Duration, _: Option<&str>, _: Option<(u64, u64)>) {}
+    pub(crate) fn call_finished(
+        _: &std::sync::Arc<str>,
+        _: Duration,
+        _: Option<&str>,
+        _: Option<(u64, u64)>,
+    ) {
+    }
     pub(crate) fn attempt(_: Option<u16>) {}
     pub(crate) fn retry(_: &'static str) {}
     pub(crate) fn in_flight(_: f64) {}
