@@ -87,17 +87,6 @@ mod on {
         SharedString::const_str(known)
     }
 
-    #[cfg(test)]
-    mod tests {
-        #[test]
-        fn status_labels_are_the_codes() {
-            for code in [200u16, 201, 400, 418, 429, 500, 529, 599] {
-                assert_eq!(&*super::status_label(Some(code)), code.to_string());
-            }
-            assert_eq!(&*super::status_label(None), "none");
-        }
-    }
-
     pub(crate) fn retry(reason: &'static str) {
         metrics::counter!("anthropic.client.retries", "reason" => reason).increment(1);
     }
@@ -120,6 +109,17 @@ mod on {
         }
         metrics::gauge!("anthropic.client.pacer.waiting", "quota" => h.quota.clone())
             .set(h.waiting as f64);
+    }
+
+    #[cfg(test)]
+    mod tests {
+        #[test]
+        fn status_labels_are_the_codes() {
+            for code in [200u16, 201, 400, 418, 429, 500, 529, 599] {
+                assert_eq!(&*super::status_label(Some(code)), code.to_string());
+            }
+            assert_eq!(&*super::status_label(None), "none");
+        }
     }
 }
 
