@@ -6,6 +6,7 @@
 //! target/release/scale URL streams 10000 100               # 10,000 streams of 100 tokens
 //! target/release/scale URL bare-streams 10000 100          # the same read raw by bare hyper
 //! target/release/scale URL calls 10000 100                 # 10,000 whole answers at once
+//! target/release/scale URL streams 10000 100 --h2 50       # over 50 HTTP/2 connections (h2c)
 //! ```
 //!
 //! `benches/scale.sh` runs both with a fresh mock each. Prints one JSON line:
@@ -72,13 +73,29 @@ type Bare = hyper_util::client::legacy::Client<
     Full<Bytes>,
 >;
 
-/// One bare hyper client for the process (default settings).
-fn bare_client() -> &'static Bare {
-    static BARE: std::sync::OnceLock<Bare> = std::sync::OnceLock::new();
+/// HTTP/2 connections to use (`--h2 C`), or none for HTTP/1.1.
+static H2: std::sync::OnceLock<Option<usize>> = std::sync::OnceLock::new();
+
+/// The bare hyper clients of the process (default settings): one, or one per HTTP/2
+/// connection (with prior knowledge), as the `Client` has.
+fn bare_clients() -> &'static [Bare] {
+    static BARE: std::sync::OnceLock<Vec<Bare>> = std::sync::OnceLock::new();
     BARE.get_or_init(|| {
-        hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
-            .build_http()
+        let h2 = H2.get().copied().flatten();
+        (0..h2.unwrap_or(1))
+            .map(|_| {
+                hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+                    .http2_only(h2.is_some())
+                    .build_http()
+            })
+            .collect()
     })
+}
+
+/// The bare client for request `i` (in turn over the connections).
+fn bare_client_for(i: usize) -> &'static Bare {
+    let clients = bare_clients();
+    &clients[i % clients.len()]
 }
 
 /// The raw streaming request `i` of `tokens` tokens.
@@ -96,14 +113,14 @@ fn raw_stream_request(url: &str, tokens: u32, i: usize) -> http::Request<Full<By
 /// Bytes of one raw stream of `tokens` tokens (no decoding), read with bare hyper.
 async fn raw_stream_bytes(url: &str, tokens: u32) -> u64 {
     let req = raw_stream_request(url, tokens, 0);
-    let resp = bare_client().request(req).await.expect("an answer");
+    let resp = bare_client_for(0).request(req).await.expect("an answer");
     let body = resp.into_body().collect().await.expect("a body");
     body.to_bytes().len() as u64
 }
 
 /// One stream read raw by bare hyper: whether it ended with `message_stop`.
 async fn bare_stream(url: &str, tokens: u32, i: usize, open: &AtomicUsize) -> bool {
-    let Ok(resp) = bare_client()
+    let Ok(resp) = bare_client_for(i)
         .request(raw_stream_request(url, tokens, i))
         .await
     else {
@@ -126,16 +143,24 @@ async fn bare_stream(url: &str, tokens: u32, i: usize, open: &AtomicUsize) -> bo
 #[tokio::main]
 async fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let usage = "usage: scale URL (streams|bare-streams|calls) N TOKENS";
+    let usage = "usage: scale URL (streams|bare-streams|calls) N TOKENS [--h2 CONNECTIONS]";
     let (url, mode) = (args.first().expect(usage), args.get(1).expect(usage));
     let n: usize = args.get(2).and_then(|v| v.parse().ok()).expect(usage);
     let tokens: u32 = args.get(3).and_then(|v| v.parse().ok()).expect(usage);
-    let client = Client::builder()
+    let h2: Option<usize> = match args.get(4).map(String::as_str) {
+        Some("--h2") => Some(args.get(5).and_then(|v| v.parse().ok()).expect(usage)),
+        Some(_) => panic!("{usage}"),
+        None => None,
+    };
+    H2.set(h2).expect("set once");
+    let mut builder = Client::builder()
         .api_key("sk-scale")
         .base_url(url)
-        .pool_max_idle_per_host(n)
-        .build()
-        .expect("a client");
+        .pool_max_idle_per_host(n);
+    if let Some(c) = h2 {
+        builder = builder.http2_prior_knowledge().http2_connections(c);
+    }
+    let client = builder.build().expect("a client");
     // Warm up: the pool, the pacer's first answer, the allocator.
     client
         .messages()
@@ -227,6 +252,7 @@ async fn main() {
     let max_open_streams = mock_stat(url, "max_open_streams").await;
     let mut out = serde_json::json!({
         "mode": mode, "n": n, "tokens": tokens, "ok": ok,
+        "http2_connections": h2,
         "wall_s": wall.as_secs_f64(), "cpu_s": cpu_s,
         "p50_ms": pct(0.5), "p99_ms": pct(0.99),
         "rss_before_mib": rss0 as f64 / 1048576.0,

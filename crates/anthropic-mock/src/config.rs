@@ -41,6 +41,10 @@ pub struct MockConfig {
     /// Also accept any model id starting with `claude-` (default: yes, so that a new model
     /// name works without updating the mock; `--known-models-only` turns it off).
     pub accept_any_claude_model: bool,
+    /// How many HTTP/2 streams one connection may have open at once (the
+    /// `SETTINGS_MAX_CONCURRENT_STREAMS` the server sends; default 200). Streams beyond it
+    /// wait at the client.
+    pub http2_max_concurrent_streams: u32,
 }
 
 impl MockConfig {
@@ -72,6 +76,7 @@ impl Default for MockConfig {
                 .map(|m| (*m).to_owned())
                 .collect(),
             accept_any_claude_model: true,
+            http2_max_concurrent_streams: 200,
         }
     }
 }

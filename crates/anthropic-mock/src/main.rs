@@ -21,6 +21,8 @@ SERVER:
     --log-capacity N        requests kept by /_mock/log [default: 1024]
     --path-prefix PATH      serve the API under PATH, as a gateway would (e.g.
                             /gateway/anthropic) [default: the root, as the API]
+    --h2-max-streams N      HTTP/2 streams a connection may have open at once
+                            (SETTINGS_MAX_CONCURRENT_STREAMS) [default: 200]
 
 RATE LIMITS (token buckets per API key and model, refilled continuously; output tokens are
 reserved from max_tokens at admission and the unused part given back when the answer ends):
@@ -172,6 +174,7 @@ fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Option<Args>, St
             "--log-capacity",
             "--path-prefix",
             "--batch-speed",
+            "--h2-max-streams",
         ];
         if flag == "--known-models-only" {
             c.accept_any_claude_model = false;
@@ -195,6 +198,12 @@ fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Option<Args>, St
             "--key" => c.api_keys.push(v),
             "--threads" => threads = Some(parse_num::<usize>(f, &v)?.max(1)),
             "--log-capacity" => c.log_capacity = parse_num(f, &v)?,
+            "--h2-max-streams" => {
+                c.http2_max_concurrent_streams = parse_num::<u32>(f, &v)?;
+                if c.http2_max_concurrent_streams == 0 {
+                    return Err("--h2-max-streams must be at least 1".into());
+                }
+            }
             "--batch-speed" => {
                 let n: f64 = v
                     .parse()

@@ -67,8 +67,14 @@ pub const DEFAULT_STREAM_IDLE_TIMEOUT: Duration = Duration::from_secs(120);
 /// println!("{} [{}]", msg.text(), msg.request_id().unwrap_or("-"));
 /// # Ok(()) }
 /// ```
+///
+/// A clone is a reference count: clones share the stack, its pacer, breakers and permits.
 #[derive(Clone)]
 pub struct Client {
+    parts: Arc<ClientParts>,
+}
+
+struct ClientParts {
     service: MessagesService<HttpStack>,
     limit: ConcurrencyLimitLayer,
     pacer: Option<Pacer>,
@@ -104,8 +110,8 @@ impl Degrader {
 impl fmt::Debug for Client {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Client")
-            .field("endpoint", self.service.endpoint())
-            .field("concurrency_limit", &self.limit.max())
+            .field("endpoint", self.parts.service.endpoint())
+            .field("concurrency_limit", &self.parts.limit.max())
             .finish_non_exhaustive()
     }
 }
@@ -129,28 +135,28 @@ impl Client {
 
     /// The Message Batches API, through the same stack (see [`crate::batches`]).
     pub fn batches(&self) -> crate::batches::Batches<HttpStack> {
-        self.service.batches()
+        self.parts.service.batches()
     }
 
     /// The typed service behind the client, to compose further with tower.
     pub fn service(&self) -> MessagesService<HttpStack> {
-        self.service.clone()
+        self.parts.service.clone()
     }
 
     /// Concurrency permits free now (all clones share them).
     pub fn available_permits(&self) -> usize {
-        self.limit.available_permits()
+        self.parts.limit.available_permits()
     }
 
     /// The pacer (shared by all clones), for [`Pacer::snapshot`]; `None` when pacing is off.
     pub fn pacer(&self) -> Option<&Pacer> {
-        self.pacer.as_ref()
+        self.parts.pacer.as_ref()
     }
 
     /// The circuit breakers (shared by all clones), for [`CircuitBreakers::snapshot`]; `None`
     /// when circuit breaking is off.
     pub fn circuit_breakers(&self) -> Option<&CircuitBreakers> {
-        self.breakers.as_ref()
+        self.parts.breakers.as_ref()
     }
 }
 
@@ -163,9 +169,9 @@ pub struct Messages<'a> {
 impl Messages<'_> {
     /// `POST /v1/messages`: a whole `Message`, or a typed error.
     pub async fn create(&self, req: CreateMessageRequest) -> Result<ApiResponse<Message>, Error> {
-        match &self.client.degrade {
-            Some(d) => d.call(self.client.service.clone(), req).await,
-            None => self.client.service.create(req).await,
+        match &self.client.parts.degrade {
+            Some(d) => d.call(self.client.parts.service.clone(), req).await,
+            None => self.client.parts.service.create(req).await,
         }
     }
 
@@ -173,7 +179,7 @@ impl Messages<'_> {
     /// the stream starts are returned here (after retries); a stream that fails before its
     /// first content is re-sent transparently; see [`crate::stream`].
     pub async fn stream(&self, req: CreateMessageRequest) -> Result<MessageStream, Error> {
-        self.client.service.stream(req).await
+        self.client.parts.service.stream(req).await
     }
 
     /// `POST /v1/messages/count_tokens`.
@@ -181,7 +187,7 @@ impl Messages<'_> {
         &self,
         req: impl Into<CountTokensRequest>,
     ) -> Result<ApiResponse<TokenCount>, Error> {
-        self.client.service.count_tokens(req).await
+        self.client.parts.service.count_tokens(req).await
     }
 }
 
@@ -204,6 +210,9 @@ pub enum ConfigError {
     /// A header name or value is invalid.
     #[error("invalid header {0:?}")]
     InvalidHeader(String),
+    /// `http2_connections` is 0 or more than [`MAX_HTTP2_CONNECTIONS`](crate::transport::MAX_HTTP2_CONNECTIONS).
+    #[error("http2_connections must be from 1 to {max}, not {0}", max = crate::transport::MAX_HTTP2_CONNECTIONS)]
+    InvalidHttp2Connections(usize),
 }
 
 /// Builds a [`Client`].
@@ -214,6 +223,8 @@ pub enum ConfigError {
 /// | `anthropic_version` | `2023-06-01` |
 /// | `connect_timeout` | 5 s |
 /// | `pool_idle_timeout` | 90 s |
+/// | `http2_prior_knowledge` | off: HTTP/1.1 over plain HTTP, HTTP/2 or HTTP/1.1 by ALPN over TLS |
+/// | `http2_connections` | 1 per host |
 /// | `timeout` (per attempt) | 600 s; while not set explicitly, non-streaming calls whose `max_tokens` would need over 10 minutes are refused (stream them) |
 /// | `deadline` (whole call) | none |
 /// | `stream_idle_timeout` | 120 s |
@@ -358,6 +369,39 @@ impl ClientBuilder {
     /// Idle pooled connections kept per host.
     pub fn pool_max_idle_per_host(mut self, n: usize) -> Self {
         self.transport.pool_max_idle_per_host = n;
+        self
+    }
+    /// Speaks HTTP/2 from the first byte: over plain HTTP (h2c, e.g. to a gateway on the same
+    /// host that speaks it), and over TLS with `h2` the only protocol offered. Without it,
+    /// plain HTTP is HTTP/1.1 and TLS settles HTTP/2 or HTTP/1.1 by ALPN (the API itself
+    /// picks HTTP/2). A server that speaks only HTTP/1.1 fails every call with a connection
+    /// error.
+    pub fn http2_prior_knowledge(mut self) -> Self {
+        self.transport.http2_prior_knowledge = true;
+        self
+    }
+    /// Spreads calls over `n` HTTP/2 connections per host, in turn (default 1; at most
+    /// [`MAX_HTTP2_CONNECTIONS`](crate::transport::MAX_HTTP2_CONNECTIONS), else
+    /// [`build`](Self::build) fails with [`ConfigError::InvalidHttp2Connections`]).
+    ///
+    /// Over HTTP/2 every call to a host shares one connection, and the server caps the
+    /// streams open at once on it (its `SETTINGS_MAX_CONCURRENT_STREAMS`, often 100 to 256):
+    /// calls beyond the cap wait for a stream to end, however many are started. A gateway that
+    /// holds thousands of streams open needs about `streams / cap` connections. Each
+    /// connection has its own idle pool; over HTTP/1.1 (no ALPN `h2`) this only splits the
+    /// pool.
+    ///
+    /// ```
+    /// # fn f() -> Result<(), tower_anthropic::ConfigError> {
+    /// // 10,000 streams at once to a server that allows 200 per connection.
+    /// let client = tower_anthropic::Client::builder()
+    ///     .api_key("sk-ant-...")
+    ///     .http2_connections(50)
+    ///     .build()?;
+    /// # Ok(()) }
+    /// ```
+    pub fn http2_connections(mut self, n: usize) -> Self {
+        self.transport.http2_connections = n;
         self
     }
     /// How much of an error body is read.
@@ -522,6 +566,10 @@ impl ClientBuilder {
     /// Builds the client; fails on a missing or empty key or an unusable base URL.
     pub fn build(self) -> Result<Client, ConfigError> {
         let endpoint = self.endpoint()?;
+        let n = self.transport.http2_connections;
+        if !(1..=crate::transport::MAX_HTTP2_CONNECTIONS).contains(&n) {
+            return Err(ConfigError::InvalidHttp2Connections(n));
+        }
         let http = http_client(&self.transport)?;
         let max_body = self.max_response_body.unwrap_or(DEFAULT_MAX_RESPONSE_BODY);
         let limit = match self.concurrency_limit {
@@ -590,11 +638,13 @@ impl ClientBuilder {
                     .unwrap_or(DEFAULT_STREAM_IDLE_TIMEOUT),
             ));
         Ok(Client {
-            service,
-            limit,
-            pacer,
-            breakers,
-            degrade: self.degrade,
+            parts: Arc::new(ClientParts {
+                service,
+                limit,
+                pacer,
+                breakers,
+                degrade: self.degrade,
+            }),
         })
     }
 }

@@ -27,6 +27,9 @@ pub(crate) fn redact_userinfo(url: &str) -> String {
     }
 }
 
+/// Headers a request built by an [`Endpoint`] has room for besides its own.
+const SPARE_HEADERS: usize = 4;
+
 /// The API paths an endpoint must be able to reach (checked when it is built).
 const API_PATHS: &[&str] = &["/v1/messages", "/v1/messages/count_tokens"];
 
@@ -46,8 +49,29 @@ pub(crate) type HttpClient = HyperClient<HttpsConnector<HttpConnector>, RequestB
 /// The pooled HTTP client behind one `Arc`: the layers above clone their inner service for
 /// every call (and retry for every attempt), and a clone of this is one reference count
 /// rather than a copy of the client's handles.
+///
+/// It holds one hyper-util client per HTTP/2 connection asked for
+/// ([`TransportConfig::http2_connections`]), each with its own pool, and gives each request to
+/// the next in turn: hyper-util keeps a single HTTP/2 connection per host, and a server caps
+/// the streams open at once on a connection (SETTINGS_MAX_CONCURRENT_STREAMS), so streams
+/// beyond that cap would wait for one to end however many the caller opens.
 #[derive(Clone)]
-pub(crate) struct SharedHttpClient(std::sync::Arc<HttpClient>);
+pub(crate) struct SharedHttpClient(std::sync::Arc<Clients>);
+
+pub(crate) struct Clients {
+    clients: Box<[HttpClient]>,
+    next: std::sync::atomic::AtomicUsize,
+}
+
+impl Clients {
+    fn pick(&self) -> &HttpClient {
+        if self.clients.len() == 1 {
+            return &self.clients[0];
+        }
+        let i = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        &self.clients[i % self.clients.len()]
+    }
+}
 
 impl tower::Service<Request<RequestBody>> for SharedHttpClient {
     type Response = http::Response<hyper::body::Incoming>;
@@ -63,7 +87,7 @@ impl tower::Service<Request<RequestBody>> for SharedHttpClient {
     }
 
     fn call(&mut self, req: Request<RequestBody>) -> Self::Future {
-        self.0.request(req)
+        self.0.pick().request(req)
     }
 }
 
@@ -79,7 +103,15 @@ pub(crate) struct TransportConfig {
     pub(crate) pool_max_idle_per_host: usize,
     /// Root certificates trusted besides the webpki roots (DER), e.g. a corporate proxy's.
     pub(crate) extra_roots: Vec<Vec<u8>>,
+    /// Speak HTTP/2 from the first byte, also over plain HTTP (h2c). Default: off (HTTP/1.1
+    /// over plain HTTP; over TLS, HTTP/2 or HTTP/1.1 as ALPN settles).
+    pub(crate) http2_prior_knowledge: bool,
+    /// HTTP/2 connections per host that requests are spread over, in turn. Default 1.
+    pub(crate) http2_connections: usize,
 }
+
+/// The most HTTP/2 connections per host a client may be asked to spread requests over.
+pub const MAX_HTTP2_CONNECTIONS: usize = 1024;
 
 impl fmt::Debug for TransportConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -88,6 +120,8 @@ impl fmt::Debug for TransportConfig {
             .field("pool_idle_timeout", &self.pool_idle_timeout)
             .field("pool_max_idle_per_host", &self.pool_max_idle_per_host)
             .field("extra_roots", &self.extra_roots.len())
+            .field("http2_prior_knowledge", &self.http2_prior_knowledge)
+            .field("http2_connections", &self.http2_connections)
             .finish()
     }
 }
@@ -99,6 +133,8 @@ impl Default for TransportConfig {
             pool_idle_timeout: Duration::from_secs(90),
             pool_max_idle_per_host: usize::MAX,
             extra_roots: Vec::new(),
+            http2_prior_knowledge: false,
+            http2_connections: 1,
         }
     }
 }
@@ -134,28 +170,45 @@ fn tls_config(config: &TransportConfig) -> Result<rustls::ClientConfig, InvalidR
     Ok(tls)
 }
 
-/// Builds the pooled HTTP client. Needs a tokio runtime when used, not when built.
+/// Builds the pooled HTTP client (one per HTTP/2 connection asked for, at least one, at most
+/// [`MAX_HTTP2_CONNECTIONS`]). Needs a tokio runtime when used, not when built.
 pub(crate) fn http_client(
     config: &TransportConfig,
 ) -> Result<SharedHttpClient, InvalidRootCertificate> {
+    let tls = tls_config(config)?;
+    let n = config.http2_connections.clamp(1, MAX_HTTP2_CONNECTIONS);
+    let clients = (0..n)
+        .map(|_| one_http_client(config, tls.clone()))
+        .collect();
+    Ok(SharedHttpClient(std::sync::Arc::new(Clients {
+        clients,
+        next: std::sync::atomic::AtomicUsize::new(0),
+    })))
+}
+
+fn one_http_client(config: &TransportConfig, tls: rustls::ClientConfig) -> HttpClient {
     let mut http = HttpConnector::new();
     http.enforce_http(false);
     http.set_nodelay(true);
     http.set_connect_timeout(Some(config.connect_timeout));
-    let https = hyper_rustls::HttpsConnectorBuilder::new()
-        .with_tls_config(tls_config(config)?)
-        .https_or_http()
-        .enable_http1()
-        .enable_http2()
-        .wrap_connector(http);
-    let client = HyperClient::builder(TokioExecutor::new())
+    let tls = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_tls_config(tls)
+        .https_or_http();
+    // With prior knowledge, ALPN offers h2 alone: a server that would pick HTTP/1.1 fails the
+    // handshake rather than getting HTTP/2 frames it does not expect.
+    let https = if config.http2_prior_knowledge {
+        tls.enable_http2().wrap_connector(http)
+    } else {
+        tls.enable_http1().enable_http2().wrap_connector(http)
+    };
+    HyperClient::builder(TokioExecutor::new())
         .timer(TokioTimer::new())
         // Without a pool timer hyper-util never evicts idle connections.
         .pool_timer(TokioTimer::new())
         .pool_idle_timeout(config.pool_idle_timeout)
         .pool_max_idle_per_host(config.pool_max_idle_per_host)
-        .build(https);
-    Ok(SharedHttpClient(std::sync::Arc::new(client)))
+        .http2_only(config.http2_prior_knowledge)
+        .build(https)
 }
 
 /// An API key. Its `Debug` never shows it, and the header made from it is marked sensitive.
@@ -318,7 +371,15 @@ impl Endpoint {
                 .parse()
                 .unwrap_or_else(|_| Uri::from_static("/"))
         };
-        req.headers_mut().clone_from(&self.request_headers);
+        // Copied into a map with room for the headers the layers below add (accept, the
+        // retry count, host): a clone has no spare room, and the first insert would move it.
+        let headers = req.headers_mut();
+        headers.reserve(self.request_headers.len() + SPARE_HEADERS);
+        headers.extend(
+            self.request_headers
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone())),
+        );
         req
     }
 }

@@ -79,6 +79,7 @@ async fn serve<I>(
     I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
     let ctl = control.clone();
+    let h2_streams = state.config.http2_max_concurrent_streams.max(1);
     let svc = service_fn(move |req| handle(state.clone(), ctl.clone(), req));
     let mut builder = auto::Builder::new(TokioExecutor::new());
     // A client that never finishes its headers (slowloris) is disconnected.
@@ -86,6 +87,7 @@ async fn serve<I>(
         .http1()
         .timer(TokioTimer::new())
         .header_read_timeout(super::HEADER_READ_TIMEOUT);
+    builder.http2().max_concurrent_streams(h2_streams);
     let conn = builder.serve_connection(io, svc);
     tokio::select! {
         _ = conn => {}

@@ -265,7 +265,12 @@ where
     /// `POST /v1/messages` with `stream: true`: typed events as they arrive; see
     /// [`crate::stream`].
     pub async fn stream(&self, req: CreateMessageRequest) -> Result<MessageStream, Error> {
-        self.clone().oneshot(StreamRequest::from(req)).await
+        // As `oneshot`, but the readied clone is then kept for re-sends (no second clone).
+        let mut svc = self.clone();
+        std::future::poll_fn(|cx| svc.inner.poll_ready(cx))
+            .await
+            .map_err(Error::from_service_error)?;
+        svc.into_stream(req).await
     }
 
     /// `POST /v1/messages/count_tokens`.
@@ -587,7 +592,31 @@ where
         self.inner.poll_ready(cx).map_err(Error::from_service_error)
     }
 
-    fn call(&mut self, StreamRequest(mut req): StreamRequest) -> Self::Future {
+    fn call(&mut self, StreamRequest(req): StreamRequest) -> Self::Future {
+        // The readied service goes with the call (and its re-sends); a clone stays, to be
+        // readied for the next.
+        let fresh = self.inner.clone();
+        let ready = MessagesService {
+            inner: std::mem::replace(&mut self.inner, fresh),
+            endpoint: self.endpoint.clone(),
+            ..*self
+        };
+        ready.into_stream(req)
+    }
+}
+
+impl<S, RB> MessagesService<S>
+where
+    S: Service<Request<RequestBody>, Response = Response<RB>> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<BoxError>,
+    RB: Body + Send + 'static,
+    RB::Data: Send,
+    RB::Error: Into<BoxError>,
+{
+    /// Sends `req` as a stream through this service's stack, which must be ready; the stack
+    /// is then kept for re-sends before the first content.
+    fn into_stream(mut self, mut req: CreateMessageRequest) -> ResponseFuture<MessageStream> {
         req.stream = Some(true);
         let path = <CreateMessageRequest as ApiRequest>::PATH;
         let paced = Some((req.model.as_str(), req.max_tokens));
@@ -598,15 +627,18 @@ where
         // Re-sends copy the encoded request and go through a clone of the same stack.
         let template = copy_request(&http_req);
         let first = erase(self.inner.call(http_req));
-        let svc = self.inner.clone();
+        let svc = self.inner;
         let connect: Connect = Box::new(move |req| erase(svc.clone().oneshot(req)));
         let resend = self.resend_streams;
         let limit = self.first_content;
         let span = chat_span(&req.model, req.max_tokens, true);
-        let started = MessageStream::start(first, connect, template, resend, limit);
         Box::pin(async move {
             // The span covers the call up to the stream's start (its events are the caller's).
-            let result = tracing::Instrument::instrument(started, span.clone()).await;
+            // The stream is made once the answer is in, so this future holds only the request
+            // while it is in flight.
+            let first = tracing::Instrument::instrument(first, span.clone()).await;
+            let result =
+                span.in_scope(|| MessageStream::started(first, connect, template, resend, limit));
             match &result {
                 Ok(s) => {
                     span.record("anthropic.attempts", s.attempts());

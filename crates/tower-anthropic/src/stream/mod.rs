@@ -123,15 +123,21 @@ impl std::fmt::Debug for MessageStream {
 }
 
 impl MessageStream {
-    /// Waits for the response head of `first`; errors before the stream starts (after the
-    /// stack's own retries) are returned here. `request` is kept to re-send through `connect`.
-    pub(crate) async fn start(
-        first: Connecting,
+    /// The stream of the answer `first` (the response head of the first attempt, or the
+    /// error that ended the stack's own retries). `request` is kept to re-send through
+    /// `connect`.
+    ///
+    /// Built once the answer is in: while the request is in flight (as long as it waits for
+    /// the quota and for the server) the caller's future holds only the request, not the
+    /// stream's buffers and state.
+    pub(crate) fn started(
+        first: Result<Response<ResponseBody>, Error>,
         connect: Connect,
         request: Request<RequestBody>,
         resend_allowed: bool,
         first_content_limit: Option<Duration>,
     ) -> Result<MessageStream, Error> {
+        let resp = first?;
         let mut s = MessageStream {
             resend_with: resend_allowed.then_some((connect, request)),
             resend: None,
@@ -154,7 +160,6 @@ impl MessageStream {
             settlement: None,
             verdict: None,
         };
-        let resp = first.await?;
         s.on_response(resp)?;
         Ok(s)
     }
