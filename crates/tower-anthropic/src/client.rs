@@ -591,7 +591,7 @@ impl ClientBuilder {
                 if let Some(b) = &breakers {
                     p = p.share_breakers(b.clone());
                 }
-                if let Some(b) = &self.retry.budget {
+                if let Some(b) = &self.retry.cfg.budget {
                     p = p.share_retry_budget(b.clone());
                 }
                 p.layer()

@@ -157,7 +157,17 @@ pin_project! {
     #[project = StateProj]
     enum State<F, RB> {
         Waiting { #[pin] future: F },
-        ReadingError { parts: Option<http::response::Parts>, #[pin] body: Collect<RB> },
+        // Boxed: an error's head and body are the rare case, and inline they would take
+        // their room in every call's future.
+        ReadingError { reading: Pin<Box<ReadingError<RB>>> },
+    }
+}
+
+pin_project! {
+    struct ReadingError<RB> {
+        parts: Option<http::response::Parts>,
+        #[pin]
+        body: Collect<RB>,
     }
 }
 
@@ -189,13 +199,16 @@ where
                     // Read until the end or the bound; a body error ends the read with what
                     // we have (the status already says what happened).
                     this.state.set(State::ReadingError {
-                        parts: Some(parts),
-                        body: Collect::new(body, *this.max, AtBound::KeepPrefix),
+                        reading: Box::pin(ReadingError {
+                            parts: Some(parts),
+                            body: Collect::new(body, *this.max, AtBound::KeepPrefix),
+                        }),
                     });
                 }
-                StateProj::ReadingError { parts, body } => {
-                    let buf = ready!(body.poll(cx))?;
-                    let parts = parts.take().expect("polled after completion");
+                StateProj::ReadingError { reading } => {
+                    let reading = reading.as_mut().project();
+                    let buf = ready!(reading.body.poll(cx))?;
+                    let parts = reading.parts.take().expect("polled after completion");
                     return Poll::Ready(Err(api_error(parts, &buf)));
                 }
             }

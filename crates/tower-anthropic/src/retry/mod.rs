@@ -99,7 +99,7 @@ impl<S> Layer<S> for RetryLayer {
                 self.policy.clone(),
                 IntoError {
                     inner,
-                    count_header: self.policy.header.clone(),
+                    count_header: self.policy.cfg.header.clone(),
                 },
             ),
             policy: self.policy.clone(),

@@ -86,8 +86,32 @@ impl JitterSource {
 /// | `max_retry_after` | 60 s: a longer server-directed wait is returned, not slept |
 /// | budget | [`RetryBudget::default`], shared by clones |
 /// | retry-count header | `x-stainless-retry-count` |
-#[derive(Debug, Clone)]
+///
+/// A clone is a reference count: tower's `Retry` clones its policy into every call.
+#[derive(Clone)]
 pub struct RetryPolicy {
+    pub(crate) cfg: Arc<PolicyConfig>,
+}
+
+impl std::fmt::Debug for RetryPolicy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let c = &*self.cfg;
+        f.debug_struct("RetryPolicy")
+            .field("max_retries", &c.max_retries)
+            .field("base", &c.base)
+            .field("max_backoff", &c.max_backoff)
+            .field("jitter", &c.jitter)
+            .field("max_retry_after", &c.max_retry_after)
+            .field("budget", &c.budget)
+            .field("rng", &c.rng)
+            .field("header", &c.header)
+            .finish()
+    }
+}
+
+/// The settings of a [`RetryPolicy`].
+#[derive(Debug, Clone)]
+pub(crate) struct PolicyConfig {
     pub(crate) max_retries: u32,
     pub(crate) base: Duration,
     pub(crate) max_backoff: Duration,
@@ -100,7 +124,7 @@ pub struct RetryPolicy {
 
 impl Default for RetryPolicy {
     fn default() -> Self {
-        Self {
+        let cfg = PolicyConfig {
             max_retries: 2,
             base: Duration::from_millis(500),
             max_backoff: Duration::from_secs(8),
@@ -109,7 +133,8 @@ impl Default for RetryPolicy {
             budget: Some(RetryBudget::default()),
             rng: JitterSource::from_entropy(),
             header: Some(HeaderName::from_static(RETRY_COUNT_HEADER)),
-        }
+        };
+        Self { cfg: Arc::new(cfg) }
     }
 }
 
@@ -120,14 +145,15 @@ impl RetryPolicy {
     }
     /// At most `n` retries (`n + 1` attempts).
     pub fn max_retries(mut self, n: u32) -> Self {
-        self.max_retries = n;
+        Arc::make_mut(&mut self.cfg).max_retries = n;
         self
     }
     /// Backoff `min(base * 2^n, max) * (1 - jitter * U)`.
     pub fn backoff(mut self, base: Duration, max: Duration, jitter: f64) -> Self {
-        self.base = base;
-        self.max_backoff = max.max(base);
-        self.jitter = if jitter.is_finite() {
+        let cfg = Arc::make_mut(&mut self.cfg);
+        cfg.base = base;
+        cfg.max_backoff = max.max(base);
+        cfg.jitter = if jitter.is_finite() {
             jitter.clamp(0.0, 1.0)
         } else {
             0.0
@@ -137,30 +163,30 @@ impl RetryPolicy {
     /// A server-directed wait longer than this is not slept: the error is returned at once
     /// with `retry_after()` set.
     pub fn max_retry_after(mut self, cap: Duration) -> Self {
-        self.max_retry_after = cap;
+        Arc::make_mut(&mut self.cfg).max_retry_after = cap;
         self
     }
     /// The retry budget; `None` turns it off.
     pub fn budget(mut self, budget: Option<RetryBudget>) -> Self {
-        self.budget = budget;
+        Arc::make_mut(&mut self.cfg).budget = budget;
         self
     }
     /// The random source of the jitter.
     pub fn jitter_source(mut self, rng: JitterSource) -> Self {
-        self.rng = rng;
+        Arc::make_mut(&mut self.cfg).rng = rng;
         self
     }
     /// The header carrying the attempt number; `None` sends none.
     pub fn retry_count_header(mut self, header: Option<HeaderName>) -> Self {
-        self.header = header;
+        Arc::make_mut(&mut self.cfg).header = header;
         self
     }
 
     /// The backoff before retry `n` (0-based), with a fresh jitter draw.
     pub fn backoff_delay(&self, n: u32) -> Duration {
-        let exp = self.base.as_secs_f64() * 2f64.powi(n.min(62) as i32);
-        let capped = exp.min(self.max_backoff.as_secs_f64());
-        let secs = capped * (1.0 - self.jitter * self.rng.next_f64());
+        let exp = self.cfg.base.as_secs_f64() * 2f64.powi(n.min(62) as i32);
+        let capped = exp.min(self.cfg.max_backoff.as_secs_f64());
+        let secs = capped * (1.0 - self.cfg.jitter * self.cfg.rng.next_f64());
         // Absurd settings saturate instead of panicking in the float conversion.
         Duration::try_from_secs_f64(secs).unwrap_or(if secs > 0.0 {
             Duration::MAX
@@ -184,12 +210,12 @@ impl RetryPolicy {
         deadline: Option<&Deadline>,
         error: &Error,
     ) -> Decision {
-        if !error.is_retryable() || attempts > self.max_retries {
+        if !error.is_retryable() || attempts > self.cfg.max_retries {
             return Decision::Stop;
         }
         let (wait, from) = match error.retry_after() {
-            Some(server) if server > self.max_retry_after => {
-                tracing::info!(wait = ?server, cap = ?self.max_retry_after, request_id = error.request_id(),
+            Some(server) if server > self.cfg.max_retry_after => {
+                tracing::info!(wait = ?server, cap = ?self.cfg.max_retry_after, request_id = error.request_id(),
                     "server-directed wait over the cap: returning the error");
                 return Decision::Stop;
             }
@@ -210,7 +236,7 @@ impl RetryPolicy {
         // server pacing its clients, so it draws nothing (a 429 with `retry-after` is obeyed,
         // not turned into a failure by an empty budget).
         if from == "backoff" {
-            if let Some(budget) = &self.budget {
+            if let Some(budget) = &self.cfg.budget {
                 if !budget.withdraw() {
                     tracing::warn!(
                         request_id = error.request_id(),
@@ -292,7 +318,7 @@ impl<B: Clone, RB> tower::retry::Policy<Request<B>, Response<RB>, Error> for Ret
         let index = req.extensions().get::<AttemptIndex>().map_or(0, |a| a.0);
         if index == 0 {
             // The first attempt of a new request: it earns the budget its share.
-            if let Some(b) = &self.budget {
+            if let Some(b) = &self.cfg.budget {
                 b.deposit();
             }
         }
