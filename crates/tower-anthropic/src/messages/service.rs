@@ -223,29 +223,47 @@ impl<S> MessagesService<S> {
         mode: ResponseMode,
         paced: Option<(&str, u32)>,
     ) -> Result<Request<RequestBody>, Error> {
-        let json = serde_json::to_vec(req).map_err(|e| {
-            Error::InvalidRequest(InvalidRequestError::new(format!(
-                "cannot serialize the request: {e}"
-            )))
-        })?;
-        let json = Bytes::from(json);
-        let mut http_req = self.endpoint.post(path, json.clone());
-        if let Some((model, max_tokens)) = paced {
-            http_req.extensions_mut().insert(RequestCost {
-                model: Arc::from(model),
-                max_tokens,
-                body: json,
-            });
-        }
-        if mode == ResponseMode::Streaming {
-            http_req.headers_mut().insert(
-                http::header::ACCEPT,
-                http::HeaderValue::from_static("text/event-stream"),
-            );
-            http_req.extensions_mut().insert(ResponseMode::Streaming);
-        }
-        Ok(http_req)
+        let json = to_json(req)?;
+        let cost = paced.map(|(model, max_tokens)| RequestCost {
+            model: Arc::from(model),
+            max_tokens,
+            body: json.clone(),
+        });
+        Ok(http_request(&self.endpoint, path, json, mode, cost))
     }
+}
+
+/// A request's JSON body.
+fn to_json<R: Serialize>(req: &R) -> Result<Bytes, Error> {
+    let json = serde_json::to_vec(req).map_err(|e| {
+        Error::InvalidRequest(InvalidRequestError::new(format!(
+            "cannot serialize the request: {e}"
+        )))
+    })?;
+    Ok(Bytes::from(json))
+}
+
+/// The HTTP request of an encoded call: its JSON, what the pacer reads of it, and for a stream
+/// the `accept` header and the mode.
+fn http_request(
+    endpoint: &Endpoint,
+    path: &str,
+    json: Bytes,
+    mode: ResponseMode,
+    cost: Option<RequestCost>,
+) -> Request<RequestBody> {
+    let mut http_req = endpoint.post(path, json);
+    if let Some(cost) = cost {
+        http_req.extensions_mut().insert(cost);
+    }
+    if mode == ResponseMode::Streaming {
+        http_req.headers_mut().insert(
+            http::header::ACCEPT,
+            http::HeaderValue::from_static("text/event-stream"),
+        );
+        http_req.extensions_mut().insert(ResponseMode::Streaming);
+    }
+    http_req
 }
 
 impl<S, RB> MessagesService<S>
@@ -618,17 +636,28 @@ where
     /// is then kept for re-sends before the first content.
     fn into_stream(mut self, mut req: CreateMessageRequest) -> ResponseFuture<MessageStream> {
         req.stream = Some(true);
-        let path = <CreateMessageRequest as ApiRequest>::PATH;
-        let paced = Some((req.model.as_str(), req.max_tokens));
-        let http_req = match self.encode(path, &req, ResponseMode::Streaming, paced) {
-            Ok(r) => r,
+        const PATH: &str = <CreateMessageRequest as ApiRequest>::PATH;
+        let json = match to_json(&req) {
+            Ok(json) => json,
             Err(e) => return Box::pin(std::future::ready(Err(e))),
         };
-        // Re-sends copy the encoded request and go through a clone of the same stack.
-        let template = copy_request(&http_req);
-        let first = erase(self.inner.call(http_req));
+        let cost = RequestCost {
+            model: Arc::from(req.model.as_str()),
+            max_tokens: req.max_tokens,
+            body: json.clone(),
+        };
+        let (endpoint, mode) = (self.endpoint.clone(), ResponseMode::Streaming);
+        let first = http_request(&endpoint, PATH, json.clone(), mode, Some(cost.clone()));
+        let first = erase(self.inner.call(first));
+        // Re-sends make the request again from the same JSON (shared bytes: no copy kept of
+        // the request) and go through the same stack.
         let svc = self.inner;
-        let connect: Connect = Box::new(move |req| erase(svc.clone().oneshot(req)));
+        let connect: Connect = Box::new(move |index, log| {
+            let mut req = http_request(&endpoint, PATH, json.clone(), mode, Some(cost.clone()));
+            req.extensions_mut().insert(index);
+            req.extensions_mut().insert(log);
+            erase(svc.clone().oneshot(req))
+        });
         let resend = self.resend_streams;
         let limit = self.first_content;
         let span = chat_span(&req.model, req.max_tokens, true);
@@ -637,8 +666,7 @@ where
             // The stream is made once the answer is in, so this future holds only the request
             // while it is in flight.
             let first = tracing::Instrument::instrument(first, span.clone()).await;
-            let result =
-                span.in_scope(|| MessageStream::started(first, connect, template, resend, limit));
+            let result = span.in_scope(|| MessageStream::started(first, connect, resend, limit));
             match &result {
                 Ok(s) => {
                     span.record("anthropic.attempts", s.attempts());

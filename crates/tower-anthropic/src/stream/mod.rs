@@ -44,7 +44,7 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use http::{Request, Response};
+use http::Response;
 use http_body::Body;
 use tokio::time::Sleep;
 
@@ -54,10 +54,9 @@ use crate::body::ResponseBody;
 use crate::breaker::StreamVerdict;
 use crate::error::{Error, StreamError, StreamFailure, TimeoutError, TimeoutKind};
 use crate::fallback::FallbackDepth;
-use crate::messages::{MAX_EVENT_JSON_VALUES, Message, copy_request};
+use crate::messages::{MAX_EVENT_JSON_VALUES, Message};
 use crate::pacing::Settlement;
 use crate::retry::{AttemptIndex, AttemptLog, Attempts, Decision, RetryPolicy, StreamResend};
-use crate::transport::RequestBody;
 pub(crate) use events::parse as parse_event;
 use sse::{SseDecoder, SseEvent};
 
@@ -68,8 +67,10 @@ const MAX_HELD_BYTES: usize = 1024 * 1024;
 
 type Connecting = Pin<Box<dyn Future<Output = Result<Response<ResponseBody>, Error>> + Send>>;
 
-/// Sends a streaming request through a clone of the stack (for re-sends before content).
-pub(crate) type Connect = Box<dyn FnMut(Request<RequestBody>) -> Connecting + Send>;
+/// Sends the streaming request again through a clone of the stack (for re-sends before
+/// content), as attempt `AttemptIndex` after the errors of `AttemptLog`. It holds what the
+/// request is made from (the shared JSON bytes), not a copy of the request.
+pub(crate) type Connect = Box<dyn FnMut(AttemptIndex, AttemptLog) -> Connecting + Send>;
 
 /// A stream of typed events; see the [module docs](self).
 ///
@@ -78,7 +79,7 @@ pub(crate) type Connect = Box<dyn FnMut(Request<RequestBody>) -> Connecting + Se
 pub struct MessageStream {
     /// What a re-send needs (a clone of the stack, the request), until the first content:
     /// then it is dropped, so a long stream does not hold its request (the whole prompt).
-    resend_with: Option<(Connect, Request<RequestBody>)>,
+    resend_with: Option<Connect>,
     /// The stack's retry policy (from the response), when re-sends are allowed.
     resend: Option<RetryPolicy>,
     resend_allowed: bool,
@@ -124,8 +125,7 @@ impl std::fmt::Debug for MessageStream {
 
 impl MessageStream {
     /// The stream of the answer `first` (the response head of the first attempt, or the
-    /// error that ended the stack's own retries). `request` is kept to re-send through
-    /// `connect`.
+    /// error that ended the stack's own retries); `connect` sends it again.
     ///
     /// Built once the answer is in: while the request is in flight (as long as it waits for
     /// the quota and for the server) the caller's future holds only the request, not the
@@ -133,13 +133,12 @@ impl MessageStream {
     pub(crate) fn started(
         first: Result<Response<ResponseBody>, Error>,
         connect: Connect,
-        request: Request<RequestBody>,
         resend_allowed: bool,
         first_content_limit: Option<Duration>,
     ) -> Result<MessageStream, Error> {
         let resp = first?;
         let mut s = MessageStream {
-            resend_with: resend_allowed.then_some((connect, request)),
+            resend_with: resend_allowed.then_some(connect),
             resend: None,
             resend_allowed,
             state: State::Done,
@@ -165,7 +164,7 @@ impl MessageStream {
     }
 
     fn reconnect(&mut self) -> Connecting {
-        let Some((connect, request)) = &mut self.resend_with else {
+        let Some(connect) = &mut self.resend_with else {
             // `fail` only waits to re-send while it has what a re-send needs.
             let e = Error::Stream(Box::new(StreamError::new(
                 StreamFailure::Truncated,
@@ -173,13 +172,12 @@ impl MessageStream {
             )));
             return Box::pin(std::future::ready(Err(e)));
         };
-        let mut req = copy_request(request);
         // Attempts continue counting across re-sends (and the retry-count header with them),
         // and so does the record of what the earlier ones met.
-        req.extensions_mut().insert(AttemptIndex(self.attempts));
-        req.extensions_mut()
-            .insert(AttemptLog(self.earlier.clone()));
-        connect(req)
+        connect(
+            AttemptIndex(self.attempts),
+            AttemptLog(self.earlier.clone()),
+        )
     }
 
     fn on_response(&mut self, mut resp: Response<ResponseBody>) -> Result<(), Error> {
