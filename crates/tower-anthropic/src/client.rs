@@ -160,6 +160,33 @@ impl Client {
     }
 }
 
+pin_project_lite::pin_project! {
+    /// One of two futures with the same output (a call's future is not boxed to choose).
+    #[project = OneOfProj]
+    enum OneOf<A, B> {
+        First { #[pin] future: A },
+        Second { #[pin] future: B },
+    }
+}
+
+impl<A, B> Future for OneOf<A, B>
+where
+    A: Future,
+    B: Future<Output = A::Output>,
+{
+    type Output = A::Output;
+
+    fn poll(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<A::Output> {
+        match self.project() {
+            OneOfProj::First { future } => future.poll(cx),
+            OneOfProj::Second { future } => future.poll(cx),
+        }
+    }
+}
+
 /// The Messages API of a [`Client`].
 #[derive(Debug, Clone, Copy)]
 pub struct Messages<'a> {
@@ -168,18 +195,33 @@ pub struct Messages<'a> {
 
 impl Messages<'_> {
     /// `POST /v1/messages`: a whole `Message`, or a typed error.
-    pub async fn create(&self, req: CreateMessageRequest) -> Result<ApiResponse<Message>, Error> {
-        match &self.client.parts.degrade {
-            Some(d) => d.call(self.client.parts.service.clone(), req).await,
-            None => self.client.parts.service.create(req).await,
+    ///
+    /// The future does not borrow the client.
+    pub fn create(
+        &self,
+        req: CreateMessageRequest,
+    ) -> impl Future<Output = Result<ApiResponse<Message>, Error>> + Send + 'static + use<> {
+        let parts = &self.client.parts;
+        match &parts.degrade {
+            Some(d) => OneOf::First {
+                future: d.call(parts.service.clone(), req),
+            },
+            None => OneOf::Second {
+                future: parts.service.create(req),
+            },
         }
     }
 
     /// `POST /v1/messages` with `stream: true`: typed events as they arrive. Errors before
     /// the stream starts are returned here (after retries); a stream that fails before its
     /// first content is re-sent transparently; see [`crate::stream`].
-    pub async fn stream(&self, req: CreateMessageRequest) -> Result<MessageStream, Error> {
-        self.client.parts.service.stream(req).await
+    ///
+    /// The future does not borrow the client.
+    pub fn stream(
+        &self,
+        req: CreateMessageRequest,
+    ) -> impl Future<Output = Result<MessageStream, Error>> + Send + 'static + use<> {
+        self.client.parts.service.stream(req)
     }
 
     /// `POST /v1/messages/count_tokens`.

@@ -275,20 +275,32 @@ where
     RB::Data: Send,
     RB::Error: Into<BoxError>,
 {
-    /// `POST /v1/messages`: a whole `Message`, or a typed error.
-    pub async fn create(&self, req: CreateMessageRequest) -> Result<ApiResponse<Message>, Error> {
-        self.clone().oneshot(req).await
+    /// `POST /v1/messages`: a whole `Message`, or a typed error. The future does not borrow
+    /// the service.
+    pub fn create(
+        &self,
+        req: CreateMessageRequest,
+    ) -> impl Future<Output = Result<ApiResponse<Message>, Error>> + Send + 'static + use<S, RB>
+    {
+        // Not an `async fn`: its argument would take its room in the future twice.
+        self.clone().oneshot(req)
     }
 
     /// `POST /v1/messages` with `stream: true`: typed events as they arrive; see
-    /// [`crate::stream`].
-    pub async fn stream(&self, req: CreateMessageRequest) -> Result<MessageStream, Error> {
+    /// [`crate::stream`]. The future does not borrow the service.
+    pub fn stream(
+        &self,
+        req: CreateMessageRequest,
+    ) -> impl Future<Output = Result<MessageStream, Error>> + Send + 'static + use<S, RB> {
         // As `oneshot`, but the readied clone is then kept for re-sends (no second clone).
+        // Not an `async fn`: its argument would take its room in the future twice.
         let mut svc = self.clone();
-        std::future::poll_fn(|cx| svc.inner.poll_ready(cx))
-            .await
-            .map_err(Error::from_service_error)?;
-        svc.into_stream(req).await
+        async move {
+            std::future::poll_fn(|cx| svc.inner.poll_ready(cx))
+                .await
+                .map_err(Error::from_service_error)?;
+            svc.into_stream(req).await
+        }
     }
 
     /// `POST /v1/messages/count_tokens`.
@@ -566,14 +578,16 @@ where
             self.inner.call(http_req)
         };
         let max_body = self.max_body;
-        let fut = async move {
-            let resp = call.await.map_err(Error::from_service_error)?;
-            read_response::<_, R>(resp, max_body).await
-        };
+        // The answer's future is made where it is awaited, not captured: a captured future
+        // would take its room in the call's future twice.
         match (span, model) {
             (Some(span), Some(model)) => Box::pin(async move {
                 let _in_flight = crate::metrics::InFlight::start();
                 let started = tokio::time::Instant::now();
+                let fut = async move {
+                    let resp = call.await.map_err(Error::from_service_error)?;
+                    read_response::<_, R>(resp, max_body).await
+                };
                 let result = tracing::Instrument::instrument(fut, span.clone()).await;
                 // Nothing to record on a span no subscriber wants (and the finish reason's
                 // text costs an allocation).
@@ -588,7 +602,10 @@ where
                 crate::metrics::call_finished(&model, started.elapsed(), error.as_deref(), usage);
                 result
             }),
-            _ => Box::pin(fut),
+            _ => Box::pin(async move {
+                let resp = call.await.map_err(Error::from_service_error)?;
+                read_response::<_, R>(resp, max_body).await
+            }),
         }
     }
 }
