@@ -415,9 +415,8 @@ impl ClientBuilder {
     }
     /// Speaks HTTP/2 from the first byte: over plain HTTP (h2c, e.g. to a gateway on the same
     /// host that speaks it), and over TLS with `h2` the only protocol offered. Without it,
-    /// plain HTTP is HTTP/1.1 and TLS settles HTTP/2 or HTTP/1.1 by ALPN (the API itself
-    /// picks HTTP/2). A server that speaks only HTTP/1.1 fails every call with a connection
-    /// error.
+    /// plain HTTP is HTTP/1.1 and TLS settles HTTP/2 or HTTP/1.1 by ALPN. A server that
+    /// speaks only HTTP/1.1 fails every call with a connection error.
     pub fn http2_prior_knowledge(mut self) -> Self {
         self.transport.http2_prior_knowledge = true;
         self
