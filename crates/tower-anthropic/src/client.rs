@@ -662,13 +662,8 @@ impl ClientBuilder {
                 ClassifyLayer::new()
                     .max_error_body(self.max_error_body.unwrap_or(DEFAULT_MAX_ERROR_BODY)),
             )
-            // Credentials marked sensitive for anything that logs below (the key is already).
-            .layer(
-                tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer::new([
-                    HeaderName::from_static("x-api-key"),
-                    http::header::AUTHORIZATION,
-                ]),
-            )
+            // Credentials are marked sensitive by the endpoint (the key, and `authorization` or
+            // `proxy-authorization` set as default headers), for anything that logs below.
             .service(http);
         let service = MessagesService::new(BoxCloneSyncService::new(stack), endpoint)
             .max_response_body(max_body)

@@ -346,8 +346,13 @@ impl Endpoint {
     }
 
     /// Sets a header sent with every request (replacing any default of the same name), e.g.
-    /// `anthropic-version` or `anthropic-beta`.
-    pub fn set_header(&mut self, name: HeaderName, value: HeaderValue) {
+    /// `anthropic-version` or `anthropic-beta`. A credential (`authorization`,
+    /// `proxy-authorization`; the key is the endpoint's own) is marked sensitive, so whatever
+    /// logs a request below does not show it.
+    pub fn set_header(&mut self, name: HeaderName, mut value: HeaderValue) {
+        if name == http::header::AUTHORIZATION || name == http::header::PROXY_AUTHORIZATION {
+            value.set_sensitive(true);
+        }
         self.headers.insert(name, value);
         self.update_request_headers();
     }
@@ -419,6 +424,19 @@ mod tests {
         assert_eq!(req.headers()["anthropic-beta"], "b");
         assert_eq!(req.headers()["x-api-key"], "sk-ant-secret");
         assert_eq!(req.headers().get_all("x-api-key").iter().count(), 1);
+        // Credentials set as headers are marked sensitive; other headers are not.
+        e.set_header(
+            http::header::AUTHORIZATION,
+            HeaderValue::from_static("Bearer t"),
+        );
+        e.set_header(
+            http::header::PROXY_AUTHORIZATION,
+            HeaderValue::from_static("Basic p"),
+        );
+        let req = e.post("/v1/messages", Bytes::from_static(b"{}"));
+        assert!(req.headers()["authorization"].is_sensitive());
+        assert!(req.headers()["proxy-authorization"].is_sensitive());
+        assert!(!req.headers()["anthropic-beta"].is_sensitive());
     }
 
     #[test]
