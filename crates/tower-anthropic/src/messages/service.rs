@@ -275,6 +275,56 @@ where
     RB::Data: Send,
     RB::Error: Into<BoxError>,
 {
+    /// Sends `req` as a stream through this service's stack, which must be ready; the stack
+    /// is then kept for re-sends before the first content.
+    fn into_stream(mut self, mut req: CreateMessageRequest) -> ResponseFuture<MessageStream> {
+        req.stream = Some(true);
+        const PATH: &str = <CreateMessageRequest as ApiRequest>::PATH;
+        let json = match to_json(&req) {
+            Ok(json) => json,
+            Err(e) => return Box::pin(std::future::ready(Err(e))),
+        };
+        let cost = RequestCost {
+            model: Arc::from(req.model.as_str()),
+            max_tokens: req.max_tokens,
+            body: json.clone(),
+        };
+        let (endpoint, mode) = (self.endpoint.clone(), ResponseMode::Streaming);
+        let first = http_request(&endpoint, PATH, json.clone(), mode, Some(cost.clone()));
+        let first = erase(self.inner.call(first));
+        // Re-sends make the request again from the same JSON (shared bytes: no copy kept of
+        // the request) and go through the same stack.
+        let svc = self.inner;
+        let connect: Connect = Box::new(move |index, log| {
+            let mut req = http_request(&endpoint, PATH, json.clone(), mode, Some(cost.clone()));
+            req.extensions_mut().insert(index);
+            req.extensions_mut().insert(log);
+            erase(svc.clone().oneshot(req))
+        });
+        let resend = self.resend_streams;
+        let limit = self.first_content;
+        let span = chat_span(&req.model, req.max_tokens, true);
+        Box::pin(async move {
+            // The span covers the call up to the stream's start (its events are the caller's).
+            // The stream is made once the answer is in, so this future holds only the request
+            // while it is in flight.
+            let first = tracing::Instrument::instrument(first, span.clone()).await;
+            let result = span.in_scope(|| MessageStream::started(first, connect, resend, limit));
+            match &result {
+                Ok(s) => {
+                    span.record("anthropic.attempts", s.attempts());
+                    if let Some(id) = s.request_id() {
+                        span.record("anthropic.request_id", id);
+                    }
+                }
+                Err(e) => {
+                    span.record("error.type", error_type(e).as_str());
+                }
+            }
+            result
+        })
+    }
+
     /// `POST /v1/messages`: a whole `Message`, or a typed error. The future does not borrow
     /// the service.
     pub fn create(
@@ -637,66 +687,6 @@ where
             ..*self
         };
         ready.into_stream(req)
-    }
-}
-
-impl<S, RB> MessagesService<S>
-where
-    S: Service<Request<RequestBody>, Response = Response<RB>> + Clone + Send + 'static,
-    S::Future: Send + 'static,
-    S::Error: Into<BoxError>,
-    RB: Body + Send + 'static,
-    RB::Data: Send,
-    RB::Error: Into<BoxError>,
-{
-    /// Sends `req` as a stream through this service's stack, which must be ready; the stack
-    /// is then kept for re-sends before the first content.
-    fn into_stream(mut self, mut req: CreateMessageRequest) -> ResponseFuture<MessageStream> {
-        req.stream = Some(true);
-        const PATH: &str = <CreateMessageRequest as ApiRequest>::PATH;
-        let json = match to_json(&req) {
-            Ok(json) => json,
-            Err(e) => return Box::pin(std::future::ready(Err(e))),
-        };
-        let cost = RequestCost {
-            model: Arc::from(req.model.as_str()),
-            max_tokens: req.max_tokens,
-            body: json.clone(),
-        };
-        let (endpoint, mode) = (self.endpoint.clone(), ResponseMode::Streaming);
-        let first = http_request(&endpoint, PATH, json.clone(), mode, Some(cost.clone()));
-        let first = erase(self.inner.call(first));
-        // Re-sends make the request again from the same JSON (shared bytes: no copy kept of
-        // the request) and go through the same stack.
-        let svc = self.inner;
-        let connect: Connect = Box::new(move |index, log| {
-            let mut req = http_request(&endpoint, PATH, json.clone(), mode, Some(cost.clone()));
-            req.extensions_mut().insert(index);
-            req.extensions_mut().insert(log);
-            erase(svc.clone().oneshot(req))
-        });
-        let resend = self.resend_streams;
-        let limit = self.first_content;
-        let span = chat_span(&req.model, req.max_tokens, true);
-        Box::pin(async move {
-            // The span covers the call up to the stream's start (its events are the caller's).
-            // The stream is made once the answer is in, so this future holds only the request
-            // while it is in flight.
-            let first = tracing::Instrument::instrument(first, span.clone()).await;
-            let result = span.in_scope(|| MessageStream::started(first, connect, resend, limit));
-            match &result {
-                Ok(s) => {
-                    span.record("anthropic.attempts", s.attempts());
-                    if let Some(id) = s.request_id() {
-                        span.record("anthropic.request_id", id);
-                    }
-                }
-                Err(e) => {
-                    span.record("error.type", error_type(e).as_str());
-                }
-            }
-            result
-        })
     }
 }
 
