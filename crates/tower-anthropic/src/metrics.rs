@@ -6,7 +6,7 @@
 //! | `gen_ai.client.operation.duration` | histogram (s) | `gen_ai.request.model`, `error.type` on failure | each whole call, retries and waits included |
 //! | `gen_ai.client.token.usage` | histogram | `gen_ai.request.model`, `gen_ai.token.type` (`input`, `output`) | tokens an answer reports |
 //! | `anthropic.client.attempts` | counter | `http.response.status_code` (`none` without a response) | every attempt sent |
-//! | `anthropic.client.retries` | counter | `reason` (`backoff`, `retry-after`) | retries decided |
+//! | `anthropic.client.retries` | counter | `reason` (`backoff`, `retry-after`, `refused`: an HTTP/2 stream the server refused) | retries decided |
 //! | `anthropic.client.errors` | counter | `error.type` (`Overloaded`, `RateLimit`, `paced`, `circuit_open`, `limit_reached`, ...) | calls that failed |
 //! | `anthropic.client.calls_in_flight` | gauge | | calls started and not finished |
 //! | `anthropic.client.pacer.remaining` | gauge | `quota` (the model class), `bucket` (`requests`, `input_tokens`, `output_tokens`) | what the pacer counts as left in the bucket now (negative while reserved output is unsettled) |

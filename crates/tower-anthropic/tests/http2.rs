@@ -110,6 +110,84 @@ async fn a_servers_cap_on_streams_per_connection_is_kept_and_every_call_complete
 }
 
 #[tokio::test]
+async fn streams_refused_past_a_new_connections_cap_are_sent_again_at_once() {
+    // Until the server's SETTINGS arrive, a client may open up to 100 streams on a new
+    // connection; the server refuses those past its cap (REFUSED_STREAM) unprocessed.
+    let s = MockServer::start(MockConfig {
+        http2_max_concurrent_streams: 2,
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let burst = |c: Client| async move {
+        let calls: Vec<_> = (0..12)
+            .map(|_| {
+                let c = c.clone();
+                tokio::spawn(async move {
+                    let s = c.messages().stream(support::req(16)).await?;
+                    let attempts = s.attempts();
+                    s.final_message().await.map(|_| attempts)
+                })
+            })
+            .collect();
+        let mut results = Vec::new();
+        for call in calls {
+            results.push(call.await.unwrap());
+        }
+        results
+    };
+    // Without retries, what fails is told apart as a refused stream.
+    let c = builder(&s.url())
+        .http2_prior_knowledge()
+        .http2_connections(3)
+        .build()
+        .unwrap();
+    let refused = burst(c)
+        .await
+        .into_iter()
+        .filter_map(Result::err)
+        .collect::<Vec<_>>();
+    for e in &refused {
+        assert!(
+            matches!(e, Error::Connection(c) if c.is_stream_refused()),
+            "{e:?}"
+        );
+        assert!(e.is_retryable() && !e.is_unhealthy());
+    }
+    // With the default retries (a backoff of an hour, were one slept) and circuit breakers:
+    // each refused stream is sent again at once, and no circuit counts it.
+    s.reset();
+    let hour = std::time::Duration::from_secs(3600);
+    let c = Client::builder()
+        .api_key(support::KEY)
+        .base_url(s.url())
+        .http2_prior_knowledge()
+        .http2_connections(3)
+        .retry_policy(tower_anthropic::retry::RetryPolicy::new().backoff(hour, hour, 0.0))
+        .circuit_breakers(tower_anthropic::breaker::CircuitBreakers::default())
+        .build()
+        .unwrap();
+    // Were a backoff slept, this would take an hour: it fails after 30 s instead.
+    let results = tokio::time::timeout(std::time::Duration::from_secs(30), burst(c.clone()))
+        .await
+        .expect("refused streams are sent again at once");
+    assert!(results.iter().all(Result::is_ok), "{results:?}");
+    let attempts: u32 = results.iter().map(|r| *r.as_ref().unwrap()).sum();
+    let snapshot = c.circuit_breakers().unwrap().snapshot();
+    assert!(snapshot.iter().all(|b| b.failures == 0), "{snapshot:?}");
+    assert_eq!(
+        s.stats().by_status.values().sum::<u64>(),
+        12,
+        "every stream answered once"
+    );
+    println!(
+        "{} of 12 refused without retries; {} attempts for 12 with them",
+        refused.len(),
+        attempts
+    );
+}
+
+#[tokio::test]
 async fn over_tls_prior_knowledge_offers_h2_alone_and_connections_spread_calls() {
     let id = TlsIdentity::self_signed(&["127.0.0.1"]).unwrap();
     let s = MockServer::start(MockConfig {

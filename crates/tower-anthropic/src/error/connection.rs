@@ -10,6 +10,7 @@ use super::{BoxError, Trail};
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Kind {
     Refused,
+    StreamRefused,
     Reset,
     Closed,
     Tls,
@@ -43,6 +44,12 @@ impl ConnectionError {
     pub fn is_refused(&self) -> bool {
         self.kind == Kind::Refused
     }
+    /// The server refused an HTTP/2 stream without processing its request (`REFUSED_STREAM`,
+    /// RFC 9113 section 8.7), e.g. one sent past its cap on open streams before its settings
+    /// arrived: safe to send again at once, and no sign of an unhealthy server.
+    pub fn is_stream_refused(&self) -> bool {
+        self.kind == Kind::StreamRefused
+    }
     /// The connection was reset or aborted.
     pub fn is_reset(&self) -> bool {
         self.kind == Kind::Reset
@@ -69,6 +76,7 @@ impl fmt::Display for ConnectionError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let what = match self.kind {
             Kind::Refused => "connection refused",
+            Kind::StreamRefused => "HTTP/2 stream refused before processing",
             Kind::Reset => "connection reset",
             Kind::Closed => "connection closed before the response was complete",
             Kind::Tls => "TLS failure",
@@ -121,6 +129,11 @@ fn classify(e: &(dyn std::error::Error + 'static)) -> Kind {
         if err.downcast_ref::<rustls::Error>().is_some() {
             return Kind::Tls;
         }
+        if let Some(h2) = err.downcast_ref::<h2::Error>() {
+            if h2.reason() == Some(h2::Reason::REFUSED_STREAM) {
+                return Kind::StreamRefused;
+            }
+        }
         if let Some(h) = err.downcast_ref::<hyper::Error>() {
             if h.is_incomplete_message() || h.is_closed() || h.is_canceled() {
                 kind = Kind::Closed;
@@ -136,4 +149,21 @@ fn classify(e: &(dyn std::error::Error + 'static)) -> Kind {
         cur = err.source();
     }
     kind
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_refused_http2_stream_is_told_apart() {
+        let e = ConnectionError::new(h2::Error::from(h2::Reason::REFUSED_STREAM));
+        assert!(e.is_stream_refused());
+        assert!(e.to_string().starts_with("HTTP/2 stream refused"), "{e}");
+        // Other stream resets are other connection errors.
+        let e = ConnectionError::new(h2::Error::from(h2::Reason::INTERNAL_ERROR));
+        assert!(!e.is_stream_refused());
+        let io = std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "no");
+        assert!(ConnectionError::new(io).is_refused());
+    }
 }

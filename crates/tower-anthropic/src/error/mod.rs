@@ -177,13 +177,15 @@ impl Error {
     }
 
     /// Whether this error says the *service* is unhealthy, as a circuit breaker counts it: a
-    /// 529 or any 5xx, a connection error, an attempt timeout (or a stream that stalled or
+    /// 529 or any 5xx, a connection error (but an HTTP/2 stream the server refused unprocessed),
+    /// an attempt timeout (or a stream that stalled or
     /// broke with an overloaded or server error event). Not 4xx, not 429 (rate limits are the
     /// pacer's business), not a refusal made locally. An open circuit is not itself counted.
     pub fn is_unhealthy(&self) -> bool {
         match self {
             Error::Api(e) => e.status().is_server_error() || e.kind() == ApiErrorKind::Overloaded,
-            Error::Connection(_) => true,
+            // A refused HTTP/2 stream was never processed: flow control, not ill health.
+            Error::Connection(c) => !c.is_stream_refused(),
             Error::Timeout(t) => t.kind() != TimeoutKind::Deadline,
             Error::Stream(s) => {
                 s.is_truncated()

@@ -220,6 +220,11 @@ impl RetryPolicy {
                 return Decision::Stop;
             }
             Some(server) => (server, "retry-after"),
+            // The server did nothing with it (RFC 9113 section 8.7): again at once, and
+            // nothing drawn from the budget, as for a server-directed wait.
+            None if matches!(error, Error::Connection(c) if c.is_stream_refused()) => {
+                (Duration::ZERO, "refused")
+            }
             None => (self.backoff_delay(attempts.saturating_sub(1)), "backoff"),
         };
         if let Some(deadline) = deadline {
