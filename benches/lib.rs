@@ -18,6 +18,7 @@ use hyper_util::rt::TokioExecutor;
 use tower_anthropic::Client;
 use tower_anthropic::messages::CreateMessageRequest;
 
+pub mod canned;
 pub mod per_call;
 pub mod plot;
 
