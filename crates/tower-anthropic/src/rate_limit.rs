@@ -51,52 +51,66 @@ impl RateLimitHeaders {
         Self::parse(headers, true)
     }
 
-    /// The limits and `remaining` counts only, every `reset` left `None`: what a pacer learns
-    /// from (it keeps its own clock), at a fraction of the cost (no timestamps to read).
+    /// The limits and `remaining` counts of requests, input and output tokens only (every
+    /// `reset` and the combined `tokens` left `None`): what a pacer learns from (it keeps its
+    /// own clock and paces input and output apart), at a fraction of the cost.
     pub(crate) fn counts_from_headers(headers: &HeaderMap) -> Self {
         Self::parse(headers, false)
     }
 
-    fn parse(headers: &HeaderMap, resets: bool) -> Self {
+    fn parse(headers: &HeaderMap, full: bool) -> Self {
+        const PREFIX: &[u8] = b"anthropic-ratelimit-";
+        // By bucket (0 requests, 1 tokens, 2 input tokens, 3 output tokens), then field (0
+        // limit, 1 remaining, 2 reset): the name after the prefix.
+        const NAMES: [[&[u8]; 3]; 4] = [
+            [b"requests-limit", b"requests-remaining", b"requests-reset"],
+            [b"tokens-limit", b"tokens-remaining", b"tokens-reset"],
+            [
+                b"input-tokens-limit",
+                b"input-tokens-remaining",
+                b"input-tokens-reset",
+            ],
+            [
+                b"output-tokens-limit",
+                b"output-tokens-remaining",
+                b"output-tokens-reset",
+            ],
+        ];
         let mut out = Self::default();
         let mut seen = 0u16;
         for (name, value) in headers {
-            // Most headers are not these: one byte and the length rule them out.
-            let name = name.as_str();
-            if name.len() < 32 || name.as_bytes()[0] != b'a' {
+            // Most headers are not these: the length and one byte rule them out.
+            let name = name.as_str().as_bytes();
+            if name.len() < 32 || name[0] != b'a' || !name.starts_with(PREFIX) {
                 continue;
             }
-            let Some(rest) = name.strip_prefix("anthropic-ratelimit-") else {
-                continue;
-            };
-            // Bucket (0 requests, 1 tokens, 2 input tokens, 3 output tokens) and field (0
-            // limit, 1 remaining, 2 reset).
-            let (b, f) = match rest {
-                "requests-limit" => (0, 0),
-                "requests-remaining" => (0, 1),
-                "requests-reset" => (0, 2),
-                "tokens-limit" => (1, 0),
-                "tokens-remaining" => (1, 1),
-                "tokens-reset" => (1, 2),
-                "input-tokens-limit" => (2, 0),
-                "input-tokens-remaining" => (2, 1),
-                "input-tokens-reset" => (2, 2),
-                "output-tokens-limit" => (3, 0),
-                "output-tokens-remaining" => (3, 1),
-                "output-tokens-reset" => (3, 2),
+            let rest = &name[PREFIX.len()..];
+            // The first byte names the bucket and the last but one the field; the whole
+            // name is then compared with the one expected.
+            let b = match rest[0] {
+                b'r' => 0,
+                b't' if full => 1,
+                b'i' => 2,
+                b'o' => 3,
                 _ => continue,
             };
+            let f = match rest[rest.len() - 2] {
+                b'i' => 0,
+                b'n' => 1,
+                b'e' if full => 2,
+                _ => continue,
+            };
+            let bit = 1u16 << (b * 3 + f);
+            if seen & bit != 0 || rest != NAMES[b][f] {
+                continue;
+            }
+            seen |= bit;
             let slot = match b {
                 0 => &mut out.requests,
                 1 => &mut out.tokens,
                 2 => &mut out.input_tokens,
                 _ => &mut out.output_tokens,
             };
-            let bit = 1u16 << (b * 3 + f);
-            if seen & bit != 0 || (f == 2 && !resets) {
-                continue;
-            }
-            seen |= bit;
             match f {
                 0 => slot.limit = parse_count(value.as_bytes()),
                 1 => slot.remaining = parse_count(value.as_bytes()),
@@ -115,6 +129,24 @@ impl RateLimitHeaders {
 /// A count as `u64::from_str` reads it (an optional `+`, then decimal digits, no overflow),
 /// around it any whitespace `str::trim` would remove (in a header value: spaces and tabs).
 fn parse_count(v: &[u8]) -> Option<u64> {
+    // The usual value: 1 to 19 digits alone, which cannot overflow a `u64`.
+    if !v.is_empty() && v.len() <= 19 {
+        let mut n = 0u64;
+        for &c in v {
+            let d = c.wrapping_sub(b'0');
+            if d > 9 {
+                return parse_count_slow(v);
+            }
+            n = n * 10 + u64::from(d);
+        }
+        return Some(n);
+    }
+    parse_count_slow(v)
+}
+
+/// [`parse_count`] with whitespace, a sign and overflow to check.
+#[cold]
+fn parse_count_slow(v: &[u8]) -> Option<u64> {
     let v = v.trim_ascii();
     let digits = v.strip_prefix(b"+").unwrap_or(v);
     if digits.is_empty() {
@@ -349,6 +381,14 @@ mod tests {
             "٣",
             "0x10",
             "00012",
+            "9999999999999999999",
+            "99999999999999999999",
+            "0000000000000000000000012",
+            "+9999999999999999999",
+            "12 ",
+            "1\u{0}",
+            "/",
+            ":",
         ] {
             assert_eq!(
                 parse_count(v.as_bytes()),
@@ -359,7 +399,7 @@ mod tests {
     }
 
     #[test]
-    fn counts_only_is_the_full_parse_without_the_resets() {
+    fn counts_only_is_the_full_parse_without_the_resets_and_combined_tokens() {
         let mut h = HeaderMap::new();
         for (i, k) in ["requests", "tokens", "input-tokens", "output-tokens"]
             .iter()
@@ -388,6 +428,8 @@ mod tests {
         ] {
             r.reset = None;
         }
+        let tokens = std::mem::take(&mut full.tokens);
+        assert_eq!(tokens.limit, Some(1001));
         assert_eq!(RateLimitHeaders::counts_from_headers(&h), full);
         assert_eq!(full.output_tokens.limit, Some(1003));
     }

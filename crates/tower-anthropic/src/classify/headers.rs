@@ -4,12 +4,18 @@
 use std::time::{Duration, SystemTime};
 
 use http::HeaderMap;
+use http::header::{AsHeaderName, HeaderName, RETRY_AFTER};
+
+/// `request-id` (a constant name: a lookup without parsing the name first).
+pub(crate) const REQUEST_ID: HeaderName = HeaderName::from_static("request-id");
+const RETRY_AFTER_MS: HeaderName = HeaderName::from_static("retry-after-ms");
+const X_SHOULD_RETRY: HeaderName = HeaderName::from_static("x-should-retry");
 
 /// Longest server-directed wait taken as given; larger values are clamped to it (the Python
 /// SDK's cap, about 49.7 days).
 const MAX_RETRY_AFTER: Duration = Duration::from_secs(4_294_967);
 
-fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+fn header(headers: &HeaderMap, name: impl AsHeaderName) -> Option<&str> {
     headers
         .get(name)
         .and_then(|v| v.to_str().ok())
@@ -35,12 +41,12 @@ fn positive_secs(secs: f64) -> Option<Duration> {
 /// else `retry-after` as a float of seconds, else `retry-after` as an HTTP-date after `now`.
 /// Only waits greater than zero count; `retry-after-ms: 0` falls through to `retry-after`.
 pub(crate) fn parse_retry_after(headers: &HeaderMap, now: SystemTime) -> Option<Duration> {
-    if let Some(ms) = header(headers, "retry-after-ms").and_then(|v| v.parse::<f64>().ok()) {
+    if let Some(ms) = header(headers, RETRY_AFTER_MS).and_then(|v| v.parse::<f64>().ok()) {
         if let Some(d) = positive_secs(ms / 1000.0) {
             return Some(d);
         }
     }
-    let value = header(headers, "retry-after")?;
+    let value = header(headers, RETRY_AFTER)?;
     if let Ok(secs) = value.parse::<f64>() {
         return positive_secs(secs);
     }
@@ -55,7 +61,7 @@ pub(crate) fn parse_retry_after(headers: &HeaderMap, now: SystemTime) -> Option<
 /// SDKs compare the exact lowercase strings.
 pub(crate) fn parse_should_retry(headers: &HeaderMap) -> Option<bool> {
     // Exact bytes, as the SDKs compare them: ` true` is not `true`.
-    match headers.get("x-should-retry")?.to_str().ok()? {
+    match headers.get(X_SHOULD_RETRY)?.to_str().ok()? {
         "true" => Some(true),
         "false" => Some(false),
         _ => None,
@@ -64,7 +70,7 @@ pub(crate) fn parse_should_retry(headers: &HeaderMap) -> Option<bool> {
 
 /// The `request-id` header.
 pub(crate) fn parse_request_id(headers: &HeaderMap) -> Option<String> {
-    header(headers, "request-id")
+    header(headers, REQUEST_ID)
         .filter(|v| !v.is_empty())
         .map(str::to_owned)
 }

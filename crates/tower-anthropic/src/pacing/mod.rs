@@ -81,7 +81,7 @@ pub use shared::{SharedPacer, SharedPacerError, SharedPacing, SharedPacingLayer}
 use std::collections::HashMap;
 use std::fmt;
 use std::future::Future;
-use std::hash::{Hash, Hasher};
+use std::hash::{BuildHasher, Hash, Hasher};
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, ready};
@@ -185,6 +185,8 @@ struct Shared {
     quotas: Mutex<Quotas>,
     /// Learned ratio of real input tokens to the estimator's figure.
     input_factor: Mutex<f64>,
+    /// Seeds the routes' fingerprints (per pacer, random).
+    routes_seed: foldhash::fast::RandomState,
 }
 
 /// One quota and its name. A call holds on to its cell from admission to settlement, so it
@@ -214,8 +216,9 @@ struct Quotas {
 
 /// The credential a request is sent with: `x-api-key`, else `authorization`.
 fn request_key<B>(req: &Request<B>) -> Option<&[u8]> {
+    const X_API_KEY: http::HeaderName = http::HeaderName::from_static("x-api-key");
     let h = req.headers();
-    h.get("x-api-key")
+    h.get(X_API_KEY)
         .or_else(|| h.get(http::header::AUTHORIZATION))
         .map(|k| k.as_bytes())
 }
@@ -229,7 +232,7 @@ struct Route {
 #[derive(Default, Clone, Copy)]
 struct BuildFingerprint;
 
-impl std::hash::BuildHasher for BuildFingerprint {
+impl BuildHasher for BuildFingerprint {
     type Hasher = FingerprintHasher;
     fn build_hasher(&self) -> FingerprintHasher {
         FingerprintHasher(0)
@@ -315,6 +318,7 @@ impl Pacer {
                 config,
                 quotas: Mutex::new(Quotas::default()),
                 input_factor: Mutex::new(1.0),
+                routes_seed: foldhash::fast::RandomState::default(),
             }),
         }
     }
@@ -422,9 +426,10 @@ impl Pacer {
             uri.scheme_str().unwrap_or("http"),
             uri.authority().map_or("", |a| a.as_str()),
         );
-        let mut h = std::hash::DefaultHasher::new();
-        (scheme, authority, request_key(req), &**model).hash(&mut h);
-        let fingerprint = h.finish();
+        let fingerprint =
+            self.shared
+                .routes_seed
+                .hash_one((scheme, authority, request_key(req), &**model));
         let mut quotas = lock(&self.shared.quotas);
         self.evict(&mut quotas, now);
         if let Some(route) = quotas.routes.get(&fingerprint) {

@@ -452,11 +452,7 @@ impl SharedPacer {
     /// The Redis key of a request's quota.
     fn key<B>(&self, req: &Request<B>, model: &str) -> String {
         let id = self.inner.local.quota_id(req, model);
-        let key = req
-            .headers()
-            .get("x-api-key")
-            .or_else(|| req.headers().get(http::header::AUTHORIZATION))
-            .map_or(&[][..], |k| k.as_bytes());
+        let key = super::request_key(req).unwrap_or_default();
         let class: String = id.class.chars().take(200).collect();
         format!(
             "{}:quota:{:016x}:{:016x}:{class}",

@@ -236,7 +236,7 @@ where
                 span.record("http.response.status_code", resp.status().as_u16());
                 if let Some(id) = resp
                     .headers()
-                    .get("request-id")
+                    .get(crate::classify::headers::REQUEST_ID)
                     .and_then(|v| v.to_str().ok())
                 {
                     span.record("anthropic.request_id", id);
