@@ -70,9 +70,12 @@ pub(crate) fn parse_should_retry(headers: &HeaderMap) -> Option<bool> {
 
 /// The `request-id` header.
 pub(crate) fn parse_request_id(headers: &HeaderMap) -> Option<String> {
-    header(headers, REQUEST_ID)
-        .filter(|v| !v.is_empty())
-        .map(str::to_owned)
+    request_id(headers).map(str::to_owned)
+}
+
+/// The `request-id` header, borrowed.
+pub(crate) fn request_id(headers: &HeaderMap) -> Option<&str> {
+    header(headers, REQUEST_ID).filter(|v| !v.is_empty())
 }
 
 #[cfg(test)]

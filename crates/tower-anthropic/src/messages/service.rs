@@ -40,7 +40,6 @@ pub(crate) const DEFAULT_FIRST_CONTENT_TIMEOUT: Duration = Duration::from_secs(1
 #[derive(Debug, Clone)]
 pub struct ApiResponse<T> {
     value: T,
-    request_id: Option<String>,
     headers: HeaderMap,
     attempts: u32,
     fallback_depth: u32,
@@ -54,7 +53,6 @@ impl<T> ApiResponse<T> {
     pub fn degraded(value: T, error: Error) -> Self {
         Self {
             value,
-            request_id: None,
             headers: HeaderMap::new(),
             attempts: error.attempts(),
             fallback_depth: 0,
@@ -76,7 +74,7 @@ impl<T> ApiResponse<T> {
     }
     /// The `request-id` header.
     pub fn request_id(&self) -> Option<&str> {
-        self.request_id.as_deref()
+        classify::headers::request_id(&self.headers)
     }
     /// The `anthropic-ratelimit-*` headers (parsed on each call).
     pub fn rate_limits(&self) -> RateLimitHeaders {
@@ -412,7 +410,6 @@ where
     let fallback_depth = parts.extensions.get::<FallbackDepth>().map_or(0, |d| d.0);
     Ok(ApiResponse {
         value,
-        request_id: classify::parse_request_id(&parts.headers),
         headers: parts.headers,
         attempts,
         fallback_depth,

@@ -832,17 +832,32 @@ impl Drop for Ticket {
 /// the `Message`, a stream with the usage of its last `message_delta`. Dropped unsettled, the
 /// reservation is released with nothing refunded (the conservative reading).
 #[derive(Clone)]
-pub(crate) struct Settlement(Arc<Mutex<Option<Box<dyn Settle>>>>);
+pub(crate) struct Settlement(Arc<dyn SettleOnce>);
 
 /// What settles one admitted call (a local ticket, or a shared quota's).
 pub(crate) trait Settle: Send {
     /// Settles to the real usage; dropping unsettled releases the reservation.
-    fn settle(self: Box<Self>, input_tokens: u64, output_tokens: u64);
+    fn settle(&mut self, input_tokens: u64, output_tokens: u64);
 }
 
 impl Settle for Ticket {
-    fn settle(mut self: Box<Self>, input_tokens: u64, output_tokens: u64) {
-        Ticket::settle(&mut self, input_tokens, output_tokens);
+    fn settle(&mut self, input_tokens: u64, output_tokens: u64) {
+        Ticket::settle(self, input_tokens, output_tokens);
+    }
+}
+
+/// A [`Settle`] taken at most once, shared by the clones of a [`Settlement`] (one allocation
+/// for both the sharing and the type's erasure).
+trait SettleOnce: Send + Sync {
+    fn settle_once(&self, input_tokens: u64, output_tokens: u64);
+}
+
+impl<T: Settle> SettleOnce for Mutex<Option<T>> {
+    fn settle_once(&self, input_tokens: u64, output_tokens: u64) {
+        let taken = lock(self).take();
+        if let Some(mut t) = taken {
+            t.settle(input_tokens, output_tokens);
+        }
     }
 }
 
@@ -854,14 +869,11 @@ impl fmt::Debug for Settlement {
 
 impl Settlement {
     pub(crate) fn new(s: impl Settle + 'static) -> Self {
-        Self(Arc::new(Mutex::new(Some(Box::new(s)))))
+        Self(Arc::new(Mutex::new(Some(s))))
     }
 
     pub(crate) fn settle(&self, input_tokens: u64, output_tokens: u64) {
-        let taken = lock(&self.0).take();
-        if let Some(t) = taken {
-            t.settle(input_tokens, output_tokens);
-        }
+        self.0.settle_once(input_tokens, output_tokens);
     }
 }
 

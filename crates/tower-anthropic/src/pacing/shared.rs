@@ -674,7 +674,7 @@ impl SharedSettle {
 }
 
 impl Settle for SharedSettle {
-    fn settle(mut self: Box<Self>, input: u64, output: u64) {
+    fn settle(&mut self, input: u64, output: u64) {
         self.pacer
             .inner
             .local

@@ -102,7 +102,6 @@ impl<S> Layer<S> for RetryLayer {
                     count_header: self.policy.cfg.header.clone(),
                 },
             ),
-            policy: self.policy.clone(),
         }
     }
 }
@@ -111,7 +110,6 @@ impl<S> Layer<S> for RetryLayer {
 #[derive(Debug, Clone)]
 pub struct Retry<S> {
     inner: tower::retry::Retry<RetryPolicy, IntoError<S>>,
-    policy: RetryPolicy,
 }
 
 impl<S> Retry<S> {
@@ -143,10 +141,9 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, mut req: Request<B>) -> Self::Future {
-        // A re-sent stream continues its count; a new request starts at 0.
-        let first = req.extensions().get::<AttemptIndex>().map_or(0, |a| a.0);
-        self.policy.mark_attempt(&mut req, first);
+    fn call(&mut self, req: Request<B>) -> Self::Future {
+        // A re-sent stream continues its count (its `AttemptIndex`); a new request, without
+        // one, is attempt 0.
         self.inner.call(req)
     }
 }

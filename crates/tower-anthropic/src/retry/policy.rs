@@ -21,7 +21,8 @@ pub const RETRY_COUNT_HEADER: &str = "x-stainless-retry-count";
 pub struct Attempts(pub u32);
 
 /// Per-request retry state, kept in the request's extensions (never in the shared policy):
-/// the index of the attempt this copy of the request would be.
+/// the index of the attempt this request is, absent for attempt 0. The copy kept for a retry
+/// has the index of the attempt it was copied from until a retry is decided.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct AttemptIndex(pub(crate) u32);
 
@@ -195,13 +196,6 @@ impl RetryPolicy {
         })
     }
 
-    /// Numbers an attempt (its [`AttemptIndex`]). The retry-count header is set from it when
-    /// the attempt is sent (`set_count_header`), so a copy kept for a retry that never
-    /// comes costs no header.
-    pub(crate) fn mark_attempt<B>(&self, req: &mut Request<B>, index: u32) {
-        req.extensions_mut().insert(AttemptIndex(index));
-    }
-
     /// Decides about a failed attempt, the `attempts`-th of its call: the one place that
     /// knows the rules (the retry layer and a stream's re-send before content both ask it).
     pub(crate) fn decide(
@@ -264,8 +258,8 @@ impl<B: Clone, RB> tower::retry::Policy<Request<B>, Response<RB>, Error> for Ret
         req: &mut Request<B>,
         result: &mut Result<Response<RB>, Error>,
     ) -> Option<Sleep> {
-        // `req` is the stored copy for the next attempt: its index is the attempts made so far.
-        let attempts = req.extensions().get::<AttemptIndex>().map_or(1, |a| a.0);
+        // `req` is the copy of the attempt just made: the attempts so far are its index + 1.
+        let attempts = req.extensions().get::<AttemptIndex>().map_or(0, |a| a.0) + 1;
         match result {
             Ok(resp) => {
                 let ext = resp.extensions_mut();
@@ -288,7 +282,11 @@ impl<B: Clone, RB> tower::retry::Policy<Request<B>, Response<RB>, Error> for Ret
                         request_id = error.request_id(),
                         "retrying"
                     );
+                    // The copy is the next attempt: numbered only now, so a copy kept for a
+                    // retry that never comes costs nothing more. The retry-count header is set
+                    // from the number when it is sent (`set_count_header`).
                     let ext = req.extensions_mut();
+                    ext.insert(AttemptIndex(attempts));
                     match ext.get_mut::<AttemptLog>() {
                         Some(log) => log.0.push(error.clone()),
                         None => {
@@ -333,7 +331,6 @@ impl<B: Clone, RB> tower::retry::Policy<Request<B>, Response<RB>, Error> for Ret
         *next.version_mut() = req.version();
         *next.headers_mut() = req.headers().clone();
         *next.extensions_mut() = req.extensions().clone();
-        self.mark_attempt(&mut next, index + 1);
         Some(next)
     }
 }
