@@ -1,5 +1,6 @@
 //! The Messages API: serde types and the typed service over any HTTP stack.
 
+mod block_de;
 mod service;
 mod types;
 

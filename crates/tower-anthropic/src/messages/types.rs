@@ -276,7 +276,10 @@ pub enum Content {
 
 /// A content block, in a request or a response. Block types this crate does not know are
 /// kept whole as [`ContentBlock::Unknown`] and sent back as they came.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+///
+/// Decoded in one pass over the block's keys (see `block_de`), with the result the
+/// attributes below give.
+#[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 #[non_exhaustive]
 pub enum ContentBlock {
