@@ -78,7 +78,12 @@ impl RateLimitHeaders {
         ];
         let mut out = Self::default();
         let mut seen = 0u16;
+        // Every bit this parse looks for (the counts only: no resets, no combined tokens).
+        let all: u16 = if full { 0o7777 } else { 0o3033 };
         for (name, value) in headers {
+            if seen == all {
+                break;
+            }
             // Most headers are not these: the length and one byte rule them out.
             let name = name.as_str().as_bytes();
             if name.len() < 32 || name[0] != b'a' || !name.starts_with(PREFIX) {

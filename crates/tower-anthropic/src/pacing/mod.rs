@@ -574,12 +574,12 @@ where
         // The inner service is driven to readiness inside the future (after admission).
         let inner = self.inner.clone();
         let inner = std::mem::replace(&mut self.inner, inner);
-        let Some(cost) = req.extensions().get::<RequestCost>().cloned() else {
+        let Some(cost) = req.extensions().get::<RequestCost>() else {
             return ResponseFuture::passthrough(inner, req);
         };
         let now = Instant::now();
         let cell = self.pacer.quota_cell(&req, &cost.model, now);
-        let (cost_v, raw) = self.pacer.cost(&cost);
+        let (cost_v, raw) = self.pacer.cost(cost);
         let pacer = self.pacer.clone();
         let mut quota = cell.lock();
         if !quota.paces() {

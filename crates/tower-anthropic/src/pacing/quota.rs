@@ -17,7 +17,8 @@ pub(crate) const NAMES: [&str; BUCKETS] = ["requests", "input tokens", "output t
 /// What one attempt costs, per bucket.
 pub(crate) type Cost = [f64; BUCKETS];
 
-/// One token bucket as the API keeps it: `limit` per minute, refilled continuously.
+/// One token bucket as the API keeps it: `limit` per minute, refilled continuously (by its
+/// [`Quota`], which keeps the one clock its three buckets share).
 #[derive(Debug, Clone)]
 pub(crate) struct Bucket {
     /// Per minute; `None` until learned (or configured): the bucket does not pace.
@@ -26,29 +27,22 @@ pub(crate) struct Bucket {
     pub(crate) level: f64,
     /// Reserved by admitted calls not yet settled.
     pub(crate) reserved: f64,
-    updated: Instant,
 }
 
 impl Bucket {
-    fn new(limit: Option<f64>, now: Instant) -> Self {
+    fn new(limit: Option<f64>) -> Self {
         Self {
             limit,
             level: limit.unwrap_or(0.0),
             reserved: 0.0,
-            updated: now,
         }
     }
 
-    fn refill(&mut self, now: Instant) {
-        if now <= self.updated {
-            // Held (a 429's gate): nothing accrues before then.
-            return;
-        }
+    /// Adds what `dt` seconds bring, up to the limit.
+    fn refill(&mut self, dt: f64) {
         if let Some(limit) = self.limit {
-            let dt = now.saturating_duration_since(self.updated).as_secs_f64();
             self.level = (self.level + dt * limit / 60.0).min(limit);
         }
-        self.updated = now;
     }
 
     /// How long until `need` fits (a need above the limit fits when the bucket is full, so
@@ -112,6 +106,9 @@ enum Ready {
 #[derive(Debug)]
 pub(crate) struct Quota {
     pub(crate) buckets: [Bucket; BUCKETS],
+    /// When the buckets were last refilled (or, under a 429's gate, when they start to be:
+    /// nothing accrues before then).
+    updated: Instant,
     /// Limits known (learned or configured). Until then calls go out unpaced (but counted,
     /// so the first answer's `remaining` can be reconciled with them).
     pub(crate) learned: bool,
@@ -142,9 +139,10 @@ impl Quota {
         cold_start: Duration,
         now: Instant,
     ) -> Self {
-        let b = |i: usize| Bucket::new(configured.map(|c| c[i]), now);
+        let b = |i: usize| Bucket::new(configured.map(|c| c[i]));
         Self {
             buckets: [b(0), b(1), b(2)],
+            updated: now,
             learned: configured.is_some(),
             unmanaged: false,
             first_sent: None,
@@ -158,10 +156,16 @@ impl Quota {
         }
     }
 
+    /// Refills the buckets up to `now` (nothing when no time has passed, or under a gate).
     fn refill(&mut self, now: Instant) {
-        for b in &mut self.buckets {
-            b.refill(now);
+        if now <= self.updated {
+            return;
         }
+        let dt = (now - self.updated).as_secs_f64();
+        for b in &mut self.buckets {
+            b.refill(dt);
+        }
+        self.updated = now;
     }
 
     /// Whether this quota paces at all.
@@ -456,9 +460,7 @@ impl Quota {
             .saturating_duration_since(now)
             .max(Duration::from_secs(1));
         self.slow_start = Some(until + len * 4);
-        for b in &mut self.buckets {
-            b.updated = b.updated.max(until);
-        }
+        self.updated = self.updated.max(until);
     }
 
     /// An answer came while the limits are still unknown (an error status carries no
