@@ -59,7 +59,7 @@ impl RateLimitHeaders {
     }
 
     fn parse(headers: &HeaderMap, full: bool) -> Self {
-        const PREFIX: &[u8] = b"anthropic-ratelimit-";
+        const PREFIX: &[u8; 20] = b"anthropic-ratelimit-";
         // By bucket (0 requests, 1 tokens, 2 input tokens, 3 output tokens), then field (0
         // limit, 1 remaining, 2 reset): the name after the prefix.
         const NAMES: [[&[u8]; 3]; 4] = [
@@ -86,7 +86,7 @@ impl RateLimitHeaders {
             }
             // Most headers are not these: the length and one byte rule them out.
             let name = name.as_str().as_bytes();
-            if name.len() < 32 || name[0] != b'a' || !name.starts_with(PREFIX) {
+            if name.len() < 32 || name[0] != b'a' || name[..PREFIX.len()] != PREFIX[..] {
                 continue;
             }
             let rest = &name[PREFIX.len()..];
@@ -106,7 +106,7 @@ impl RateLimitHeaders {
                 _ => continue,
             };
             let bit = 1u16 << (b * 3 + f);
-            if seen & bit != 0 || rest != NAMES[b][f] {
+            if seen & bit != 0 || !same_short(rest, NAMES[b][f]) {
                 continue;
             }
             seen |= bit;
@@ -129,6 +129,19 @@ impl RateLimitHeaders {
     pub fn is_empty(&self) -> bool {
         *self == Self::default()
     }
+}
+
+/// Whether `a` and `b` (12 to 24 bytes) are equal: three 8-byte words compared (first,
+/// middle, last: together they cover such a slice) instead of a call to `memcmp`.
+fn same_short(a: &[u8], b: &[u8]) -> bool {
+    let n = b.len();
+    debug_assert!((12..=24).contains(&n));
+    if a.len() != n {
+        return false;
+    }
+    let word = |s: &[u8], at: usize| u64::from_ne_bytes(s[at..at + 8].try_into().unwrap_or([0; 8]));
+    let mid = (n - 8).min(8);
+    word(a, 0) == word(b, 0) && word(a, mid) == word(b, mid) && word(a, n - 8) == word(b, n - 8)
 }
 
 /// A count as `u64::from_str` reads it (an optional `+`, then decimal digits, no overflow),
@@ -367,6 +380,26 @@ mod tests {
         assert_eq!(r.tokens.limit, Some(9000));
         assert_eq!(r.output_tokens.limit, Some(1000));
         assert_eq!(r.input_tokens.remaining, Some(7));
+    }
+
+    #[test]
+    fn short_names_compare_whole() {
+        let names = [
+            "tokens-limit",
+            "requests-limit",
+            "output-tokens-remaining",
+            "abcdefghijklmnopqrstuvwx",
+        ];
+        for n in names {
+            assert!(same_short(n.as_bytes(), n.as_bytes()));
+            assert!(!same_short(&n.as_bytes()[1..], n.as_bytes()));
+            // Any one byte changed, anywhere, is told apart.
+            for i in 0..n.len() {
+                let mut other = n.as_bytes().to_vec();
+                other[i] ^= 0x20;
+                assert!(!same_short(&other, n.as_bytes()), "{n} at {i}");
+            }
+        }
     }
 
     #[test]
