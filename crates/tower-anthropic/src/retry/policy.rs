@@ -15,8 +15,9 @@ use crate::timeout::Deadline;
 /// The header carrying the attempt number, as the official SDKs send it.
 pub const RETRY_COUNT_HEADER: &str = "x-stainless-retry-count";
 
-/// How many attempts a call took; a response extension set by the retry layer (and read by
-/// [`ApiResponse::attempts`](crate::messages::ApiResponse::attempts)).
+/// How many attempts a call took; a response extension set by the retry layer on an answer
+/// that took more than one (absent: one), and read by
+/// [`ApiResponse::attempts`](crate::messages::ApiResponse::attempts).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Attempts(pub u32);
 
@@ -263,7 +264,10 @@ impl<B: Clone, RB> tower::retry::Policy<Request<B>, Response<RB>, Error> for Ret
         match result {
             Ok(resp) => {
                 let ext = resp.extensions_mut();
-                ext.insert(Attempts(attempts));
+                // One attempt goes without saying (and without an allocation).
+                if attempts > 1 {
+                    ext.insert(Attempts(attempts));
+                }
                 if ResponseMode::of(req) == ResponseMode::Streaming {
                     ext.insert(StreamResend(self.clone()));
                     if let Some(log) = req.extensions().get::<AttemptLog>() {
