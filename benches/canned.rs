@@ -77,13 +77,19 @@ pub fn default_stack(pacer: Option<Pacer>) -> MessagesService<HttpStack> {
     MessagesService::new(BoxCloneSyncService::new(stack), endpoint())
 }
 
-/// An endpoint for the canned service (never dialled).
+/// An endpoint for the canned service (never dialled), with the headers `Client::build`
+/// gives its own (the first attempt's retry count among them).
 pub fn endpoint() -> Endpoint {
-    Endpoint::new(
+    let mut e = Endpoint::new(
         "http://127.0.0.1:9",
         ApiKey::new("sk-bench").expect("a key"),
     )
-    .expect("an endpoint")
+    .expect("an endpoint");
+    e.set_header(
+        http::HeaderName::from_static(tower_anthropic::retry::RETRY_COUNT_HEADER),
+        http::HeaderValue::from_static("0"),
+    );
+    e
 }
 
 /// The request the stack sends.

@@ -592,6 +592,11 @@ impl ClientBuilder {
         let key = ApiKey::new(key).ok_or(ConfigError::InvalidApiKey)?;
         let base = self.base_url.as_deref().unwrap_or(DEFAULT_BASE_URL);
         let mut endpoint = Endpoint::new(base, key)?;
+        // The retry count of a first attempt, sent by every call: set here once, so the retry
+        // layer finds it in place rather than adding it to each request.
+        if let Some(count) = &self.retry.cfg.header {
+            endpoint.set_header(count.clone(), HeaderValue::from_static("0"));
+        }
         let version = self.version.as_deref().unwrap_or(DEFAULT_API_VERSION);
         let headers = std::iter::once(("anthropic-version", version))
             .chain(self.headers.iter().map(|(k, v)| (k.as_str(), v.as_str())));

@@ -84,29 +84,29 @@ impl RateLimitHeaders {
             if seen == all {
                 break;
             }
-            // Most headers are not these: the length and one byte rule them out.
+            // Most headers are not these: the length and one byte rule them out. Then the
+            // byte after the prefix names the bucket and the last but one the field; only a
+            // header this parse wants is compared whole (prefix and name).
             let name = name.as_str().as_bytes();
-            if name.len() < 32 || name[0] != b'a' || name[..PREFIX.len()] != PREFIX[..] {
+            if name.len() < 32 || name[0] != b'a' {
                 continue;
             }
-            let rest = &name[PREFIX.len()..];
-            // The first byte names the bucket and the last but one the field; the whole
-            // name is then compared with the one expected.
-            let b = match rest[0] {
+            let b = match name[PREFIX.len()] {
                 b'r' => 0,
                 b't' if full => 1,
                 b'i' => 2,
                 b'o' => 3,
                 _ => continue,
             };
-            let f = match rest[rest.len() - 2] {
+            let f = match name[name.len() - 2] {
                 b'i' => 0,
                 b'n' => 1,
                 b'e' if full => 2,
                 _ => continue,
             };
             let bit = 1u16 << (b * 3 + f);
-            if seen & bit != 0 || !same_short(rest, NAMES[b][f]) {
+            let (prefix, rest) = name.split_at(PREFIX.len());
+            if seen & bit != 0 || prefix != PREFIX || !same_short(rest, NAMES[b][f]) {
                 continue;
             }
             seen |= bit;

@@ -27,9 +27,6 @@ pub(crate) fn redact_userinfo(url: &str) -> String {
     }
 }
 
-/// Headers a request built by an [`Endpoint`] has room for besides its own.
-const SPARE_HEADERS: usize = 4;
-
 /// The API paths an endpoint must be able to reach (checked when it is built).
 const API_PATHS: &[&str] = &["/v1/messages", "/v1/messages/count_tokens"];
 
@@ -376,15 +373,11 @@ impl Endpoint {
                 .parse()
                 .unwrap_or_else(|_| Uri::from_static("/"))
         };
-        // Copied into a map with room for the headers the layers below add (accept, the
-        // retry count, host): a clone has no spare room, and the first insert would move it.
-        let headers = req.headers_mut();
-        headers.reserve(self.request_headers.len() + SPARE_HEADERS);
-        headers.extend(
-            self.request_headers
-                .iter()
-                .map(|(k, v)| (k.clone(), v.clone())),
-        );
+        // A copy of the map built once (no name hashed again). A header the layers below add
+        // then moves the copy to a larger one; the `Client` spares its calls that by giving
+        // its endpoint the retry count of a first attempt (`x-stainless-retry-count: 0`),
+        // which the retry layer then has no need to add.
+        *req.headers_mut() = self.request_headers.clone();
         req
     }
 }

@@ -462,3 +462,29 @@ async fn resets_and_rate_limits_against_the_mock() {
     let gap = log[1].at_ms - log[0].at_ms;
     assert!((2000..=2001).contains(&gap), "{gap}");
 }
+
+#[test]
+fn the_client_sends_the_first_retry_count_once_and_none_when_turned_off() {
+    // The client's endpoint carries the first attempt's count, so the retry layer finds it
+    // in place: one header, "0"; retries replace it (`the_default_client_against_the_mock`).
+    let c = Client::builder().api_key("sk-test").build().unwrap();
+    let req = c.service().endpoint().post("/v1/messages", Bytes::new());
+    let counts: Vec<_> = req
+        .headers()
+        .get_all(tower_anthropic::retry::RETRY_COUNT_HEADER)
+        .iter()
+        .collect();
+    assert_eq!(counts, ["0"]);
+    // Turned off in the policy: not sent at all.
+    let c = Client::builder()
+        .api_key("sk-test")
+        .retry_policy(RetryPolicy::new().retry_count_header(None))
+        .build()
+        .unwrap();
+    let req = c.service().endpoint().post("/v1/messages", Bytes::new());
+    assert!(
+        req.headers()
+            .get(tower_anthropic::retry::RETRY_COUNT_HEADER)
+            .is_none()
+    );
+}

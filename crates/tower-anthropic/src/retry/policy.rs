@@ -349,5 +349,8 @@ pub(crate) fn set_count_header<B>(header: &HeaderName, req: &mut Request<B>) {
         Some(v) => HeaderValue::from_static(v),
         None => HeaderValue::from(index),
     };
-    req.headers_mut().insert(header.clone(), value);
+    // Already there (a first attempt whose endpoint sends the count 0 by default): kept as is.
+    if req.headers().get(header) != Some(&value) {
+        req.headers_mut().insert(header.clone(), value);
+    }
 }
