@@ -571,11 +571,10 @@ where
     }
 
     fn call(&mut self, req: Request<B>) -> Self::Future {
-        // The inner service is driven to readiness inside the future (after admission).
-        let inner = self.inner.clone();
-        let inner = std::mem::replace(&mut self.inner, inner);
+        // The inner service is asked for readiness only after admission: at once when the
+        // call is admitted at once, else inside the future.
         let Some(cost) = req.extensions().get::<RequestCost>() else {
-            return ResponseFuture::passthrough(inner, req);
+            return ResponseFuture::now_or_later(&mut self.inner, req, None);
         };
         let now = Instant::now();
         let cell = self.pacer.quota_cell(&req, &cost.model, now);
@@ -584,7 +583,7 @@ where
         let mut quota = cell.lock();
         if !quota.paces() {
             drop(quota);
-            return ResponseFuture::passthrough(inner, req);
+            return ResponseFuture::now_or_later(&mut self.inner, req, None);
         }
         let (wait, bound) = quota.predicted_wait(&cost_v, now);
         let limit = req
@@ -621,31 +620,32 @@ where
         if let Some(h) = headroom {
             crate::metrics::pacer_headroom(&h);
         }
-        let state = match admission {
-            Some(_) => State::Ready {
-                inner: Some(inner),
-                req: Some(req),
-            },
-            None => State::Waiting {
-                inner: Some(inner),
-                req: Some(req),
-                sleep: next.map(|(at, _)| Box::pin(tokio::time::sleep_until(at))),
-            },
+        let ticket = Ticket {
+            pacer,
+            cell,
+            cost: cost_v,
+            waiter,
+            raw_input: raw,
+            since: now,
+            admission,
+            input_from_headers: false,
+            bound: None,
+            finished: false,
         };
-        ResponseFuture {
-            state,
-            ticket: Some(Ticket {
-                pacer,
-                cell,
-                cost: cost_v,
-                waiter,
-                raw_input: raw,
-                since: now,
-                admission,
-                input_from_headers: false,
-                bound: None,
-                finished: false,
-            }),
+        match admission {
+            Some(_) => ResponseFuture::now_or_later(&mut self.inner, req, Some(ticket)),
+            None => {
+                let inner = self.inner.clone();
+                let inner = std::mem::replace(&mut self.inner, inner);
+                ResponseFuture {
+                    state: State::Waiting {
+                        inner: Some(inner),
+                        req: Some(req),
+                        sleep: next.map(|(at, _)| Box::pin(tokio::time::sleep_until(at))),
+                    },
+                    ticket: Some(ticket),
+                }
+            }
         }
     }
 }
@@ -914,15 +914,34 @@ where
 impl<S, B> ResponseFuture<S, B>
 where
     S: Service<Request<B>>,
+    S::Error: Into<BoxError>,
 {
-    fn passthrough(inner: S, req: Request<B>) -> Self {
-        Self {
-            state: State::Ready {
-                inner: Some(inner),
-                req: Some(req),
+    /// A call that may go (admitted, or not paced): sent now when the service is ready now
+    /// (asked without a task to wake: the usual case, with nothing below that waits), with
+    /// no copy of the service; else a copy readied and called inside the future.
+    fn now_or_later(inner: &mut S, req: Request<B>, ticket: Option<Ticket>) -> Self
+    where
+        S: Clone,
+    {
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        let state = match inner.poll_ready(&mut cx) {
+            Poll::Ready(Ok(())) => State::Calling {
+                future: inner.call(req),
             },
-            ticket: None,
-        }
+            Poll::Ready(Err(e)) => State::Refused {
+                error: Some(Error::from_service_error(e)),
+            },
+            // The service as it stands (its readiness under way) goes with the call, asked
+            // again with the task's waker; a copy stays for the next call.
+            Poll::Pending => {
+                let fresh = inner.clone();
+                State::Ready {
+                    inner: Some(std::mem::replace(inner, fresh)),
+                    req: Some(req),
+                }
+            }
+        };
+        Self { state, ticket }
     }
 
     fn refused(error: Error) -> Self {
