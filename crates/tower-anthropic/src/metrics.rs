@@ -151,7 +151,11 @@ pub(crate) struct Headroom {
 }
 
 /// Whether recording the pacer's gauges is worth reading the quota for.
-pub(crate) const RECORDS_HEADROOM: bool = cfg!(feature = "metrics");
+pub(crate) const RECORDS_HEADROOM: bool = RECORDS;
+
+/// Whether metrics are recorded at all (the `metrics` feature): what only they need (a
+/// call's duration: two clock reads) is not computed without them.
+pub(crate) const RECORDS: bool = cfg!(feature = "metrics");
 
 /// Counts a call in flight until dropped.
 pub(crate) struct InFlight(());

@@ -630,7 +630,7 @@ where
         match (span, model) {
             (Some(span), Some(model)) => Box::pin(async move {
                 let _in_flight = crate::metrics::InFlight::start();
-                let started = tokio::time::Instant::now();
+                let started = crate::metrics::RECORDS.then(tokio::time::Instant::now);
                 let fut = async move {
                     let resp = call.await.map_err(Error::from_service_error)?;
                     read_response::<_, R>(resp, max_body).await
@@ -644,9 +644,12 @@ where
                     }
                     record_end(&span, &result);
                 }
-                let error = result.as_ref().err().map(error_type);
-                let usage = result.as_ref().ok().and_then(|r| R::usage(r));
-                crate::metrics::call_finished(&model, started.elapsed(), error.as_deref(), usage);
+                if let Some(started) = started {
+                    let error = result.as_ref().err().map(error_type);
+                    let usage = result.as_ref().ok().and_then(|r| R::usage(r));
+                    let took = started.elapsed();
+                    crate::metrics::call_finished(&model, took, error.as_deref(), usage);
+                }
                 result
             }),
             _ => Box::pin(async move {

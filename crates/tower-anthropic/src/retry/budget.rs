@@ -100,10 +100,12 @@ impl RetryBudget {
 
     /// Records a new request (its first attempt).
     pub fn deposit(&self) {
-        self.with_state(|st, sh| {
-            st.balance = (st.balance + sh.ratio).min(sh.max_balance);
-            st.unsent += sh.ratio;
-        });
+        // No clock read: what the floor earned since the last update is added by the next
+        // call that reads the clock. Deposits and earnings only add, each capped at
+        // `max_balance`, so their order does not change the balance.
+        let mut st = self.shared.state.lock().unwrap_or_else(|e| e.into_inner());
+        st.balance = (st.balance + self.shared.ratio).min(self.shared.max_balance);
+        st.unsent += self.shared.ratio;
     }
 
     /// Takes the token for one retry; `false` when the budget is spent.
