@@ -1,4 +1,4 @@
-//! Decoding a [`ContentBlock`] in one pass.
+//! Decoding a [`ContentBlock`] in one pass, and a [`StopReason`] in place.
 //!
 //! The derived rules (an internally tagged enum with an untagged `Unknown` for the rest) make
 //! serde buffer every block before it can look at its `type`, whatever the order of its
@@ -14,7 +14,7 @@ use serde::Deserialize;
 use serde::de::{self, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde_json::{Map, Value};
 
-use super::types::ContentBlock;
+use super::types::{ContentBlock, StopReason};
 
 /// The derived rules (the general path), with the attributes `ContentBlock` serializes by.
 /// The variants and fields mirror [`ContentBlock`]'s (serde's `remote` checks they match).
@@ -153,6 +153,51 @@ impl<'de> Deserialize<'de> for Key {
     }
 }
 
+/// The `visit_*` methods of a visitor for the JSON values it does not handle itself (all
+/// but maps; with `str`, all but maps and strings): each rebuilt as a [`Value`] and handed
+/// to `$f`.
+macro_rules! visit_as_value {
+    ($f:ident) => {
+        visit_as_value!($f, str);
+        fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+            $f(Value::String(v.to_owned()))
+        }
+        fn visit_string<E: de::Error>(self, v: String) -> Result<Self::Value, E> {
+            $f(Value::String(v))
+        }
+    };
+    ($f:ident, str) => {
+        fn visit_bool<E: de::Error>(self, v: bool) -> Result<Self::Value, E> {
+            $f(Value::Bool(v))
+        }
+        fn visit_i64<E: de::Error>(self, v: i64) -> Result<Self::Value, E> {
+            $f(Value::from(v))
+        }
+        fn visit_u64<E: de::Error>(self, v: u64) -> Result<Self::Value, E> {
+            $f(Value::from(v))
+        }
+        fn visit_f64<E: de::Error>(self, v: f64) -> Result<Self::Value, E> {
+            $f(Value::from(v))
+        }
+        fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+            $f(Value::Null)
+        }
+        fn visit_none<E: de::Error>(self) -> Result<Self::Value, E> {
+            $f(Value::Null)
+        }
+        fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+            $f(Value::deserialize(d)?)
+        }
+        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+            let mut items = Vec::new();
+            while let Some(v) = seq.next_element::<Value>()? {
+                items.push(v);
+            }
+            $f(Value::Array(items))
+        }
+    };
+}
+
 struct BlockVisitor;
 
 impl<'de> Visitor<'de> for BlockVisitor {
@@ -190,40 +235,67 @@ impl<'de> Visitor<'de> for BlockVisitor {
     }
 
     // Not an object: decoded by the derived rules from its value.
-    fn visit_bool<E: de::Error>(self, v: bool) -> Result<ContentBlock, E> {
-        by_derived_rules(Value::Bool(v))
-    }
-    fn visit_i64<E: de::Error>(self, v: i64) -> Result<ContentBlock, E> {
-        by_derived_rules(Value::from(v))
-    }
-    fn visit_u64<E: de::Error>(self, v: u64) -> Result<ContentBlock, E> {
-        by_derived_rules(Value::from(v))
-    }
-    fn visit_f64<E: de::Error>(self, v: f64) -> Result<ContentBlock, E> {
-        by_derived_rules(Value::from(v))
-    }
-    fn visit_str<E: de::Error>(self, v: &str) -> Result<ContentBlock, E> {
-        by_derived_rules(Value::String(v.to_owned()))
-    }
-    fn visit_string<E: de::Error>(self, v: String) -> Result<ContentBlock, E> {
-        by_derived_rules(Value::String(v))
-    }
-    fn visit_unit<E: de::Error>(self) -> Result<ContentBlock, E> {
-        by_derived_rules(Value::Null)
-    }
-    fn visit_none<E: de::Error>(self) -> Result<ContentBlock, E> {
-        by_derived_rules(Value::Null)
-    }
-    fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<ContentBlock, D::Error> {
-        by_derived_rules(Value::deserialize(d)?)
-    }
-    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<ContentBlock, A::Error> {
-        let mut items = Vec::new();
-        while let Some(v) = seq.next_element::<Value>()? {
-            items.push(v);
+    visit_as_value!(by_derived_rules);
+}
+
+/// The derived rules of [`StopReason`] (the general path).
+#[derive(Deserialize)]
+#[serde(remote = "StopReason", rename_all = "snake_case")]
+enum StopReasonDerived {
+    EndTurn,
+    MaxTokens,
+    StopSequence,
+    ToolUse,
+    PauseTurn,
+    Refusal,
+    #[serde(untagged)]
+    Other(String),
+}
+
+/// A stop reason decoded by the derived rules from its JSON value.
+fn stop_reason_by_derived_rules<E: de::Error>(v: Value) -> Result<StopReason, E> {
+    StopReasonDerived::deserialize(v).map_err(E::custom)
+}
+
+/// A stop reason is a string, read in place (the derived rules buffer it first, for the
+/// untagged `Other`); anything else goes by the derived rules.
+impl<'de> Deserialize<'de> for StopReason {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = StopReason;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a stop reason")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<StopReason, E> {
+                Ok(known_stop_reason(v).unwrap_or_else(|| StopReason::Other(v.to_owned())))
+            }
+            fn visit_string<E: de::Error>(self, v: String) -> Result<StopReason, E> {
+                Ok(known_stop_reason(&v).unwrap_or(StopReason::Other(v)))
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<StopReason, A::Error> {
+                let mut m = Map::new();
+                while let Some((k, v)) = map.next_entry::<String, Value>()? {
+                    m.insert(k, v);
+                }
+                stop_reason_by_derived_rules(Value::Object(m))
+            }
+            visit_as_value!(stop_reason_by_derived_rules, str);
         }
-        by_derived_rules(Value::Array(items))
+        d.deserialize_any(V)
     }
+}
+
+fn known_stop_reason(v: &str) -> Option<StopReason> {
+    Some(match v {
+        "end_turn" => StopReason::EndTurn,
+        "max_tokens" => StopReason::MaxTokens,
+        "stop_sequence" => StopReason::StopSequence,
+        "tool_use" => StopReason::ToolUse,
+        "pause_turn" => StopReason::PauseTurn,
+        "refusal" => StopReason::Refusal,
+        _ => return None,
+    })
 }
 
 /// The block, when its `type` is known and it has exactly that type's fields (the optional
@@ -349,6 +421,36 @@ mod tests {
             let via_value: ContentBlock = serde_json::from_value(v.clone()).unwrap();
             assert_eq!(via_value, ours, "{text}");
         }
+    }
+
+    #[test]
+    fn stop_reasons_decode_as_the_derived_rules_decode_them() {
+        for v in [
+            json!("end_turn"),
+            json!("max_tokens"),
+            json!("stop_sequence"),
+            json!("tool_use"),
+            json!("pause_turn"),
+            json!("refusal"),
+            json!("something_new"),
+            json!("End_Turn"),
+            json!(""),
+            json!({"end_turn": null}),
+            json!({"other": 1}),
+            json!(7),
+            json!(["end_turn"]),
+            json!(true),
+        ] {
+            let text = v.to_string();
+            let derived = StopReasonDerived::deserialize(v.clone()).ok();
+            let ours = serde_json::from_str::<StopReason>(&text).ok();
+            assert_eq!(ours, derived, "{text}");
+            let via_value = serde_json::from_value::<StopReason>(v.clone()).ok();
+            assert_eq!(via_value, derived, "{text}");
+        }
+        // A string with escapes (given to the visitor as an owned string).
+        let r: StopReason = serde_json::from_str(r#""end\u005fturn""#).unwrap();
+        assert_eq!(r, StopReason::EndTurn);
     }
 
     #[test]

@@ -394,8 +394,9 @@ pub enum ToolChoice {
     None,
 }
 
-/// Why generation stopped. New reasons arrive as [`StopReason::Other`].
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// Why generation stopped. New reasons arrive as [`StopReason::Other`]. (Decoded as the
+/// attributes below say, a string read in place: see `block_de`.)
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 #[non_exhaustive]
 pub enum StopReason {

@@ -83,6 +83,7 @@ use std::fmt;
 use std::future::Future;
 use std::hash::{BuildHasher, Hash, Hasher};
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
@@ -184,7 +185,8 @@ struct Shared {
     config: Config,
     quotas: Mutex<Quotas>,
     /// Learned ratio of real input tokens to the estimator's figure.
-    input_factor: Mutex<f64>,
+    /// (An `f64`'s bits: read on every call without a lock.)
+    input_factor: AtomicU64,
     /// Seeds the routes' fingerprints (per pacer, random).
     routes_seed: foldhash::fast::RandomState,
 }
@@ -317,7 +319,7 @@ impl Pacer {
             shared: Arc::new(Shared {
                 config,
                 quotas: Mutex::new(Quotas::default()),
-                input_factor: Mutex::new(1.0),
+                input_factor: AtomicU64::new(1.0f64.to_bits()),
                 routes_seed: foldhash::fast::RandomState::default(),
             }),
         }
@@ -477,7 +479,7 @@ impl Pacer {
 
     fn cost(&self, c: &RequestCost) -> (Cost, f64) {
         let raw = self.shared.config.estimator.estimate(&c.body) as f64;
-        let factor = *lock(&self.shared.input_factor);
+        let factor = f64::from_bits(self.shared.input_factor.load(Ordering::Relaxed));
         (
             [
                 1.0,
@@ -495,12 +497,20 @@ impl Pacer {
     fn learn_input(&self, raw: f64, actual: f64) {
         if raw >= 1.0 && actual >= 1.0 {
             let ratio = (actual / raw).min(20.0);
-            let mut f = lock(&self.shared.input_factor);
-            *f = if ratio > *f {
-                ratio
-            } else {
-                (*f * 0.98 + ratio * 0.02).max(1.0)
-            };
+            // Written only when it changes (at the floor of 1 it usually does not).
+            let _ = self.shared.input_factor.fetch_update(
+                Ordering::Relaxed,
+                Ordering::Relaxed,
+                |bits| {
+                    let f = f64::from_bits(bits);
+                    let next = if ratio > f {
+                        ratio
+                    } else {
+                        (f * 0.98 + ratio * 0.02).max(1.0)
+                    };
+                    (next != f).then_some(next.to_bits())
+                },
+            );
         }
     }
 
