@@ -8,7 +8,6 @@
 
 use benches::canned;
 use benches::per_call::{bare, bare_once, client, client_once};
-use tower::ServiceExt;
 use tower_anthropic::pacing::Pacer;
 
 fn main() {
@@ -48,11 +47,7 @@ fn main() {
                 let pacer = (mode == "canned-stack").then(Pacer::new);
                 let svc = canned::default_stack(pacer);
                 for _ in 0..n {
-                    let msg = svc
-                        .clone()
-                        .oneshot(canned::request())
-                        .await
-                        .expect("a message");
+                    let msg = svc.create(canned::request()).await.expect("a message");
                     assert_eq!(msg.kind, "message");
                 }
             }

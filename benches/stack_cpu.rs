@@ -1,7 +1,8 @@
 //! CPU cost of each layer, without a network: the stack over an in-memory service that
 //! answers at once with a canned `Message`, a request id and the API's twelve rate-limit
 //! headers (`benches::canned`), so the pacer does its per-answer work. `typed_default_stack`
-//! is composed as `Client::build` composes it by default; `bare_value_parse_api_headers` is
+//! is composed as `Client::build` composes it by default and called as `Client` calls it
+//! (`MessagesService::create`, as every stack here); `bare_value_parse_api_headers` is
 //! the bare call over the same answer, its floor. The same two, counted in instructions by
 //! callgrind: `benches/callgrind.sh N1 N2 canned`.
 //!
@@ -14,7 +15,7 @@ use std::time::Duration;
 
 use benches::canned::{self, canned, endpoint, request as req};
 use criterion::{Criterion, criterion_group, criterion_main};
-use tower::{ServiceBuilder, ServiceExt};
+use tower::ServiceBuilder;
 use tower_anthropic::ServiceBuilderExt;
 use tower_anthropic::messages::MessagesService;
 use tower_anthropic::pacing::Pacer;
@@ -37,7 +38,7 @@ fn stack_cpu(c: &mut Criterion) {
         b.to_async(&rt).iter(|| canned::bare_once(&svc))
     });
     g.bench_function("typed_classify", |b| {
-        b.to_async(&rt).iter(|| typed.clone().oneshot(req()))
+        b.to_async(&rt).iter(|| typed.create(req()))
     });
     let retry = MessagesService::new(
         ServiceBuilder::new()
@@ -47,7 +48,7 @@ fn stack_cpu(c: &mut Criterion) {
         endpoint(),
     );
     g.bench_function("typed_retry_classify", |b| {
-        b.to_async(&rt).iter(|| retry.clone().oneshot(req()))
+        b.to_async(&rt).iter(|| retry.create(req()))
     });
     let full = MessagesService::new(
         ServiceBuilder::new()
@@ -60,7 +61,7 @@ fn stack_cpu(c: &mut Criterion) {
         endpoint(),
     );
     g.bench_function("typed_full_stack", |b| {
-        b.to_async(&rt).iter(|| full.clone().oneshot(req()))
+        b.to_async(&rt).iter(|| full.create(req()))
     });
     let no_limit = MessagesService::new(
         ServiceBuilder::new()
@@ -72,18 +73,18 @@ fn stack_cpu(c: &mut Criterion) {
         endpoint(),
     );
     g.bench_function("typed_stack_without_limit", |b| {
-        b.to_async(&rt).iter(|| no_limit.clone().oneshot(req()))
+        b.to_async(&rt).iter(|| no_limit.create(req()))
     });
     // As `Client::build` composes it, with or without the pacer.
     let default_stack = canned::default_stack;
     let paced = default_stack(Some(Pacer::new()));
     g.bench_function("typed_default_stack", |b| {
-        b.to_async(&rt).iter(|| paced.clone().oneshot(req()))
+        b.to_async(&rt).iter(|| paced.create(req()))
     });
     // The same without the pacer: what pacing costs per call.
     let unpaced = default_stack(None);
     g.bench_function("typed_default_stack_unpaced", |b| {
-        b.to_async(&rt).iter(|| unpaced.clone().oneshot(req()))
+        b.to_async(&rt).iter(|| unpaced.create(req()))
     });
     let no_budget = MessagesService::new(
         ServiceBuilder::new()
@@ -93,7 +94,7 @@ fn stack_cpu(c: &mut Criterion) {
         endpoint(),
     );
     g.bench_function("typed_retry_no_budget_classify", |b| {
-        b.to_async(&rt).iter(|| no_budget.clone().oneshot(req()))
+        b.to_async(&rt).iter(|| no_budget.create(req()))
     });
     g.finish();
 }

@@ -1,7 +1,8 @@
 //! The default stack's CPU over the bare call, without a network, measured in alternating
 //! batches: the canned answer of `stack_cpu` (`benches::canned`), the bare call and the
 //! default stack (with and without the pacer) timed in turn (ABBA) over several rounds on
-//! one thread, so a drift of the shared machine's speed lands on all alike. Each round gives
+//! one thread, so a drift of the shared machine's speed lands on all alike. The stack is
+//! called as `Client::messages().create` calls it (`MessagesService::create`). Each round gives
 //! the stack's extra time per call; the median is reported with its range.
 //!
 //! `cargo bench --bench stack_cpu_ab` (`-- --rounds N` to change the 21 rounds).
@@ -9,7 +10,6 @@
 use std::time::{Duration, Instant};
 
 use benches::canned;
-use tower::ServiceExt;
 use tower_anthropic::pacing::Pacer;
 
 /// Calls per batch.
@@ -43,7 +43,7 @@ fn main() {
         rt.block_on(async {
             let start = Instant::now();
             for _ in 0..BATCH {
-                let msg = svc.clone().oneshot(canned::request()).await;
+                let msg = svc.create(canned::request()).await;
                 std::hint::black_box(msg.expect("a message"));
             }
             start.elapsed()

@@ -330,8 +330,15 @@ where
         req: CreateMessageRequest,
     ) -> impl Future<Output = Result<ApiResponse<Message>, Error>> + Send + 'static + use<S, RB>
     {
-        // Not an `async fn`: its argument would take its room in the future twice.
-        self.clone().oneshot(req)
+        // Not an `async fn`: its argument would take its room in the future twice. As
+        // `oneshot`, with the call's future awaited in place (not boxed).
+        let mut svc = self.clone();
+        async move {
+            std::future::poll_fn(|cx| svc.inner.poll_ready(cx))
+                .await
+                .map_err(Error::from_service_error)?;
+            svc.send(req).await
+        }
     }
 
     /// `POST /v1/messages` with `stream: true`: typed events as they arrive; see
@@ -604,58 +611,80 @@ where
     }
 
     fn call(&mut self, req: R) -> Self::Future {
-        let http_req = match req
+        Box::pin(self.send(req))
+    }
+}
+
+impl<S, RB> MessagesService<S>
+where
+    S: Service<Request<RequestBody>, Response = Response<RB>>,
+    S::Future: Send + 'static,
+    S::Error: Into<BoxError>,
+    RB: Body + Send + 'static,
+    RB::Data: Send,
+    RB::Error: Into<BoxError>,
+{
+    /// Sends `req` through the inner service, which must be ready: the call's future, not
+    /// boxed (the `Service` impl boxes it; [`create`](Self::create) awaits it in place).
+    fn send<R: ApiRequest>(
+        &mut self,
+        req: R,
+    ) -> impl Future<Output = Result<ApiResponse<R::Output>, Error>> + Send + 'static + use<S, RB, R>
+    {
+        let sent = req
             .check(self.long_request_guard)
             .and_then(|()| self.encode(R::PATH, &req, ResponseMode::Buffered, req.paced()))
-        {
-            Ok(r) => r,
-            Err(e) => return Box::pin(std::future::ready(Err(e))),
-        };
-        let span = req
-            .paced()
-            .map(|(model, max_tokens)| chat_span(model, max_tokens, false));
-        // The model's name for the metrics, shared with the pacer's cost (no copy).
-        let model = http_req
-            .extensions()
-            .get::<RequestCost>()
-            .map(|c| c.model.clone());
-        // The inner service was made ready by `poll_ready`: call it now, await later.
-        let call = {
-            let _entered = span.as_ref().map(tracing::Span::enter);
-            self.inner.call(http_req)
-        };
+            .map(|http_req| {
+                let span = req
+                    .paced()
+                    .map(|(model, max_tokens)| chat_span(model, max_tokens, false));
+                // The model's name for the metrics, shared with the pacer's cost (no copy).
+                let model = http_req
+                    .extensions()
+                    .get::<RequestCost>()
+                    .map(|c| c.model.clone());
+                // The inner service was made ready: call it now, await later.
+                let call = {
+                    let _entered = span.as_ref().map(tracing::Span::enter);
+                    self.inner.call(http_req)
+                };
+                (call, span, model)
+            });
         let max_body = self.max_body;
-        // The answer's future is made where it is awaited, not captured: a captured future
-        // would take its room in the call's future twice.
-        match (span, model) {
-            (Some(span), Some(model)) => Box::pin(async move {
-                let _in_flight = crate::metrics::InFlight::start();
-                let started = crate::metrics::RECORDS.then(tokio::time::Instant::now);
-                let fut = async move {
+        async move {
+            let (call, span, model) = sent?;
+            // The answer's future is made where it is awaited, not captured: a captured
+            // future would take its room in the call's future twice.
+            match (span, model) {
+                (Some(span), Some(model)) => {
+                    let _in_flight = crate::metrics::InFlight::start();
+                    let started = crate::metrics::RECORDS.then(tokio::time::Instant::now);
+                    let fut = async move {
+                        let resp = call.await.map_err(Error::from_service_error)?;
+                        read_response::<_, R>(resp, max_body).await
+                    };
+                    let result = tracing::Instrument::instrument(fut, span.clone()).await;
+                    // Nothing to record on a span no subscriber wants (and the finish
+                    // reason's text costs an allocation).
+                    if !span.is_disabled() {
+                        if let Ok(r) = &result {
+                            R::record(r, &span);
+                        }
+                        record_end(&span, &result);
+                    }
+                    if let Some(started) = started {
+                        let error = result.as_ref().err().map(error_type);
+                        let usage = result.as_ref().ok().and_then(|r| R::usage(r));
+                        let took = started.elapsed();
+                        crate::metrics::call_finished(&model, took, error.as_deref(), usage);
+                    }
+                    result
+                }
+                _ => {
                     let resp = call.await.map_err(Error::from_service_error)?;
                     read_response::<_, R>(resp, max_body).await
-                };
-                let result = tracing::Instrument::instrument(fut, span.clone()).await;
-                // Nothing to record on a span no subscriber wants (and the finish reason's
-                // text costs an allocation).
-                if !span.is_disabled() {
-                    if let Ok(r) = &result {
-                        R::record(r, &span);
-                    }
-                    record_end(&span, &result);
                 }
-                if let Some(started) = started {
-                    let error = result.as_ref().err().map(error_type);
-                    let usage = result.as_ref().ok().and_then(|r| R::usage(r));
-                    let took = started.elapsed();
-                    crate::metrics::call_finished(&model, took, error.as_deref(), usage);
-                }
-                result
-            }),
-            _ => Box::pin(async move {
-                let resp = call.await.map_err(Error::from_service_error)?;
-                read_response::<_, R>(resp, max_body).await
-            }),
+            }
         }
     }
 }

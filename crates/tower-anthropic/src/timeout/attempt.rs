@@ -129,21 +129,47 @@ where
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let mut this = self.project();
+        // The attempt first, the timer only when it waits (as `tokio::time::timeout` has
+        // it): an answer complete when the timer fires is kept, and an attempt that never
+        // waits arms no timer.
+        if let Poll::Ready(r) =
+            Self::poll_attempt(this.state.as_mut(), cx, this.mode, this.max_body)
+        {
+            return Poll::Ready(r);
+        }
         if this.sleep.as_mut().poll(cx).is_ready() {
             let e = TimeoutError::new(TimeoutKind::Attempt, Some(*this.timeout));
             return Poll::Ready(Err(Error::Timeout(e)));
         }
+        Poll::Pending
+    }
+}
+
+impl<F, E, RB> ResponseFuture<F, RB>
+where
+    F: Future<Output = Result<Response<RB>, E>>,
+    E: Into<BoxError>,
+    RB: Body,
+    RB::Error: Into<BoxError>,
+{
+    /// The attempt: its answer, and for a buffered call its body read to the end.
+    fn poll_attempt(
+        mut state: Pin<&mut State<F, RB>>,
+        cx: &mut Context<'_>,
+        mode: &ResponseMode,
+        max_body: &usize,
+    ) -> Poll<Result<Response<ApiBody<RB>>, Error>> {
         loop {
-            match this.state.as_mut().project() {
+            match state.as_mut().project() {
                 StateProj::Calling { future } => {
                     let resp = ready!(future.poll(cx)).map_err(Error::from_service_error)?;
-                    if *this.mode == ResponseMode::Streaming {
+                    if *mode == ResponseMode::Streaming {
                         return Poll::Ready(Ok(resp.map(ApiBody::stream)));
                     }
                     let (parts, body) = resp.into_parts();
-                    this.state.set(State::Reading {
+                    state.set(State::Reading {
                         parts: Some(parts),
-                        body: Collect::new(body, *this.max_body, AtBound::Fail),
+                        body: Collect::new(body, *max_body, AtBound::Fail),
                     });
                 }
                 StateProj::Reading { parts, body } => {
