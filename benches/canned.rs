@@ -65,6 +65,19 @@ pub fn canned() -> impl Service<
 /// `pacer` is given, the boxed body, attempt and idle timeouts, the unlimited concurrency
 /// limit, classify, a boxed service).
 pub fn default_stack(pacer: Option<Pacer>) -> MessagesService<HttpStack> {
+    default_stack_over(canned(), pacer)
+}
+
+/// The default stack over `http`.
+pub fn default_stack_over<S>(http: S, pacer: Option<Pacer>) -> MessagesService<HttpStack>
+where
+    S: Service<http::Request<Full<Bytes>>, Response = Canned, Error = Infallible>
+        + Clone
+        + Send
+        + Sync
+        + 'static,
+    S::Future: Send + 'static,
+{
     let stack = ServiceBuilder::new()
         .retry_api_errors(RetryPolicy::new())
         .option_layer(pacer.map(PacingLayer::new))
@@ -73,8 +86,48 @@ pub fn default_stack(pacer: Option<Pacer>) -> MessagesService<HttpStack> {
         .stream_idle_timeout(Duration::from_secs(120))
         .layer(ConcurrencyLimitLayer::unlimited())
         .classify_responses()
-        .service(canned());
+        .service(http);
     MessagesService::new(BoxCloneSyncService::new(stack), endpoint())
+}
+
+/// [`canned`], answering only after one wait (its future is pending once, as a call over a
+/// network always is), so the layers that arm timers while an attempt waits do.
+pub fn canned_after_a_wait() -> impl Service<
+    http::Request<Full<Bytes>>,
+    Response = Canned,
+    Error = Infallible,
+    Future = AfterAWait<std::future::Ready<Result<Canned, Infallible>>>,
+> + Clone
++ Send
++ Sync
++ 'static {
+    let mut inner = canned();
+    tower::service_fn(move |req| AfterAWait {
+        waited: false,
+        inner: inner.call(req),
+    })
+}
+
+/// A future pending once (waking its task at once) before it polls `inner`.
+#[derive(Debug)]
+pub struct AfterAWait<F> {
+    waited: bool,
+    inner: F,
+}
+
+impl<F: std::future::Future + Unpin> std::future::Future for AfterAWait<F> {
+    type Output = F::Output;
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<F::Output> {
+        if !self.waited {
+            self.waited = true;
+            cx.waker().wake_by_ref();
+            return std::task::Poll::Pending;
+        }
+        std::pin::Pin::new(&mut self.inner).poll(cx)
+    }
 }
 
 /// An endpoint for the canned service (never dialled), with the headers `Client::build`
