@@ -14,13 +14,7 @@ use std::time::Duration;
 use benches::per_call::{bare, bare_once, client, client_once, run_concurrent};
 
 fn main() {
-    let args: Vec<String> = std::env::args().collect();
-    let rounds: usize = args
-        .iter()
-        .position(|a| a == "--rounds")
-        .and_then(|i| args.get(i + 1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(15);
+    let rounds = benches::per_call::rounds_arg(15);
     let mock_rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .enable_all()

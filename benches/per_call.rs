@@ -84,3 +84,13 @@ where
     while set.join_next().await.is_some() {}
     start.elapsed()
 }
+
+/// The value of `--rounds N` on the command line, or `default`.
+pub fn rounds_arg(default: usize) -> usize {
+    let args: Vec<String> = std::env::args().collect();
+    args.iter()
+        .position(|a| a == "--rounds")
+        .and_then(|i| args.get(i + 1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}

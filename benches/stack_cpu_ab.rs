@@ -22,13 +22,7 @@ use tower_anthropic::pacing::Pacer;
 const BATCH: u32 = 20_000;
 
 fn main() {
-    let args: Vec<String> = std::env::args().collect();
-    let rounds: usize = args
-        .iter()
-        .position(|a| a == "--rounds")
-        .and_then(|i| args.get(i + 1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(21);
+    let rounds = benches::per_call::rounds_arg(21);
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
