@@ -168,19 +168,23 @@ async fn one_genai_span_per_call_without_the_prompt() {
     s.script("span", [ScriptEntry::status(529)]);
     c.messages().create(req.clone()).await.unwrap_err();
     c.messages()
-        .stream(req)
+        .stream(req.clone())
         .await
         .unwrap()
         .final_message()
         .await
         .unwrap();
+    // A stream refused before it starts: its span says why and after how many attempts, as
+    // a whole message's does.
+    s.script("span", [ScriptEntry::status(529)]);
+    c.messages().stream(req).await.unwrap_err();
     let all = spans.1.lock().unwrap().clone();
     let chats: Vec<&String> = all
         .iter()
         .filter(|(n, _)| n == "chat")
         .map(|(_, f)| f)
         .collect();
-    assert_eq!(chats.len(), 3, "{all:#?}");
+    assert_eq!(chats.len(), 4, "{all:#?}");
     for field in [
         "otel.name=chat claude-sonnet-4-6",
         "gen_ai.provider.name=\"anthropic\"",
@@ -206,6 +210,13 @@ async fn one_genai_span_per_call_without_the_prompt() {
         "{}",
         chats[2]
     );
+    for field in [
+        "gen_ai.request.stream=true",
+        "error.type=\"Overloaded\"",
+        "anthropic.attempts=1",
+    ] {
+        assert!(chats[3].contains(field), "{field} missing in {}", chats[3]);
+    }
     let text = format!("{all:?}");
     assert!(
         !text.contains("private prompt") && !text.contains("SECRET"),

@@ -309,15 +309,8 @@ where
             let first = tracing::Instrument::instrument(first, span.clone()).await;
             let result = span.in_scope(|| MessageStream::started(first, connect, resend, limit));
             match &result {
-                Ok(s) => {
-                    span.record("anthropic.attempts", s.attempts());
-                    if let Some(id) = s.request_id() {
-                        span.record("anthropic.request_id", id);
-                    }
-                }
-                Err(e) => {
-                    span.record("error.type", error_type(e).as_str());
-                }
+                Ok(s) => record_attempts(&span, s.attempts(), s.request_id()),
+                Err(e) => record_error(&span, e),
             }
             result
         })
@@ -554,20 +547,23 @@ pub(crate) fn chat_span(model: &str, max_tokens: u32, streaming: bool) -> tracin
 /// Records the end of a call on its span.
 fn record_end<T>(span: &tracing::Span, result: &Result<ApiResponse<T>, Error>) {
     match result {
-        Ok(r) => {
-            span.record("anthropic.attempts", r.attempts());
-            if let Some(id) = r.request_id() {
-                span.record("anthropic.request_id", id);
-            }
-        }
-        Err(e) => {
-            span.record("error.type", error_type(e).as_str());
-            span.record("anthropic.attempts", e.attempts());
-            if let Some(id) = e.request_id() {
-                span.record("anthropic.request_id", id);
-            }
-        }
+        Ok(r) => record_attempts(span, r.attempts(), r.request_id()),
+        Err(e) => record_error(span, e),
     }
+}
+
+/// Records how many attempts a call took and its request id on its span.
+fn record_attempts(span: &tracing::Span, attempts: u32, request_id: Option<&str>) {
+    span.record("anthropic.attempts", attempts);
+    if let Some(id) = request_id {
+        span.record("anthropic.request_id", id);
+    }
+}
+
+/// Records a failed call on its span: the error's type, its attempts and request id.
+fn record_error(span: &tracing::Span, e: &Error) {
+    span.record("error.type", error_type(e).as_str());
+    record_attempts(span, e.attempts(), e.request_id());
 }
 
 /// The `error.type` of a failed call: the API's kind, or the error's class.
