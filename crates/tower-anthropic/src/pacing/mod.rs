@@ -595,27 +595,28 @@ where
             drop(quota);
             return ResponseFuture::now_or_later(&mut self.inner, req, None);
         }
-        let (wait, bound) = quota.predicted_wait(&cost_v, now);
-        let limit = req
-            .extensions()
-            .get::<Deadline>()
-            .map(|d| d.instant().saturating_duration_since(now))
-            .map_or(pacer.shared.config.max_wait, |left| {
-                left.min(pacer.shared.config.max_wait)
-            });
-        if wait > limit {
-            drop(quota);
-            let bucket = bound.map_or("quota", |b| NAMES[b]);
-            let class = cell.id.class.clone();
-            tracing::info!(wait = ?wait, bucket, class = %class,
-                "predicted quota wait too long: refusing at once");
-            let e = Error::Paced(PacedError::new(wait, bucket, class));
-            return ResponseFuture::refused(e);
-        }
-        // The usual case: nobody in line and room now, so no place in line to make.
+        // The usual case: nobody in line and room now, so no wait to predict and no place in
+        // line to make.
         let (admission, waiter, next) = match quota.try_admit(&cost_v, now) {
             Some(a) => (Some(a), None, None),
             None => {
+                let (wait, bound) = quota.predicted_wait(&cost_v, now);
+                let limit = req
+                    .extensions()
+                    .get::<Deadline>()
+                    .map(|d| d.instant().saturating_duration_since(now))
+                    .map_or(pacer.shared.config.max_wait, |left| {
+                        left.min(pacer.shared.config.max_wait)
+                    });
+                if wait > limit {
+                    drop(quota);
+                    let bucket = bound.map_or("quota", |b| NAMES[b]);
+                    let class = cell.id.class.clone();
+                    tracing::info!(wait = ?wait, bucket, class = %class,
+                        "predicted quota wait too long: refusing at once");
+                    let e = Error::Paced(PacedError::new(wait, bucket, class));
+                    return ResponseFuture::refused(e);
+                }
                 let waiter = Arc::new(Waiter {
                     cost: cost_v,
                     slot: Mutex::new(Slot::default()),

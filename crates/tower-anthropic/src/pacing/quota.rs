@@ -280,9 +280,10 @@ impl Quota {
     }
 
     /// Admits a call of `cost` at once if no one is in line and nothing holds it back (the
-    /// usual case: no waiter to make, no line to join). Call after `predicted_wait` (which
-    /// refills the buckets).
+    /// usual case: no waiter to make, no line to join, no wait to predict: a call admitted
+    /// now is one whose [`predicted_wait`](Self::predicted_wait) is zero).
     pub(crate) fn try_admit(&mut self, cost: &Cost, now: Instant) -> Option<Admission> {
+        self.refill(now);
         if !self.queue.is_empty() || !matches!(self.ready(cost, now), Ready::Now) {
             return None;
         }
