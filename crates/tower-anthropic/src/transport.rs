@@ -330,10 +330,16 @@ impl Endpoint {
         Ok(endpoint)
     }
 
+    /// Headers an HTTP client adds to a request as it sends it (`host`, `content-length`).
+    const SPARE_HEADERS: usize = 2;
+
     fn update_request_headers(&mut self) {
         let mut h = self.headers.clone();
         // The key last: a default header of the same name does not replace it.
         h.insert("x-api-key", self.api_key.0.clone());
+        // Room for what the client below adds (`host`, `content-length`) without regrowing
+        // the copy's table on every call (a copy keeps the table's size).
+        h.reserve(Self::SPARE_HEADERS);
         self.request_headers = h;
     }
 
