@@ -393,13 +393,17 @@ where
 {
     let (parts, body) = resp.into_parts();
     if !parts.status.is_success() {
-        return Err(classify::read_api_error(parts, body).await);
+        // Boxed: the error's reading would otherwise size every call's future (about half
+        // of it) for a path few calls take.
+        return Err(Box::pin(classify::read_api_error(parts, body)).await);
     }
-    let bytes = if parts.extensions.get::<Buffered>().is_some() {
-        Collect::new(body, usize::MAX, AtBound::Fail).await?
+    // A body the attempt already read (within its bound) is taken whole.
+    let bound = if parts.extensions.get::<Buffered>().is_some() {
+        usize::MAX
     } else {
-        Collect::new(body, max_body, AtBound::Fail).await?
+        max_body
     };
+    let bytes = Collect::new(body, bound, AtBound::Fail).await?;
     let value: R::Output = decode(&bytes)?;
     if let (Some(settlement), Some((input, output))) =
         (parts.extensions.get::<Settlement>(), R::usage(&value))
