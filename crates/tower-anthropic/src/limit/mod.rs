@@ -189,7 +189,7 @@ where
             );
             return ResponseFuture {
                 future: None,
-                refused: Some(Error::InvalidRequest(e)),
+                refused: Some(Box::new(Error::InvalidRequest(e))),
                 permit: None,
             };
         }
@@ -207,7 +207,8 @@ pin_project! {
     pub struct ResponseFuture<F> {
         #[pin]
         future: Option<F>,
-        refused: Option<Error>,
+        // Boxed: a broken contract is rare, and every call's future would carry its room.
+        refused: Option<Box<Error>>,
         permit: Option<OwnedSemaphorePermit>,
     }
 }
@@ -222,7 +223,7 @@ where
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
         if let Some(e) = this.refused.take() {
-            return Poll::Ready(Err(e));
+            return Poll::Ready(Err(*e));
         }
         let Some(future) = this.future.as_pin_mut() else {
             return Poll::Pending;

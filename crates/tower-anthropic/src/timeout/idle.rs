@@ -101,8 +101,9 @@ pin_project! {
     pub struct IdleTimeoutBody<B> {
         #[pin]
         inner: B,
-        #[pin]
-        sleep: Option<Sleep>,
+        // Boxed: only a stream has one, and a whole message's body (read inside its attempt)
+        // would otherwise carry its room in every call's future.
+        sleep: Option<Pin<Box<Sleep>>>,
         idle: Option<Duration>,
         expired: bool,
     }
@@ -113,7 +114,7 @@ impl<B> IdleTimeoutBody<B> {
     pub(crate) fn new(inner: B, idle: Option<Duration>) -> Self {
         Self {
             inner,
-            sleep: idle.map(tokio::time::sleep),
+            sleep: idle.map(|d| Box::pin(tokio::time::sleep(d))),
             idle,
             expired: false,
         }
@@ -132,19 +133,19 @@ where
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<bytes::Bytes>, Error>>> {
-        let mut this = self.project();
+        let this = self.project();
         if *this.expired {
             return Poll::Ready(None);
         }
         match this.inner.poll_frame(cx) {
             Poll::Ready(frame) => {
-                if let (Some(sleep), Some(idle)) = (this.sleep.as_mut().as_pin_mut(), *this.idle) {
+                if let (Some(sleep), Some(idle)) = (this.sleep.as_mut(), *this.idle) {
                     // A huge idle bound (`Duration::MAX`) means about forever, not a panic.
                     let now = Instant::now();
                     let at = now
                         .checked_add(idle)
                         .unwrap_or_else(|| now + Duration::from_secs(86_400 * 365 * 30));
-                    sleep.reset(at);
+                    sleep.as_mut().reset(at);
                 }
                 Poll::Ready(frame.map(|r| match r {
                     Ok(f) => Ok(f.map_data(|mut d| d.copy_to_bytes(d.remaining()))),
@@ -154,8 +155,8 @@ where
             Poll::Pending => {
                 let expired = this
                     .sleep
-                    .as_pin_mut()
-                    .is_some_and(|s| s.poll(cx).is_ready());
+                    .as_mut()
+                    .is_some_and(|s| s.as_mut().poll(cx).is_ready());
                 if expired {
                     *this.expired = true;
                     let e = TimeoutError::new(TimeoutKind::StreamIdle, *this.idle);
