@@ -793,10 +793,9 @@ impl Ticket {
         };
         let refund = [0.0, input_refund, cost[2] - output as f64];
         let release = [cost[0], cost[1], cost[2]];
-        let now = Instant::now();
         self.with_quota(|q| {
             q.refund(&refund, &release);
-            q.pump(now, true);
+            q.settled(Instant::now);
         });
     }
 }

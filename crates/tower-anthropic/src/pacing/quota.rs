@@ -199,7 +199,12 @@ impl Quota {
             };
         }
         for (i, b) in self.buckets.iter().enumerate() {
-            let t = now + b.wait_for(cost[i]);
+            let wait = b.wait_for(cost[i]);
+            // The usual case, room now: no instant to compute.
+            if wait.is_zero() {
+                continue;
+            }
+            let t = now + wait;
             if t > at {
                 at = t;
                 bound = Some(i);
@@ -240,6 +245,18 @@ impl Quota {
             }
         }
         (wait, bound)
+    }
+
+    /// After a settlement's refund: [`pump`](Self::pump), which admits whoever the refund
+    /// makes room for. With nobody in line and no gate, all it would do is end a slow start
+    /// and refill the buckets, which the next call does as well as this one: done without a
+    /// clock (`now` is read only when needed).
+    pub(crate) fn settled(&mut self, now: impl FnOnce() -> Instant) {
+        if self.queue.is_empty() && self.gate_until.is_none() {
+            self.slow_start = None;
+            return;
+        }
+        self.pump(now(), true);
     }
 
     /// Admits whoever can go from the head of the line; returns when the (new) head may go,
