@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
-# Instructions per call, bare hyper and the default Client, counted by callgrind (repeatable
-# on a shared machine, unlike time). Each is run for N1 and N2 sequential calls against the
-# same mock (its own process, not counted); per call = (I(N2) - I(N1)) / (N2 - N1), so
-# start-up and the first call's set-up cancel out. With `canned` the same without a network:
+# Instructions per call, bare hyper and the default Client (and the Client without its
+# pacer), counted by callgrind (repeatable on a shared machine, unlike time). Each is run for
+# N1 and N2 sequential calls against the same mock (its own process, not counted); per call =
+# (I(N2) - I(N1)) / (N2 - N1), so start-up and the first call's set-up cancel out. With `canned` the same without a network:
 # over an in-memory service with a canned answer (the `stack_cpu` bench's floor and default
 # stack, and the stack without the pacer). Usage: benches/callgrind.sh [N1 N2 [canned]]
 set -euo pipefail
@@ -17,7 +17,7 @@ if [ "$kind" = canned ]; then
 else
   coproc MOCK { exec "$root/target/release/anthropic-mock"; }
   read -r line <&"${MOCK[0]}"
-  url=${line##* } modes="bare stack"
+  url=${line##* } modes="bare stack unpaced"
   trap 'kill $MOCK_PID 2>/dev/null || true' EXIT
 fi
 out=$(mktemp -d)
@@ -40,5 +40,6 @@ if [ "$kind" = canned ]; then
   ratio "stack without the pacer / bare" "${per[canned-unpaced]}" "${per[canned-bare]}"
 else
   ratio "stack / bare" "${per[stack]}" "${per[bare]}"
+  ratio "stack without the pacer / bare" "${per[unpaced]}" "${per[bare]}"
 fi
 rm -rf "$out"

@@ -1,6 +1,7 @@
-//! `calls URL (bare|stack) N`: N sequential calls to the mock at URL, bare hyper or the
-//! default `Client`, on a current-thread runtime; for counting instructions per call under
-//! callgrind (`benches/callgrind.sh`), where timing means nothing but counts repeat.
+//! `calls URL (bare|stack|unpaced) N`: N sequential calls to the mock at URL, bare hyper,
+//! the default `Client`, or the default `Client` without its pacer, on a current-thread
+//! runtime; for counting instructions per call under callgrind (`benches/callgrind.sh`),
+//! where timing means nothing but counts repeat.
 //!
 //! `calls - (canned-bare|canned-stack|canned-unpaced) N`: the same without a network, over
 //! an in-memory service with a canned answer (`benches::canned`, as the `stack_cpu` bench):
@@ -12,8 +13,7 @@ use tower_anthropic::pacing::Pacer;
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let usage =
-        "usage: calls URL (bare|stack) N, or calls - (canned-bare|canned-stack|canned-unpaced) N";
+    let usage = "usage: calls URL (bare|stack|unpaced) N, or calls - (canned-bare|canned-stack|canned-unpaced) N";
     let url = args.first().expect(usage);
     let mode = args.get(1).expect(usage);
     let n: u64 = args.get(2).and_then(|v| v.parse().ok()).expect(usage);
@@ -30,8 +30,8 @@ fn main() {
                     bare_once(&bare, &uri).await;
                 }
             }
-            "stack" => {
-                let client = client(url);
+            "stack" | "unpaced" => {
+                let client = client(url, mode == "stack");
                 for _ in 0..n {
                     client_once(&client).await;
                 }

@@ -32,7 +32,7 @@ fn main() {
         .expect("a runtime");
     let bare = bare();
     let uri: http::Uri = format!("{url}/v1/messages").parse().expect("a URI");
-    let client = rt.block_on(async { client(&url) });
+    let client = rt.block_on(async { client(&url, true) });
 
     println!(
         "concurrency | rounds | bare per request (median) | stack per request (median) | ratio stack/bare: median | min | max"

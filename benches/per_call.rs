@@ -30,11 +30,12 @@ pub fn bare() -> Bare {
         .build_http()
 }
 
-/// The default `Client` at `url`.
-pub fn client(url: &str) -> Client {
+/// The default `Client` at `url` (with its pacer when `pacing`, as by default).
+pub fn client(url: &str, pacing: bool) -> Client {
     Client::builder()
         .api_key("sk-bench")
         .base_url(url)
+        .pacing(pacing)
         .build()
         .expect("a client")
 }
