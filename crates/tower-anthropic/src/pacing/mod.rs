@@ -217,6 +217,14 @@ struct Quotas {
 }
 
 /// The credential a request is sent with: `x-api-key`, else `authorization`.
+/// The longest a call may wait for its quota from `now`: the pacer's `max_wait`, or less
+/// when the call's deadline comes sooner.
+pub(crate) fn longest_wait<B>(req: &Request<B>, max_wait: Duration, now: Instant) -> Duration {
+    req.extensions().get::<Deadline>().map_or(max_wait, |d| {
+        d.instant().saturating_duration_since(now).min(max_wait)
+    })
+}
+
 fn request_key<B>(req: &Request<B>) -> Option<&[u8]> {
     const X_API_KEY: http::HeaderName = http::HeaderName::from_static("x-api-key");
     let h = req.headers();
@@ -601,13 +609,7 @@ where
             Some(a) => (Some(a), None, None),
             None => {
                 let (wait, bound) = quota.predicted_wait(&cost_v, now);
-                let limit = req
-                    .extensions()
-                    .get::<Deadline>()
-                    .map(|d| d.instant().saturating_duration_since(now))
-                    .map_or(pacer.shared.config.max_wait, |left| {
-                        left.min(pacer.shared.config.max_wait)
-                    });
+                let limit = longest_wait(&req, pacer.shared.config.max_wait, now);
                 if wait > limit {
                     drop(quota);
                     let bucket = bound.map_or("quota", |b| NAMES[b]);

@@ -59,7 +59,6 @@ use crate::breaker::CircuitBreakers;
 use crate::error::{BoxError, Error, PacedError};
 use crate::rate_limit::RateLimitHeaders;
 use crate::retry::RetryBudget;
-use crate::timeout::Deadline;
 
 /// How long a quota's key lives in Redis after its last use.
 const KEY_TTL: Duration = Duration::from_secs(600);
@@ -774,13 +773,7 @@ impl SharedPacer {
         let class = local.quota_id(&req, &cost.model).class;
         let (cost_v, raw) = local.cost(&cost);
         let start = Instant::now();
-        let limit = req
-            .extensions()
-            .get::<Deadline>()
-            .map(|d| d.instant().saturating_duration_since(start))
-            .map_or(local.shared.config.max_wait, |left| {
-                left.min(local.shared.config.max_wait)
-            });
+        let limit = super::longest_wait(&req, local.shared.config.max_wait, start);
         let mut bound = -1;
         loop {
             if let Some(p) = self.local_now() {
