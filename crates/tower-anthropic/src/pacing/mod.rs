@@ -216,7 +216,6 @@ struct Quotas {
     next_eviction: Option<Instant>,
 }
 
-/// The credential a request is sent with: `x-api-key`, else `authorization`.
 /// The longest a call may wait for its quota from `now`: the pacer's `max_wait`, or less
 /// when the call's deadline comes sooner.
 pub(crate) fn longest_wait<B>(req: &Request<B>, max_wait: Duration, now: Instant) -> Duration {
@@ -225,6 +224,7 @@ pub(crate) fn longest_wait<B>(req: &Request<B>, max_wait: Duration, now: Instant
     })
 }
 
+/// The credential a request is sent with: `x-api-key`, else `authorization`.
 fn request_key<B>(req: &Request<B>) -> Option<&[u8]> {
     const X_API_KEY: http::HeaderName = http::HeaderName::from_static("x-api-key");
     let h = req.headers();
