@@ -496,3 +496,65 @@ impl Quota {
             && now.saturating_duration_since(self.last_used) > idle
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn quota(now: Instant) -> Quota {
+        Quota::new(Some([10.0, 1000.0, 1000.0]), Duration::from_secs(1), now)
+    }
+
+    #[test]
+    fn a_settlement_admits_whoever_its_refund_makes_room_for() {
+        let now = Instant::now();
+        let mut q = quota(now);
+        assert!(q.try_admit(&[10.0, 0.0, 0.0], now).is_some());
+        assert!(
+            q.try_admit(&[1.0, 0.0, 0.0], now).is_none(),
+            "no request left"
+        );
+        let waiter = Arc::new(Waiter {
+            cost: [1.0, 0.0, 0.0],
+            slot: Mutex::new(Slot::default()),
+        });
+        q.queue.push_back(waiter.clone());
+        q.refund(&[5.0, 0.0, 0.0], &[10.0, 0.0, 0.0]);
+        let mut read = false;
+        q.settled(|| {
+            read = true;
+            now
+        });
+        assert!(
+            read,
+            "someone in line: the clock is read and the line pumped"
+        );
+        assert!(waiter.slot.lock().unwrap().admitted.is_some());
+        assert!(q.queue.is_empty());
+    }
+
+    #[test]
+    fn a_settlement_with_nobody_in_line_reads_no_clock_and_ends_a_slow_start() {
+        let now = Instant::now();
+        let mut q = quota(now);
+        q.slow_start = Some(now + Duration::from_secs(60));
+        q.settled(|| panic!("no clock to read"));
+        assert_eq!(
+            q.slow_start, None,
+            "as pump ends it with nobody in line and no gate"
+        );
+        // Under a gate, pump's rules need the time.
+        q.gate_until = Some(now + Duration::from_secs(1));
+        q.slow_start = Some(now + Duration::from_secs(60));
+        let mut read = false;
+        q.settled(|| {
+            read = true;
+            now
+        });
+        assert!(read);
+        assert!(
+            q.slow_start.is_some(),
+            "the gate is still closed: the slow start goes on"
+        );
+    }
+}
