@@ -393,6 +393,24 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_request_has_room_for_the_headers_the_client_adds() {
+        let key = ApiKey::new("sk-ant-secret").unwrap();
+        let mut e = Endpoint::new("http://127.0.0.1:9", key).unwrap();
+        // As the `Client` has it: the first attempt's retry count among its headers.
+        e.set_header(
+            HeaderName::from_static(crate::retry::RETRY_COUNT_HEADER),
+            HeaderValue::from_static("0"),
+        );
+        let mut req = e.post("/v1/messages", Bytes::from_static(b"{}"));
+        let room = req.headers().capacity();
+        req.headers_mut()
+            .insert(http::header::HOST, HeaderValue::from_static("127.0.0.1:9"));
+        req.headers_mut()
+            .insert(http::header::CONTENT_LENGTH, HeaderValue::from_static("2"));
+        assert_eq!(req.headers().capacity(), room, "the table was not regrown");
+    }
+
+    #[test]
     fn builds_requests_with_prefix_and_headers() {
         let key = ApiKey::new("sk-ant-secret").unwrap();
         let e = Endpoint::new("http://127.0.0.1:9/prefix/", key).unwrap();
