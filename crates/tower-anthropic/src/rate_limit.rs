@@ -59,6 +59,12 @@ impl RateLimitHeaders {
     }
 
     fn parse(headers: &HeaderMap, full: bool) -> Self {
+        Self::parse_counted(headers, full).0
+    }
+
+    /// [`Self::parse`], and how many headers it looked at (it stops once it has every header
+    /// it wants).
+    fn parse_counted(headers: &HeaderMap, full: bool) -> (Self, usize) {
         const PREFIX: &[u8; 20] = b"anthropic-ratelimit-";
         // By bucket (0 requests, 1 tokens, 2 input tokens, 3 output tokens), then field (0
         // limit, 1 remaining, 2 reset): the name after the prefix.
@@ -76,14 +82,22 @@ impl RateLimitHeaders {
                 b"output-tokens-reset",
             ],
         ];
+        // A header's bit in `seen`: bucket `b`, field `f`.
+        const fn bit(b: usize, f: usize) -> u16 {
+            1 << (b * 3 + f)
+        }
+        // Every bit this parse looks for: all twelve, or the counts only (the limit and
+        // `remaining` of requests, input and output tokens).
+        const COUNTS: u16 = bit(0, 0) | bit(0, 1) | bit(2, 0) | bit(2, 1) | bit(3, 0) | bit(3, 1);
+        let all: u16 = if full { 0o7777 } else { COUNTS };
         let mut out = Self::default();
         let mut seen = 0u16;
-        // Every bit this parse looks for (the counts only: no resets, no combined tokens).
-        let all: u16 = if full { 0o7777 } else { 0o3033 };
+        let mut looked = 0;
         for (name, value) in headers {
             if seen == all {
                 break;
             }
+            looked += 1;
             // Most headers are not these: the length and one byte rule them out. Then the
             // byte after the prefix names the bucket and the last but one the field; only a
             // header this parse wants is compared whole (prefix and name).
@@ -104,7 +118,7 @@ impl RateLimitHeaders {
                 b'e' if full => 2,
                 _ => continue,
             };
-            let bit = 1u16 << (b * 3 + f);
+            let bit = bit(b, f);
             let (prefix, rest) = name.split_at(PREFIX.len());
             if seen & bit != 0 || prefix != PREFIX || !same_short(rest, NAMES[b][f]) {
                 continue;
@@ -122,7 +136,7 @@ impl RateLimitHeaders {
                 _ => slot.reset = value.to_str().ok().and_then(|v| parse_rfc3339(v.trim())),
             }
         }
-        out
+        (out, looked)
     }
 
     /// Whether any of the headers was present.
@@ -470,6 +484,45 @@ mod tests {
         assert_eq!(tokens.limit, Some(1001));
         assert_eq!(RateLimitHeaders::counts_from_headers(&h), full);
         assert_eq!(full.output_tokens.limit, Some(1003));
+    }
+
+    #[test]
+    fn a_parse_stops_once_it_has_every_header_it_wants() {
+        let mut h = HeaderMap::new();
+        for (name, value) in [
+            ("anthropic-ratelimit-requests-limit", "50"),
+            ("anthropic-ratelimit-requests-remaining", "49"),
+            ("anthropic-ratelimit-input-tokens-limit", "1000"),
+            ("anthropic-ratelimit-input-tokens-remaining", "900"),
+            ("anthropic-ratelimit-output-tokens-limit", "400"),
+            ("anthropic-ratelimit-output-tokens-remaining", "300"),
+            ("content-type", "application/json"),
+            ("anthropic-ratelimit-requests-reset", "2025-08-21T12:40:59Z"),
+            ("anthropic-ratelimit-tokens-limit", "1400"),
+            ("anthropic-ratelimit-tokens-remaining", "1200"),
+            ("anthropic-ratelimit-tokens-reset", "2025-08-21T12:40:59Z"),
+            (
+                "anthropic-ratelimit-input-tokens-reset",
+                "2025-08-21T12:40:59Z",
+            ),
+            (
+                "anthropic-ratelimit-output-tokens-reset",
+                "2025-08-21T12:40:59Z",
+            ),
+            ("date", "Thu, 21 Aug 2025 12:40:00 GMT"),
+        ] {
+            h.insert(name, HeaderValue::from_static(value));
+        }
+        // The counts are the first six headers: nothing after them is looked at.
+        let (counts, looked) = RateLimitHeaders::parse_counted(&h, false);
+        assert_eq!(looked, 6);
+        assert_eq!(counts.output_tokens.remaining, Some(300));
+        assert_eq!(counts.tokens, RateLimit::default());
+        // All twelve: the last is the output tokens' reset, the thirteenth header.
+        let (full, looked) = RateLimitHeaders::parse_counted(&h, true);
+        assert_eq!(looked, 13);
+        assert_eq!(full.tokens.remaining, Some(1200));
+        assert!(full.output_tokens.reset.is_some());
     }
 
     #[test]
