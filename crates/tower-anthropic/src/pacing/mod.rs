@@ -633,7 +633,9 @@ where
         if let Some(h) = headroom {
             crate::metrics::pacer_headroom(&h);
         }
-        let ticket = Ticket {
+        // Made where its settlement will keep it: the future carries a pointer, not the
+        // ticket, and an answer's settlement takes it over without a copy.
+        let ticket = Arc::new(Mutex::new(Ticket {
             pacer,
             cell,
             cost: cost_v,
@@ -644,7 +646,7 @@ where
             input_from_headers: false,
             bound: None,
             finished: false,
-        };
+        }));
         match admission {
             Some(_) => ResponseFuture::now_or_later(&mut self.inner, req, Some(ticket)),
             None => {
@@ -665,6 +667,8 @@ where
 
 /// A call's place in its quota: while waiting, its place in line; once admitted, its
 /// reservation until settled. Dropping it frees whichever it holds.
+///
+/// Shared (as a [`TicketCell`]) by the call's future and, once answered, its [`Settlement`].
 struct Ticket {
     pacer: Pacer,
     cell: Arc<QuotaCell>,
@@ -846,15 +850,20 @@ impl Drop for Ticket {
 #[derive(Clone)]
 pub(crate) struct Settlement(Arc<dyn SettleOnce>);
 
-/// What settles one admitted call (a local ticket, or a shared quota's).
+/// What settles one admitted call of a shared quota (a local ticket settles in its own cell).
 pub(crate) trait Settle: Send {
     /// Settles to the real usage; dropping unsettled releases the reservation.
     fn settle(&mut self, input_tokens: u64, output_tokens: u64);
 }
 
-impl Settle for Ticket {
-    fn settle(&mut self, input_tokens: u64, output_tokens: u64) {
-        Ticket::settle(self, input_tokens, output_tokens);
+/// A [`Ticket`] where its call's future and its settlement can both reach it (one allocation,
+/// made at admission).
+type TicketCell = Arc<Mutex<Ticket>>;
+
+/// A ticket settles once: its own `finished` guards a second settlement.
+impl SettleOnce for Mutex<Ticket> {
+    fn settle_once(&self, input_tokens: u64, output_tokens: u64) {
+        lock(self).settle(input_tokens, output_tokens);
     }
 }
 
@@ -880,8 +889,15 @@ impl fmt::Debug for Settlement {
 }
 
 impl Settlement {
+    /// The settlement of any [`Settle`] (the shared pacer's).
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
     pub(crate) fn new(s: impl Settle + 'static) -> Self {
         Self(Arc::new(Mutex::new(Some(s))))
+    }
+
+    /// The settlement of a local ticket (already in its shared cell: no new allocation).
+    fn of_ticket(ticket: TicketCell) -> Self {
+        Self(ticket)
     }
 
     pub(crate) fn settle(&self, input_tokens: u64, output_tokens: u64) {
@@ -897,7 +913,7 @@ pin_project! {
     {
         #[pin]
         state: State<S, B>,
-        ticket: Option<Ticket>,
+        ticket: Option<TicketCell>,
     }
 }
 
@@ -931,7 +947,7 @@ where
     /// A call that may go (admitted, or not paced): sent now when the service is ready now
     /// (asked without a task to wake: the usual case, with nothing below that waits), with
     /// no copy of the service; else a copy readied and called inside the future.
-    fn now_or_later(inner: &mut S, req: Request<B>, ticket: Option<Ticket>) -> Self
+    fn now_or_later(inner: &mut S, req: Request<B>, ticket: Option<TicketCell>) -> Self
     where
         S: Clone,
     {
@@ -979,7 +995,8 @@ where
                     return Poll::Ready(Err(error.take().expect("polled after completion")));
                 }
                 StateProj::Waiting { inner, req, sleep } => {
-                    let ticket = this.ticket.as_mut().expect("a waiting call has a ticket");
+                    let cell = this.ticket.as_ref().expect("a waiting call has a ticket");
+                    let mut ticket = lock(cell);
                     match ticket.poll_admitted(cx) {
                         Ok(()) => {
                             let waited = ticket.since.elapsed();
@@ -990,6 +1007,7 @@ where
                                 tracing::info!(wait = ?waited, bucket, class = %ticket.cell.id.class,
                                     "paced: waited for the quota");
                             }
+                            drop(ticket);
                             let (inner, req) = (inner.take(), req.take());
                             this.state.set(State::Ready { inner, req });
                         }
@@ -1005,6 +1023,7 @@ where
                                 },
                                 None => *sleep = None,
                             }
+                            drop(ticket);
                             if let Some(s) = sleep {
                                 if s.as_mut().poll(cx).is_ready() {
                                     continue;
@@ -1026,12 +1045,14 @@ where
                 }
                 StateProj::Calling { future } => {
                     let mut result = ready!(future.poll(cx)).map_err(Error::from_service_error);
-                    if let Some(mut ticket) = this.ticket.take() {
-                        ticket.on_result(&result);
-                        if let Ok(resp) = &mut result {
-                            if !ticket.finished {
-                                resp.extensions_mut().insert(Settlement::new(ticket));
-                            }
+                    if let Some(cell) = this.ticket.take() {
+                        let unsettled = {
+                            let mut ticket = lock(&cell);
+                            ticket.on_result(&result);
+                            !ticket.finished
+                        };
+                        if let (Ok(resp), true) = (&mut result, unsettled) {
+                            resp.extensions_mut().insert(Settlement::of_ticket(cell));
                         }
                     }
                     return Poll::Ready(result);
