@@ -236,8 +236,10 @@ async fn a_deadline_shorter_than_the_predicted_wait_fails_at_once() {
 
 #[tokio::test(start_paused = true)]
 async fn reservations_settle_to_real_usage_streaming_or_not() {
-    // The mock answers 48 output tokens; max_tokens reserves 1000.
-    let s = mock(1_000, 1_000_000, 60_000).await;
+    // The mock answers 48 output tokens; max_tokens reserves 1000. (An output quota of
+    // 3,000: the pacer's bucket holds 2,987.5, a quarter of a second's refill less, so 48
+    // less than full is below that and shows.)
+    let s = mock(1_000, 1_000_000, 3_000).await;
     let pacer = Pacer::new();
     let c = client(&s, &pacer);
     let req = support::req(1000);
@@ -246,7 +248,7 @@ async fn reservations_settle_to_real_usage_streaming_or_not() {
     assert_eq!(q.output_tokens.reserved, 0.0);
     let after_create = q.output_tokens.remaining;
     assert!(
-        (60_000.0 - after_create - 48.0).abs() < 5.0,
+        (3_000.0 - after_create - 48.0).abs() < 5.0,
         "settled to 48 tokens, not 1000: {after_create}"
     );
     let msg = c

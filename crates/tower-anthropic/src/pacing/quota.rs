@@ -17,8 +17,22 @@ pub(crate) const NAMES: [&str; BUCKETS] = ["requests", "input tokens", "output t
 /// What one attempt costs, per bucket.
 pub(crate) type Cost = [f64; BUCKETS];
 
+/// How late after its admission a call may reach the server without costing a 429. While
+/// the server's bucket is full, its refill is lost until the admitted calls arrive (a burst
+/// from idle whose calls wait for a connection, a task or a concurrency permit), whereas this
+/// pacer counts a call as taken when it admits it: so its buckets hold this much refill less
+/// than the limit. A quarter of a second: 5 requests of a 1,200 a minute quota's first
+/// burst, and a burst's last call a quarter of a second later.
+pub(crate) const DISPATCH_ALLOWANCE_SECS: f64 = 0.25;
+
+/// The most a bucket of `limit` per minute holds in this pacer's accounting (see
+/// [`DISPATCH_ALLOWANCE_SECS`]).
+pub(crate) fn capacity(limit: f64) -> f64 {
+    limit * (1.0 - DISPATCH_ALLOWANCE_SECS / 60.0)
+}
+
 /// One token bucket as the API keeps it: `limit` per minute, refilled continuously (by its
-/// [`Quota`], which keeps the one clock its three buckets share).
+/// [`Quota`], which keeps the one clock its three buckets share), up to its [`capacity`].
 #[derive(Debug, Clone)]
 pub(crate) struct Bucket {
     /// Per minute; `None` until learned (or configured): the bucket does not pace.
@@ -33,24 +47,24 @@ impl Bucket {
     fn new(limit: Option<f64>) -> Self {
         Self {
             limit,
-            level: limit.unwrap_or(0.0),
+            level: limit.map_or(0.0, capacity),
             reserved: 0.0,
         }
     }
 
-    /// Adds what `dt` seconds bring, up to the limit.
+    /// Adds what `dt` seconds bring, up to the capacity.
     fn refill(&mut self, dt: f64) {
         if let Some(limit) = self.limit {
-            self.level = (self.level + dt * limit / 60.0).min(limit);
+            self.level = (self.level + dt * limit / 60.0).min(capacity(limit));
         }
     }
 
-    /// How long until `need` fits (a need above the limit fits when the bucket is full, so
+    /// How long until `need` fits (a need above the capacity fits when the bucket is full, so
     /// the server, not this pacer, has the last word on it).
     fn wait_for(&self, need: f64) -> Duration {
         match self.limit {
             Some(limit) if limit > 0.0 => {
-                let need = need.min(limit);
+                let need = need.min(capacity(limit));
                 if self.level >= need {
                     Duration::ZERO
                 } else {
@@ -235,8 +249,9 @@ impl Quota {
                 let Some(limit) = b.limit.filter(|l| *l > 0.0) else {
                     continue;
                 };
-                let ahead: f64 = self.queue.iter().map(|w| w.cost[i].min(limit)).sum();
-                let need = ahead + cost[i].min(limit);
+                let full = capacity(limit);
+                let ahead: f64 = self.queue.iter().map(|w| w.cost[i].min(full)).sum();
+                let need = ahead + cost[i].min(full);
                 let t = secs((need - b.level) * 60.0 / limit);
                 if t > wait {
                     wait = t;
@@ -381,12 +396,14 @@ impl Quota {
     /// may already show it.
     pub(crate) fn refund(&mut self, amounts: &Cost, release: &Cost) {
         for (i, b) in self.buckets.iter_mut().enumerate() {
+            let before = b.level;
             b.level += amounts[i];
             if let Some(limit) = b.limit {
-                b.level = b.level.min(limit);
+                b.level = b.level.min(capacity(limit));
             }
             b.reserved = (b.reserved - release[i]).max(0.0);
-            self.corrections[i] += amounts[i];
+            // What the level moved by (a full bucket takes less than the refund).
+            self.corrections[i] += b.level - before;
         }
     }
 
@@ -422,7 +439,7 @@ impl Quota {
                 // The first answer: the server's view is the whole truth, less what other
                 // calls admitted since hold.
                 let others = (b.reserved - if charged { cost[i] } else { 0.0 }).max(0.0);
-                b.level = (remaining - others).min(limit);
+                b.level = (remaining - others).min(capacity(limit));
                 continue;
             }
             // What the server saw at admission, against what we saw then (corrected by what
@@ -445,8 +462,10 @@ impl Quota {
                 continue;
             }
             if drift.is_finite() && drift != 0.0 {
-                b.level = (b.level + drift).min(limit);
-                self.corrections[i] += drift;
+                // What the level moved by (a full bucket takes less than the drift).
+                let before = b.level;
+                b.level = (b.level + drift).min(capacity(limit));
+                self.corrections[i] += b.level - before;
             }
         }
         if learned {

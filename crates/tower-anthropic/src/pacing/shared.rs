@@ -74,6 +74,7 @@ local h = redis.call('HMGET', KEYS[1], 'l0', 'l1', 'l2', 'v0', 'v1', 'v2', 't', 
 local t = tonumber(h[7]) or now
 local g = tonumber(h[8]) or 0
 local p = tonumber(h[9]) or 0
+local F = 0.9958333333333333
 local lim, lev = {}, {}
 local known = false
 for i = 1, 3 do
@@ -81,8 +82,8 @@ for i = 1, 3 do
   lev[i] = tonumber(h[i + 3])
   if lim[i] then
     known = true
-    if lev[i] == nil then lev[i] = lim[i] end
-    if now > t then lev[i] = math.min(lim[i], lev[i] + (now - t) * lim[i] / 60000) end
+    if lev[i] == nil then lev[i] = lim[i] * F end
+    if now > t then lev[i] = math.min(lim[i] * F, lev[i] + (now - t) * lim[i] / 60000) end
   end
 end
 local wait, bound = 0, -1
@@ -92,7 +93,7 @@ if not known then
 else
   for i = 1, 3 do
     if lim[i] and lim[i] > 0 then
-      local need = math.min(tonumber(ARGV[i]), lim[i])
+      local need = math.min(tonumber(ARGV[i]), lim[i] * F)
       if lev[i] < need then
         local w = math.ceil((need - lev[i]) * 60000 / lim[i])
         if w > wait then wait = w; bound = i - 1 end
@@ -124,13 +125,14 @@ local now = tonumber(t0[1]) * 1000 + math.floor(tonumber(t0[2]) / 1000)
 local h = redis.call('HMGET', KEYS[1], 'l0', 'l1', 'l2', 'v0', 'v1', 'v2', 't', 'g')
 local t = tonumber(h[7]) or now
 local g = tonumber(h[8]) or 0
+local F = 0.9958333333333333
 local lim, lev = {}, {}
 for i = 1, 3 do
   lim[i] = tonumber(h[i])
   lev[i] = tonumber(h[i + 3])
   if lim[i] then
-    if lev[i] == nil then lev[i] = lim[i] end
-    if now > t then lev[i] = math.min(lim[i], lev[i] + (now - t) * lim[i] / 60000) end
+    if lev[i] == nil then lev[i] = lim[i] * F end
+    if now > t then lev[i] = math.min(lim[i] * F, lev[i] + (now - t) * lim[i] / 60000) end
   end
 end
 t = math.max(t, now)
@@ -141,7 +143,7 @@ for i = 1, 3 do
     if lim[i] then lev[i] = math.min(lev[i], R) else lev[i] = R end
     lim[i] = L
   end
-  if lim[i] then lev[i] = math.min(lim[i], lev[i] + tonumber(ARGV[i + 6])) end
+  if lim[i] then lev[i] = math.min(lim[i] * F, lev[i] + tonumber(ARGV[i + 6])) end
 end
 local gate = tonumber(ARGV[10])
 if gate > 0 then
@@ -886,6 +888,7 @@ fn bucket_name(bound: i64) -> &'static str {
 
 #[cfg(test)]
 mod tests {
+    use super::super::quota::capacity;
     use super::*;
 
     /// A pacer on the test Redis under a prefix of its own; `None` (with a message) when
@@ -975,7 +978,9 @@ mod tests {
                 );
             }
         }
-        assert_eq!(admitted, 10);
+        // A bucket of 10 holds 9.96 (a quarter of a second's refill kept back): 9 go at once.
+        assert_eq!(admitted, 9);
+        assert_eq!(capacity(10.0).floor(), 9.0);
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1018,6 +1023,18 @@ mod tests {
     }
 
     #[test]
+    fn the_scripts_keep_the_local_pacers_capacity() {
+        let f = capacity(1.0);
+        for script in [ADMIT, UPDATE] {
+            let line = script
+                .lines()
+                .find_map(|l| l.strip_prefix("local F = "))
+                .expect("the script names its capacity factor");
+            assert_eq!(line.parse::<f64>(), Ok(f));
+        }
+    }
+
+    #[test]
     fn local_clocks_do_not_matter() {
         // Two "machines": one runtime whose clock runs an hour ahead, one on time. Nothing
         // but durations crosses to Redis, so they share one bucket exactly.
@@ -1054,8 +1071,10 @@ mod tests {
             };
             admitted += usize::from(ok);
         }
+        // A bucket of 6 holds 5.975 (a quarter of a second's refill kept back): 5 at once,
+        // the sixth a quarter of a second later.
         assert_eq!(
-            admitted, 6,
+            admitted, 5,
             "one bucket of 6, whatever each machine's clock says"
         );
     }
