@@ -24,7 +24,8 @@
 //!   after idle), the refill between the two is lost on the server's side. So each of the
 //!   pacer's buckets holds a quarter of a second's refill less than its limit (a 1,200 a
 //!   minute quota bursts 1,195, then goes at the refill rate): a call may reach the server
-//!   up to a quarter of a second after its admission without a 429. The shared pacer (feature `redis`) keeps the same.
+//!   up to a quarter of a second after its admission without a 429. The shared pacer
+//!   (feature `redis`) keeps the same.
 //! - **The 429 gate.** A 429 closes the quota until its `retry-after`; the calls waiting are
 //!   then released one by one in arrival order at the refill rate the headers taught (a slow
 //!   start, never a herd).

@@ -76,6 +76,14 @@ impl Bucket {
     }
 }
 
+/// What a level moved by from `before` to `after` when `asked` was added: less than `asked`
+/// when the bucket was full. (A bucket with no limit, configured as infinite, counts
+/// `asked`.)
+fn moved(before: f64, after: f64, asked: f64) -> f64 {
+    let m = after - before;
+    if m.is_finite() { m } else { asked }
+}
+
 /// Seconds as a `Duration`, saturating (a bad number never panics).
 pub(crate) fn secs(s: f64) -> Duration {
     if s.is_finite() && s > 0.0 {
@@ -402,8 +410,7 @@ impl Quota {
                 b.level = b.level.min(capacity(limit));
             }
             b.reserved = (b.reserved - release[i]).max(0.0);
-            // What the level moved by (a full bucket takes less than the refund).
-            self.corrections[i] += b.level - before;
+            self.corrections[i] += moved(before, b.level, amounts[i]);
         }
     }
 
@@ -462,10 +469,9 @@ impl Quota {
                 continue;
             }
             if drift.is_finite() && drift != 0.0 {
-                // What the level moved by (a full bucket takes less than the drift).
                 let before = b.level;
                 b.level = (b.level + drift).min(capacity(limit));
-                self.corrections[i] += b.level - before;
+                self.corrections[i] += moved(before, b.level, drift);
             }
         }
         if learned {
@@ -522,6 +528,25 @@ mod tests {
 
     fn quota(now: Instant) -> Quota {
         Quota::new(Some([10.0, 1000.0, 1000.0]), Duration::from_secs(1), now)
+    }
+
+    #[test]
+    fn corrections_count_what_a_level_moved_by() {
+        let now = Instant::now();
+        let mut q = Quota::new(Some([10.0, f64::INFINITY, 1000.0]), Duration::ZERO, now);
+        // Full: a refund moves nothing (requests, output), and a bucket without a limit
+        // counts the refund as it is.
+        q.refund(&[1.0, 5.0, 100.0], &[0.0; BUCKETS]);
+        assert_eq!(q.corrections, [0.0, 5.0, 0.0]);
+        assert_eq!(q.buckets[0].level, capacity(10.0));
+        // Below full: all of it, up to the capacity.
+        q.buckets[2].level = capacity(1000.0) - 40.0;
+        q.refund(&[0.0, 0.0, 100.0], &[0.0; BUCKETS]);
+        assert!(
+            (q.corrections[2] - 40.0).abs() < 1e-9,
+            "{:?}",
+            q.corrections
+        );
     }
 
     #[test]
