@@ -67,6 +67,9 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 /// How long the first call of an unknown quota goes alone (across every process).
 const COLD_START: Duration = Duration::from_secs(2);
 
+/// Admits a call on a quota (on the Redis clock), or says how long until it fits. Levels are
+/// stored to four decimals, so a level within a thousandth of a unit of the need is enough (a
+/// full bucket's level, its capacity rounded down, against a need of that capacity).
 const ADMIT: &str = r"
 local t0 = redis.call('TIME')
 local now = tonumber(t0[1]) * 1000 + math.floor(tonumber(t0[2]) / 1000)
@@ -94,7 +97,7 @@ else
   for i = 1, 3 do
     if lim[i] and lim[i] > 0 then
       local need = math.min(tonumber(ARGV[i]), lim[i] * F)
-      if lev[i] < need then
+      if lev[i] + 0.001 < need then
         local w = math.ceil((need - lev[i]) * 60000 / lim[i])
         if w > wait then wait = w; bound = i - 1 end
       end
