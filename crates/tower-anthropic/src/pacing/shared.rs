@@ -16,6 +16,10 @@
 //!   input overestimate, the whole cost of a call the API refused), and on a 429 closes the
 //!   gate until its `retry-after` (nothing refills before then).
 //!
+//! Each bucket holds a quarter of a second's refill less than its limit, as the local
+//! pacer's do ([module docs](super)): a call may reach the server that much after its
+//! admission without a 429.
+//!
 //! Every time decision is made with Redis's `TIME`, and only durations travel between client
 //! and server, so machines whose clocks differ agree. Scripts go by `EVALSHA` (loaded once).
 //! Keys are `{prefix}:quota:<endpoint hash>:<key hash>:<model class>` and expire after 10
