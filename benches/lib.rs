@@ -282,6 +282,28 @@ pub fn scenarios() -> Vec<Scenario> {
             shape: Shape::Small,
         },
         Scenario {
+            name: "burst_600",
+            title: "g2. burst on a smaller quota: 600 requests/min; 800 requests at once at concurrency 256",
+            mock: MockConfig {
+                limits: RateLimits {
+                    requests_per_minute: 600,
+                    input_tokens_per_minute: 10_000_000,
+                    output_tokens_per_minute: 10_000_000,
+                    max_burst_from_idle: None,
+                },
+                ..Default::default()
+            },
+            mock_args: args("--rpm 600 --itpm 10000000 --otpm 10000000"),
+            load: Load::Closed {
+                n: 800,
+                concurrency: 256,
+            },
+            budget: true,
+            pacing: true,
+            degradation: false,
+            shape: Shape::Small,
+        },
+        Scenario {
             name: "model_outage",
             title: "h. model outage: 50 requests/s for 30 s; the primary model is down from 5 s to 20 s, the fallback model is healthy",
             mock: MockConfig {

@@ -154,6 +154,19 @@ pub struct BucketSnapshot {
     pub reserved: f64,
 }
 
+/// A quota closed by a 429: nothing on it goes out before `until`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GateSnapshot {
+    /// When the gate opens: the 429's arrival plus its `retry-after`.
+    pub until: Instant,
+    /// When the 429 that closed it arrived.
+    pub closed_at: Instant,
+    /// The wait that 429 named (`retry-after-ms` or `retry-after`).
+    pub retry_after: Duration,
+    /// The `request-id` of that 429, if it had one.
+    pub request_id: Option<String>,
+}
+
 /// A quota as the pacer sees it now; see [`Pacer::snapshot`].
 #[derive(Debug, Clone, PartialEq)]
 pub struct QuotaSnapshot {
@@ -167,8 +180,8 @@ pub struct QuotaSnapshot {
     pub output_tokens: BucketSnapshot,
     /// Calls waiting in line.
     pub waiting: usize,
-    /// Until when a 429 closed the quota.
-    pub gate_until: Option<Instant>,
+    /// The 429 gate while it is closed: until when, and which 429 closed it.
+    pub gate: Option<GateSnapshot>,
     /// When a one-request call could start (now, when nothing holds it back).
     pub next_free: Instant,
 }
@@ -408,7 +421,7 @@ impl Pacer {
                     input_tokens: b(1),
                     output_tokens: b(2),
                     waiting: q.queue.len(),
-                    gate_until: q.gate_until.filter(|g| *g > now),
+                    gate: q.gate.clone().filter(|g| g.until > now),
                     next_free: now + wait,
                 }
             })
@@ -539,6 +552,30 @@ impl Pacer {
                 Arc::strong_count(cell) > 1 || !cell.lock().is_idle(now, IDLE_QUOTA)
             });
         }
+    }
+}
+
+/// What a 429 tells a quota, the same for the local and the shared pacer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct RateLimited {
+    /// The server-directed wait (`retry-after-ms`, `retry-after`), when it named a usable
+    /// one: the quota is closed that long. Without one nothing is closed: the retry layer's
+    /// own backoff spaces the retry, and the buckets (emptied below when the 429 says
+    /// nothing of them) the calls behind it.
+    pub(crate) wait: Option<Duration>,
+    /// The 429 did not say which bucket ran out (no rate-limit headers), or it is an
+    /// acceleration limit: the buckets are taken as empty, so calls go at the refill rate.
+    pub(crate) drain: bool,
+}
+
+impl RateLimited {
+    /// What `api` tells the quota, if it is a 429 for a rate limit (a spend limit is not one:
+    /// no wait fixes it, and it says nothing of the buckets).
+    pub(crate) fn of(api: &crate::error::ApiError) -> Option<Self> {
+        (api.kind() == crate::ApiErrorKind::RateLimit && !api.is_spend_limit()).then(|| Self {
+            wait: api.retry_after(),
+            drain: api.rate_limits().is_empty() || api.error_code() == Some("ramp_limit_exceeded"),
+        })
     }
 }
 
@@ -744,13 +781,14 @@ impl Ticket {
                 None,
             ),
             Err(Error::Api(api)) => {
-                let gate = (api.kind() == crate::ApiErrorKind::RateLimit && !api.is_spend_limit())
-                    .then(|| api.retry_after().unwrap_or(Duration::from_secs(1)));
-                // A 429 that does not say which bucket ran out, or a ramp (acceleration)
-                // limit: resume from empty, at the refill rate.
-                drain = gate.is_some()
-                    && (api.rate_limits().is_empty()
-                        || api.error_code() == Some("ramp_limit_exceeded"));
+                let told = RateLimited::of(api);
+                drain = told.is_some_and(|t| t.drain);
+                let gate = told.and_then(|t| t.wait).map(|wait| GateSnapshot {
+                    until: now + wait,
+                    closed_at: now,
+                    retry_after: wait,
+                    request_id: api.request_id().map(str::to_owned),
+                });
                 (Some(*api.rate_limits()), false, gate)
             }
             // No answer: the server may have charged it; keep the reservation until settled.
@@ -771,12 +809,17 @@ impl Ticket {
             if !charged {
                 q.refund(&cost, &cost);
             }
-            if let Some(wait) = gate {
-                tracing::info!(retry_after = ?wait, class = %class,
-                    "429: closing the quota until its retry-after");
-                q.close_gate(now + wait);
-                if drain {
-                    q.drain();
+            if drain {
+                q.drain();
+            }
+            if let Some(gate) = gate {
+                let (wait, id) = (gate.retry_after, gate.request_id.clone());
+                if q.close_gate(gate, &cost, now) {
+                    tracing::info!(retry_after = ?wait, request_id = id.as_deref(), class = %class,
+                        "429: closing the quota until its retry-after");
+                } else {
+                    tracing::debug!(retry_after = ?wait, request_id = id.as_deref(), class = %class,
+                        "429 while the quota is closed");
                 }
             }
             q.pump(now, true);

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
+use super::GateSnapshot;
 use crate::rate_limit::RateLimitHeaders;
 
 /// The three buckets, in this order everywhere: requests, input tokens, output tokens.
@@ -140,7 +141,11 @@ pub(crate) struct Quota {
     /// answer before going out unpaced.
     first_sent: Option<Instant>,
     cold_start: Duration,
-    pub(crate) gate_until: Option<Instant>,
+    /// The last 429's gate (kept after it opens, for the snapshot; [`gate_until`] is what
+    /// holds calls back).
+    ///
+    /// [`gate_until`]: Self::gate_until
+    pub(crate) gate: Option<GateSnapshot>,
     /// After a 429's gate, until the line that waited has drained: the line goes at the
     /// refill rate, whatever the server's `remaining` says it saved up meanwhile.
     slow_start: Option<Instant>,
@@ -169,7 +174,7 @@ impl Quota {
             unmanaged: false,
             first_sent: None,
             cold_start,
-            gate_until: None,
+            gate: None,
             slow_start: None,
             queue: VecDeque::new(),
             corrections: [0.0; BUCKETS],
@@ -198,7 +203,7 @@ impl Quota {
     fn ready(&self, cost: &Cost, now: Instant) -> Ready {
         let mut at = now;
         let mut bound = None;
-        if let Some(gate) = self.gate_until {
+        if let Some(gate) = self.gate_until() {
             if gate > now {
                 at = gate;
                 bound = Some(0);
@@ -248,7 +253,7 @@ impl Quota {
     ) -> (Duration, Option<usize>) {
         self.refill(now);
         let gate = self
-            .gate_until
+            .gate_until()
             .map_or(Duration::ZERO, |g| g.saturating_duration_since(now));
         let mut wait = gate;
         let mut bound = (gate > Duration::ZERO).then_some(0);
@@ -275,7 +280,7 @@ impl Quota {
     /// and refill the buckets, which the next call does as well as this one: done without a
     /// clock (`now` is read only when needed).
     pub(crate) fn settled(&mut self, now: impl FnOnce() -> Instant) {
-        if self.queue.is_empty() && self.gate_until.is_none() {
+        if self.queue.is_empty() && self.gate.is_none() {
             self.slow_start = None;
             return;
         }
@@ -293,7 +298,7 @@ impl Quota {
         self.refill(now);
         self.last_used = now;
         if self.slow_start.is_some_and(|end| {
-            now >= end || (self.queue.is_empty() && self.gate_until.is_none_or(|g| g <= now))
+            now >= end || (self.queue.is_empty() && self.gate_until().is_none_or(|g| g <= now))
         }) {
             self.slow_start = None;
         }
@@ -331,7 +336,7 @@ impl Quota {
         // As `pump` has it, with the line empty.
         if self
             .slow_start
-            .is_some_and(|end| now >= end || self.gate_until.is_none_or(|g| g <= now))
+            .is_some_and(|end| now >= end || self.gate_until().is_none_or(|g| g <= now))
         {
             self.slow_start = None;
         }
@@ -481,21 +486,45 @@ impl Quota {
     }
 
     /// After a 429 that did not say which bucket ran out (no rate-limit headers, or an
-    /// acceleration limit): nothing is left, so calls after the gate go at the refill rate.
+    /// acceleration limit): nothing is left, so calls after it go at the refill rate.
     pub(crate) fn drain(&mut self) {
-        for b in &mut self.buckets {
+        for (i, b) in self.buckets.iter_mut().enumerate() {
             if b.limit.is_some() {
+                let before = b.level;
                 b.level = b.level.min(0.0);
+                self.corrections[i] += moved(before, b.level, 0.0);
             }
         }
     }
 
-    /// A 429: nothing on this quota goes before `until`, and the buckets start refilling
-    /// only then (a slow start at the refill rate, not a burst of what the gate saved up).
-    pub(crate) fn close_gate(&mut self, until: Instant) {
-        let now = Instant::now();
-        if self.gate_until.is_none_or(|g| g < until) {
-            self.gate_until = Some(until);
+    /// Until when a 429 holds every call of this quota back, if one does.
+    pub(crate) fn gate_until(&self) -> Option<Instant> {
+        self.gate.as_ref().map(|g| g.until)
+    }
+
+    /// A 429 that named a wait (`retry-after`) for a call of `cost`, as `gate` says: nothing
+    /// on this quota goes before `gate.until`. Returns whether this closed the quota (false
+    /// when a gate was already closed: one log line per gate).
+    ///
+    /// The wait and the buckets' refill overlap instead of adding up: the server's wait is
+    /// its word that this call fits once it is over (`remaining` is rounded down, so a
+    /// `remaining: 0` with `retry-after: 1` on a 50-a-minute quota is a level of at least 0.17,
+    /// not 0), so each bucket holds at least this call's cost when the gate opens. What the
+    /// buckets would refill beyond that during the gate is not counted: the calls that waited
+    /// go one by one at the refill rate (a slow start, never a herd).
+    pub(crate) fn close_gate(&mut self, gate: GateSnapshot, cost: &Cost, now: Instant) -> bool {
+        self.refill(now);
+        let until = gate.until;
+        let opened = self.gate_until().is_none_or(|g| g <= now);
+        if self.gate_until().is_none_or(|g| g < until) {
+            self.gate = Some(gate);
+        }
+        for (i, b) in self.buckets.iter_mut().enumerate() {
+            if let Some(limit) = b.limit.filter(|l| *l > 0.0) {
+                let before = b.level;
+                b.level = b.level.max(cost[i].min(capacity(limit)));
+                self.corrections[i] += moved(before, b.level, 0.0);
+            }
         }
         // The slow start lasts until the line that waited has drained, at most four times
         // the gate (at least 4 s) after it opens.
@@ -504,6 +533,7 @@ impl Quota {
             .max(Duration::from_secs(1));
         self.slow_start = Some(until + len * 4);
         self.updated = self.updated.max(until);
+        opened
     }
 
     /// An answer came while the limits are still unknown (an error status carries no
@@ -588,7 +618,12 @@ mod tests {
             "as pump ends it with nobody in line and no gate"
         );
         // Under a gate, pump's rules need the time.
-        q.gate_until = Some(now + Duration::from_secs(1));
+        q.gate = Some(GateSnapshot {
+            until: now + Duration::from_secs(1),
+            closed_at: now,
+            retry_after: Duration::from_secs(1),
+            request_id: None,
+        });
         q.slow_start = Some(now + Duration::from_secs(60));
         let mut read = false;
         q.settled(|| {

@@ -58,7 +58,7 @@ use tokio::time::Instant;
 use tower::{Layer, Service, ServiceExt};
 
 use super::quota::{BUCKETS, Cost, NAMES};
-use super::{Pacer, PacingLayer, QuotaLimits, RequestCost, Settle, Settlement, lock};
+use super::{Pacer, PacingLayer, QuotaLimits, RateLimited, RequestCost, Settle, Settlement, lock};
 use crate::breaker::CircuitBreakers;
 use crate::error::{BoxError, Error, PacedError};
 use crate::rate_limit::RateLimitHeaders;
@@ -152,14 +152,21 @@ for i = 1, 3 do
   end
   if lim[i] then lev[i] = math.min(lim[i] * F, lev[i] + tonumber(ARGV[i + 6])) end
 end
+if ARGV[11] == '1' then
+  for i = 1, 3 do if lim[i] then lev[i] = math.min(lev[i], 0) end end
+end
 local gate = tonumber(ARGV[10])
+local opened = 0
 if gate > 0 then
+  if g <= now then opened = 1 end
   g = math.max(g, now + gate)
   redis.call('HSET', KEYS[1], 'g', g)
-  t = math.max(t, g)
-  if ARGV[11] == '1' then
-    for i = 1, 3 do if lim[i] then lev[i] = math.min(lev[i], 0) end end
+  for i = 1, 3 do
+    if lim[i] and lim[i] > 0 then
+      lev[i] = math.max(lev[i], math.min(tonumber(ARGV[i + 6]), lim[i] * F))
+    end
   end
+  t = math.max(t, g)
 end
 if ARGV[13] == '1' then redis.call('HDEL', KEYS[1], 'p') end
 for i = 1, 3 do
@@ -171,6 +178,7 @@ redis.call('HSET', KEYS[1], 't', t)
 redis.call('PEXPIRE', KEYS[1], ARGV[12])
 local out = {}
 for i = 1, 3 do out[i] = lim[i] or -1 end
+out[4] = opened
 return out
 ";
 
@@ -836,13 +844,11 @@ impl SharedPacer {
                 }));
             }
             Err(Error::Api(api)) => {
-                let gate = (api.kind() == crate::ApiErrorKind::RateLimit && !api.is_spend_limit())
-                    .then(|| api.retry_after().unwrap_or(Duration::from_secs(1)));
-                let drain = gate.is_some()
-                    && (api.rate_limits().is_empty()
-                        || api.error_code() == Some("ramp_limit_exceeded"));
+                let told = RateLimited::of(api);
+                let gate = told.and_then(|t| t.wait);
+                let drain = told.is_some_and(|t| t.drain);
                 if let Some(g) = gate {
-                    tracing::info!(retry_after = ?g, class = %class,
+                    tracing::info!(retry_after = ?g, request_id = api.request_id(), class = %class,
                         "429: closing the shared quota until its retry-after");
                 }
                 // Not charged: the whole reservation comes back. Awaited, so the next call

@@ -1,0 +1,181 @@
+//! A 429 through the whole default `Client`, pacer on: the retry starts when the server said
+//! (or after the retry policy's own backoff when it named no usable wait), never the server's
+//! wait plus a refill; the calls that wait behind the gate go at the refill rate. Paused time.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use anthropic_mock::{MockConfig, MockServer, RateLimits, ScriptEntry};
+use tower_anthropic::ClientBuilder;
+use tower_anthropic::pacing::Pacer;
+
+mod support;
+
+/// A 429 with these headers (and no others).
+fn status_429(headers: &[(&str, &str)]) -> ScriptEntry {
+    let headers: BTreeMap<String, String> = headers
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect();
+    serde_json::from_value(serde_json::json!({
+        "kind": "status", "status": 429, "headers": headers,
+    }))
+    .unwrap()
+}
+
+const FIFTY_A_MINUTE: [(&str, &str); 3] = [
+    ("anthropic-ratelimit-requests-limit", "50"),
+    ("anthropic-ratelimit-requests-remaining", "0"),
+    ("anthropic-ratelimit-requests-reset", "2026-12-06T12:00:01Z"),
+];
+
+const TOKENS: [(&str, &str); 9] = [
+    ("anthropic-ratelimit-tokens-limit", "90000"),
+    ("anthropic-ratelimit-tokens-remaining", "0"),
+    ("anthropic-ratelimit-tokens-reset", "2026-12-06T12:00:01Z"),
+    ("anthropic-ratelimit-input-tokens-limit", "80000"),
+    ("anthropic-ratelimit-input-tokens-remaining", "0"),
+    (
+        "anthropic-ratelimit-input-tokens-reset",
+        "2026-12-06T12:00:01Z",
+    ),
+    ("anthropic-ratelimit-output-tokens-limit", "10000"),
+    ("anthropic-ratelimit-output-tokens-remaining", "0"),
+    (
+        "anthropic-ratelimit-output-tokens-reset",
+        "2026-12-06T12:00:01Z",
+    ),
+];
+
+/// The time between the 429 and the retry, as the server saw them, for one call through a
+/// client built by `builder` (a fresh quota) whose first attempt meets `first`.
+async fn retry_gap(first: ScriptEntry, builder: impl FnOnce(&MockServer) -> ClientBuilder) -> u64 {
+    let s = MockServer::start(MockConfig::default()).await.unwrap();
+    let c = builder(&s).build().unwrap();
+    s.script("p", [first]);
+    let msg = c.messages().create(support::req(16)).await.unwrap();
+    assert_eq!(msg.attempts(), 2);
+    let log = s.log();
+    assert_eq!(log[0].status, Some(429));
+    log[1].at_ms - log[0].at_ms
+}
+
+fn paced(s: &MockServer) -> ClientBuilder {
+    support::builder(s, "p", 7).pacer(Pacer::new())
+}
+
+fn unpaced(s: &MockServer) -> ClientBuilder {
+    support::builder(s, "p", 7).pacing(false)
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_retry_after_of_one_second_with_a_fifty_a_minute_quota_retries_after_one_second() {
+    let gap = retry_gap(
+        status_429(&[&[("retry-after", "1")][..], &FIFTY_A_MINUTE].concat()),
+        paced,
+    )
+    .await;
+    assert!((1000..=1050).contains(&gap), "{gap} ms");
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_same_with_every_token_header_present() {
+    let gap = retry_gap(
+        status_429(&[&[("retry-after", "1")][..], &FIFTY_A_MINUTE, &TOKENS].concat()),
+        paced,
+    )
+    .await;
+    assert!((1000..=1050).contains(&gap), "{gap} ms");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_429_without_a_usable_wait_retries_after_the_policys_backoff() {
+    let past = "Fri, 29 Sep 2023 16:26:37 GMT";
+    for (name, headers) in [
+        ("nothing", &[][..]),
+        ("retry-after 0", &[("retry-after", "0")][..]),
+        ("a past HTTP-date", &[("retry-after", past)][..]),
+    ] {
+        let with = retry_gap(status_429(headers), paced).await;
+        let without = retry_gap(status_429(headers), unpaced).await;
+        // The policy's first backoff (0.5 s less up to a quarter of jitter), pacer or not.
+        assert!((375..=500).contains(&without), "{name}: {without} ms");
+        assert!(
+            with.abs_diff(without) <= 50,
+            "{name}: {with} ms paced, {without} ms not"
+        );
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_calls_behind_a_gate_go_at_the_refill_rate_from_the_gates_opening() {
+    // A 50-a-minute quota (one request every 1.2 s), learned by a first call ...
+    let s = MockServer::start(MockConfig {
+        limits: RateLimits {
+            requests_per_minute: 50,
+            ..Default::default()
+        },
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let pacer = Pacer::new().max_wait(Duration::from_secs(120));
+    let c = support::builder(&s, "p", 7)
+        .pacer(pacer.clone())
+        .build()
+        .unwrap();
+    c.messages().create(support::req(16)).await.unwrap();
+    // ... then used up behind this pacer's back (another process, unpaced).
+    let other = support::builder(&s, "other", 1)
+        .pacing(false)
+        .max_retries(0)
+        .build()
+        .unwrap();
+    for _ in 0..49 {
+        other.messages().create(support::req(16)).await.unwrap();
+    }
+    // The next call meets the server's 429 (retry-after 2: 1.2 s rounded up to whole
+    // seconds), and five more arrive while the gate is closed.
+    let first = tokio::spawn({
+        let c = c.clone();
+        async move { c.messages().create(support::req(16)).await.map(|_| ()) }
+    });
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    let gate = pacer.snapshot()[0]
+        .gate
+        .clone()
+        .expect("the 429 closed the quota");
+    assert_eq!(gate.retry_after, Duration::from_secs(2));
+    assert!(gate.request_id.is_some());
+    let mut rest = Vec::new();
+    for _ in 0..5 {
+        let c = c.clone();
+        rest.push(tokio::spawn(async move {
+            c.messages().create(support::req(16)).await.map(|_| ())
+        }));
+    }
+    first.await.unwrap().unwrap();
+    for r in rest {
+        r.await.unwrap().unwrap();
+    }
+    let log = s.log();
+    let at_429 = log
+        .iter()
+        .find(|l| l.status == Some(429))
+        .expect("the server's 429")
+        .at_ms;
+    let after: Vec<_> = log.iter().filter(|l| l.at_ms > at_429).collect();
+    assert_eq!(after.len(), 6, "each of the six sent once more");
+    assert!(
+        after.iter().all(|l| l.status == Some(200)),
+        "none met a 429"
+    );
+    let times: Vec<u64> = after.iter().map(|l| l.at_ms - at_429).collect();
+    // The first goes when the gate opens ...
+    assert!((2000..=2050).contains(&times[0]), "{times:?}");
+    // ... and the others at the refill rate (1.2 s apart), not in a herd.
+    for w in times.windows(2) {
+        assert!((1150..=1300).contains(&(w[1] - w[0])), "{times:?}");
+    }
+    assert!(pacer.snapshot()[0].gate.is_none(), "open again");
+}
