@@ -114,6 +114,12 @@ pub(crate) struct Slot {
 pub(crate) struct Admission {
     pub(crate) levels: [f64; BUCKETS],
     pub(crate) corrections: [f64; BUCKETS],
+    /// What other calls held reserved when this one was admitted.
+    pub(crate) ahead: [f64; BUCKETS],
+    /// Everything admitted on this quota so far, this call included.
+    pub(crate) admitted: [f64; BUCKETS],
+    /// When it was admitted.
+    pub(crate) at: Instant,
     /// Admitted before the limits were known.
     pub(crate) unpaced: bool,
 }
@@ -151,6 +157,8 @@ pub(crate) struct Quota {
     slow_start: Option<Instant>,
     pub(crate) queue: VecDeque<Arc<Waiter>>,
     corrections: [f64; BUCKETS],
+    /// Everything ever admitted (calls admitted after a given one are the difference).
+    admitted: [f64; BUCKETS],
     pub(crate) last_used: Instant,
     /// When the metrics last got this quota's headroom.
     headroom_at: Option<Instant>,
@@ -178,6 +186,7 @@ impl Quota {
             slow_start: None,
             queue: VecDeque::new(),
             corrections: [0.0; BUCKETS],
+            admitted: [0.0; BUCKETS],
             last_used: now,
             headroom_at: None,
         }
@@ -349,10 +358,14 @@ impl Quota {
         if unpaced && self.first_sent.is_none() {
             self.first_sent = Some(now);
         }
+        let ahead = [0, 1, 2].map(|i| self.buckets[i].reserved);
         self.reserve(cost);
         Admission {
             levels: self.levels(),
             corrections: self.corrections,
+            ahead,
+            admitted: self.admitted,
+            at: now,
             unpaced,
         }
     }
@@ -398,9 +411,10 @@ impl Quota {
     }
 
     fn reserve(&mut self, cost: &Cost) {
-        for (b, c) in self.buckets.iter_mut().zip(cost) {
+        for (i, (b, c)) in self.buckets.iter_mut().zip(cost).enumerate() {
             b.level -= c;
             b.reserved += c;
+            self.admitted[i] += c;
         }
     }
 
@@ -461,14 +475,24 @@ impl Quota {
                 + (self.corrections[i] - admission.corrections[i])
                 + if charged { 0.0 } else { cost[i] };
             // Calls in flight reach the server in another order than this pacer admitted
-            // them, so a difference up to what is in flight besides this call is noise, not
-            // drift: only what lies beyond it is applied.
+            // them, so a difference up to what they explain is noise, not drift: only what
+            // lies beyond it is applied. The server may show more than this pacer saw because
+            // calls admitted before this one had not reached it yet (they were in flight at
+            // this call's admission), and because it refilled while this call was on its
+            // way, which this pacer counts too; it may show less because calls admitted after
+            // this one reached it first. Those calls may have been settled by the time this
+            // answer is read (on a busy host, long after it arrived), so what is in flight
+            // now is not enough: taken for it, a late answer applied a burst's reordering as
+            // drift (the level sank by hundreds, then leapt back: stalls, then herds).
             let in_flight = (b.reserved - cost[i]).max(0.0);
             let raw = remaining - ours;
             let drift = if raw > 0.0 {
-                (raw - in_flight).max(0.0)
+                let refilled =
+                    now.saturating_duration_since(admission.at).as_secs_f64() * limit / 60.0;
+                (raw - in_flight.max(admission.ahead[i]) - refilled).max(0.0)
             } else {
-                (raw + in_flight).min(0.0)
+                let after = self.admitted[i] - admission.admitted[i];
+                (raw + in_flight.max(after)).min(0.0)
             };
             if drift > 0.0 && self.slow_start.is_some() {
                 continue;
