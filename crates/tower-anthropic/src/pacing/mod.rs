@@ -77,6 +77,7 @@
 //! [`Client`]: crate::Client
 //! [`Deadline`]: crate::timeout::Deadline
 
+mod allowance;
 mod estimate;
 mod quota;
 #[cfg(feature = "redis")]
@@ -102,7 +103,7 @@ use tokio::time::{Instant, Sleep};
 use tower::{Layer, Service};
 
 pub use estimate::{BytesPerToken, TokenEstimator};
-use quota::{Admission, BUCKETS, Cost, NAMES, Quota, Slot, Waiter};
+use quota::{Admission, BUCKETS, Cost, NAMES, Quota, Slot, Waiter, secs};
 
 use crate::error::{BoxError, Error, PacedError};
 use crate::rate_limit::RateLimitHeaders;
@@ -182,6 +183,11 @@ pub struct QuotaSnapshot {
     pub waiting: usize,
     /// The 429 gate while it is closed: until when, and which 429 closed it.
     pub gate: Option<GateSnapshot>,
+    /// The dispatch allowance: how late after its admission a call may reach the server
+    /// without a 429 (each bucket holds that much refill less than its limit). Learned from
+    /// the time answers take and from 429s the pacer did not expect; see the [module
+    /// docs](self).
+    pub dispatch_allowance: Duration,
     /// When a one-request call could start (now, when nothing holds it back).
     pub next_free: Instant,
 }
@@ -422,6 +428,7 @@ impl Pacer {
                     output_tokens: b(2),
                     waiting: q.queue.len(),
                     gate: q.gate.clone().filter(|g| g.until > now),
+                    dispatch_allowance: secs(q.allowance.secs()),
                     next_free: now + wait,
                 }
             })
@@ -800,6 +807,12 @@ impl Ticket {
             let mut q = self.cell.lock();
             let share = self.pacer.shared.config.share;
             let headers = headers.map(|h| if share < 1.0 { h.scaled(share) } else { h });
+            if headers.is_some() {
+                // An answer's head: the way to the server was part of its latency.
+                q.allowance
+                    .answered(now.saturating_duration_since(admission.at), now);
+            }
+            let surprise = gate.is_some() && !drain && q.admitted_with_room(&admission);
             let learned = headers.is_some_and(|h| q.learn(&h, &admission, &cost, charged, now));
             if !learned && result.is_ok() && !q.learned {
                 // An answer without rate-limit headers before any with: nothing to pace by.
@@ -811,6 +824,11 @@ impl Ticket {
             }
             if drain {
                 q.drain();
+            }
+            if surprise {
+                q.allowance.surprised(now);
+                tracing::info!(allowance = ?secs(q.allowance.secs()), class = %class,
+                    "429 for a call admitted with room: more dispatch allowance");
             }
             if let Some(gate) = gate {
                 let (wait, id) = (gate.retry_after, gate.request_id.clone());

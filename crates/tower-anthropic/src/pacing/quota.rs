@@ -9,6 +9,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use super::GateSnapshot;
+use super::allowance::Allowance;
 use crate::rate_limit::RateLimitHeaders;
 
 /// The three buckets, in this order everywhere: requests, input tokens, output tokens.
@@ -18,22 +19,15 @@ pub(crate) const NAMES: [&str; BUCKETS] = ["requests", "input tokens", "output t
 /// What one attempt costs, per bucket.
 pub(crate) type Cost = [f64; BUCKETS];
 
-/// How late after its admission a call may reach the server without costing a 429. While
-/// the server's bucket is full, its refill is lost until the admitted calls arrive (a burst
-/// from idle whose calls wait for a connection, a task or a concurrency permit), whereas this
-/// pacer counts a call as taken when it admits it: so its buckets hold this much refill less
-/// than the limit. A quarter of a second: 5 requests of a 1,200 a minute quota's first
-/// burst, and a burst's last call a quarter of a second later.
-pub(crate) const DISPATCH_ALLOWANCE_SECS: f64 = 0.25;
-
-/// The most a bucket of `limit` per minute holds in this pacer's accounting (see
-/// [`DISPATCH_ALLOWANCE_SECS`]).
-pub(crate) fn capacity(limit: f64) -> f64 {
-    limit * (1.0 - DISPATCH_ALLOWANCE_SECS / 60.0)
+/// The most a bucket of `limit` per minute holds in this pacer's accounting: `hold` seconds
+/// of refill less than the limit (the dispatch allowance: see [`Allowance`]).
+pub(crate) fn capacity(limit: f64, hold: f64) -> f64 {
+    limit * (1.0 - hold / 60.0)
 }
 
 /// One token bucket as the API keeps it: `limit` per minute, refilled continuously (by its
-/// [`Quota`], which keeps the one clock its three buckets share), up to its [`capacity`].
+/// [`Quota`], which keeps the one clock its three buckets share), up to its [`capacity`]
+/// (`hold` is the quota's dispatch allowance in seconds).
 #[derive(Debug, Clone)]
 pub(crate) struct Bucket {
     /// Per minute; `None` until learned (or configured): the bucket does not pace.
@@ -45,27 +39,27 @@ pub(crate) struct Bucket {
 }
 
 impl Bucket {
-    fn new(limit: Option<f64>) -> Self {
+    fn new(limit: Option<f64>, hold: f64) -> Self {
         Self {
             limit,
-            level: limit.map_or(0.0, capacity),
+            level: limit.map_or(0.0, |l| capacity(l, hold)),
             reserved: 0.0,
         }
     }
 
     /// Adds what `dt` seconds bring, up to the capacity.
-    fn refill(&mut self, dt: f64) {
+    fn refill(&mut self, dt: f64, hold: f64) {
         if let Some(limit) = self.limit {
-            self.level = (self.level + dt * limit / 60.0).min(capacity(limit));
+            self.level = (self.level + dt * limit / 60.0).min(capacity(limit, hold));
         }
     }
 
     /// How long until `need` fits (a need above the capacity fits when the bucket is full, so
     /// the server, not this pacer, has the last word on it).
-    fn wait_for(&self, need: f64) -> Duration {
+    fn wait_for(&self, need: f64, hold: f64) -> Duration {
         match self.limit {
             Some(limit) if limit > 0.0 => {
-                let need = need.min(capacity(limit));
+                let need = need.min(capacity(limit, hold));
                 if self.level >= need {
                     Duration::ZERO
                 } else {
@@ -159,6 +153,9 @@ pub(crate) struct Quota {
     corrections: [f64; BUCKETS],
     /// Everything ever admitted (calls admitted after a given one are the difference).
     admitted: [f64; BUCKETS],
+    /// How late after admission a call may reach the server: the buckets hold that much
+    /// refill less than their limits.
+    pub(crate) allowance: Allowance,
     pub(crate) last_used: Instant,
     /// When the metrics last got this quota's headroom.
     headroom_at: Option<Instant>,
@@ -174,7 +171,9 @@ impl Quota {
         cold_start: Duration,
         now: Instant,
     ) -> Self {
-        let b = |i: usize| Bucket::new(configured.map(|c| c[i]));
+        let allowance = Allowance::default();
+        let hold = allowance.secs();
+        let b = |i: usize| Bucket::new(configured.map(|c| c[i]), hold);
         Self {
             buckets: [b(0), b(1), b(2)],
             updated: now,
@@ -187,6 +186,7 @@ impl Quota {
             queue: VecDeque::new(),
             corrections: [0.0; BUCKETS],
             admitted: [0.0; BUCKETS],
+            allowance,
             last_used: now,
             headroom_at: None,
         }
@@ -198,8 +198,10 @@ impl Quota {
             return;
         }
         let dt = (now - self.updated).as_secs_f64();
+        self.allowance.update(now);
+        let hold = self.allowance.secs();
         for b in &mut self.buckets {
-            b.refill(dt);
+            b.refill(dt, hold);
         }
         self.updated = now;
     }
@@ -235,7 +237,7 @@ impl Quota {
             };
         }
         for (i, b) in self.buckets.iter().enumerate() {
-            let wait = b.wait_for(cost[i]);
+            let wait = b.wait_for(cost[i], self.allowance.secs());
             // The usual case, room now: no instant to compute.
             if wait.is_zero() {
                 continue;
@@ -271,7 +273,7 @@ impl Quota {
                 let Some(limit) = b.limit.filter(|l| *l > 0.0) else {
                     continue;
                 };
-                let full = capacity(limit);
+                let full = capacity(limit, self.allowance.secs());
                 let ahead: f64 = self.queue.iter().map(|w| w.cost[i].min(full)).sum();
                 let need = ahead + cost[i].min(full);
                 let t = secs((need - b.level) * 60.0 / limit);
@@ -422,11 +424,12 @@ impl Quota {
     /// counts as a correction: the server gave it back too, and a later answer's `remaining`
     /// may already show it.
     pub(crate) fn refund(&mut self, amounts: &Cost, release: &Cost) {
+        let hold = self.allowance.secs();
         for (i, b) in self.buckets.iter_mut().enumerate() {
             let before = b.level;
             b.level += amounts[i];
             if let Some(limit) = b.limit {
-                b.level = b.level.min(capacity(limit));
+                b.level = b.level.min(capacity(limit, hold));
             }
             b.reserved = (b.reserved - release[i]).max(0.0);
             self.corrections[i] += moved(before, b.level, amounts[i]);
@@ -451,6 +454,7 @@ impl Quota {
             &headers.output_tokens,
         ];
         let mut learned = false;
+        let hold = self.allowance.secs();
         for (i, h) in limits.iter().enumerate() {
             let (Some(limit), Some(remaining)) = (h.limit, h.remaining) else {
                 continue;
@@ -465,7 +469,7 @@ impl Quota {
                 // The first answer: the server's view is the whole truth, less what other
                 // calls admitted since hold.
                 let others = (b.reserved - if charged { cost[i] } else { 0.0 }).max(0.0);
-                b.level = (remaining - others).min(capacity(limit));
+                b.level = (remaining - others).min(capacity(limit, hold));
                 continue;
             }
             // What the server saw at admission, against what we saw then (corrected by what
@@ -499,7 +503,7 @@ impl Quota {
             }
             if drift.is_finite() && drift != 0.0 {
                 let before = b.level;
-                b.level = (b.level + drift).min(capacity(limit));
+                b.level = (b.level + drift).min(capacity(limit, hold));
                 self.corrections[i] += moved(before, b.level, drift);
             }
         }
@@ -521,6 +525,17 @@ impl Quota {
         }
     }
 
+    /// Whether a call was admitted with its limits known and room in every bucket (a 429 for
+    /// it then means calls reach the server later than the allowance covers).
+    pub(crate) fn admitted_with_room(&self, admission: &Admission) -> bool {
+        !admission.unpaced
+            && self
+                .buckets
+                .iter()
+                .zip(admission.levels)
+                .all(|(b, level)| b.limit.is_none() || level >= 0.0)
+    }
+
     /// Until when a 429 holds every call of this quota back, if one does.
     pub(crate) fn gate_until(&self) -> Option<Instant> {
         self.gate.as_ref().map(|g| g.until)
@@ -540,13 +555,14 @@ impl Quota {
         self.refill(now);
         let until = gate.until;
         let opened = self.gate_until().is_none_or(|g| g <= now);
+        let hold = self.allowance.secs();
         if self.gate_until().is_none_or(|g| g < until) {
             self.gate = Some(gate);
         }
         for (i, b) in self.buckets.iter_mut().enumerate() {
             if let Some(limit) = b.limit.filter(|l| *l > 0.0) {
                 let before = b.level;
-                b.level = b.level.max(cost[i].min(capacity(limit)));
+                b.level = b.level.max(cost[i].min(capacity(limit, hold)));
                 self.corrections[i] += moved(before, b.level, 0.0);
             }
         }
@@ -592,9 +608,9 @@ mod tests {
         // counts the refund as it is.
         q.refund(&[1.0, 5.0, 100.0], &[0.0; BUCKETS]);
         assert_eq!(q.corrections, [0.0, 5.0, 0.0]);
-        assert_eq!(q.buckets[0].level, capacity(10.0));
+        assert_eq!(q.buckets[0].level, capacity(10.0, q.allowance.secs()));
         // Below full: all of it, up to the capacity.
-        q.buckets[2].level = capacity(1000.0) - 40.0;
+        q.buckets[2].level = capacity(1000.0, q.allowance.secs()) - 40.0;
         q.refund(&[0.0, 0.0, 100.0], &[0.0; BUCKETS]);
         assert!(
             (q.corrections[2] - 40.0).abs() < 1e-9,

@@ -47,6 +47,7 @@ use std::collections::HashMap;
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -57,7 +58,8 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use tokio::time::Instant;
 use tower::{Layer, Service, ServiceExt};
 
-use super::quota::{BUCKETS, Cost, NAMES};
+use super::allowance::Allowance;
+use super::quota::{BUCKETS, Cost, NAMES, secs};
 use super::{Pacer, PacingLayer, QuotaLimits, RateLimited, RequestCost, Settle, Settlement, lock};
 use crate::breaker::CircuitBreakers;
 use crate::error::{BoxError, Error, PacedError};
@@ -68,20 +70,27 @@ use crate::retry::RetryBudget;
 const KEY_TTL: Duration = Duration::from_secs(600);
 /// How long connecting to Redis may take (each call then has the store timeout).
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
-/// How long the first call of an unknown quota goes alone (across every process).
-const COLD_START: Duration = Duration::from_secs(2);
 
 /// Admits a call on a quota (on the Redis clock), or says how long until it fits. Levels are
 /// stored to four decimals, so a level within a thousandth of a unit of the need is enough (a
 /// full bucket's level, its capacity rounded down, against a need of that capacity).
+///
+/// `ARGV`: the cost (three buckets), the key's TTL (ms), the cold start's bound (ms), the
+/// capacity factor (the dispatch allowance), a shift of the clock (ms; zero but in tests).
+/// Returns `{admitted, wait (ms), bound, known}`: `bound` 0-2 a bucket, 3 the gate, 4 the
+/// cold start; `known` whether the limits are (a call admitted without them is not paced).
 const ADMIT: &str = r"
 local t0 = redis.call('TIME')
-local now = tonumber(t0[1]) * 1000 + math.floor(tonumber(t0[2]) / 1000)
-local h = redis.call('HMGET', KEYS[1], 'l0', 'l1', 'l2', 'v0', 'v1', 'v2', 't', 'g', 'p')
+local now = tonumber(t0[1]) * 1000 + math.floor(tonumber(t0[2]) / 1000) + tonumber(ARGV[7])
+local h = redis.call('HMGET', KEYS[1], 'l0', 'l1', 'l2', 'v0', 'v1', 'v2', 't', 'g', 'p', 'u')
+if h[10] == '1' then
+  redis.call('PEXPIRE', KEYS[1], ARGV[4])
+  return {1, 0, -1, 0}
+end
 local t = tonumber(h[7]) or now
 local g = tonumber(h[8]) or 0
 local p = tonumber(h[9]) or 0
-local F = 0.9958333333333333
+local F = tonumber(ARGV[6])
 local lim, lev = {}, {}
 local known = false
 for i = 1, 3 do
@@ -123,16 +132,27 @@ for i = 1, 3 do
 end
 redis.call('HSET', KEYS[1], 't', math.max(t, now))
 redis.call('PEXPIRE', KEYS[1], ARGV[4])
-return {admitted, wait, bound}
+return {admitted, wait, bound, known and 1 or 0}
 ";
 
+/// Learns from an answer. `ARGV`: the limits and the remaining counts of the three buckets (-1
+/// when absent), what to give back of each (on a 429, the call's whole cost), the 429's gate
+/// (ms, 0 for none), `1` to empty the buckets (a 429 that says nothing of them), the key's
+/// TTL (ms), `0` (no answer), `1` (an error answer) or `2` (a success), the capacity factor,
+/// the clock's shift (ms). Returns the limits (-1 when unknown) and whether the 429 closed the
+/// quota (1) or found it closed (0).
+///
+/// A 429's wait and the refill overlap: each bucket holds at least the call's cost when the
+/// gate opens (the server's word that the call fits then), and nothing more refills before.
+/// A success without any limit before any with them marks the quota unmanaged (`u`: admitted
+/// at once from then on), as the local pacer does.
 const UPDATE: &str = r"
 local t0 = redis.call('TIME')
-local now = tonumber(t0[1]) * 1000 + math.floor(tonumber(t0[2]) / 1000)
+local now = tonumber(t0[1]) * 1000 + math.floor(tonumber(t0[2]) / 1000) + tonumber(ARGV[15])
 local h = redis.call('HMGET', KEYS[1], 'l0', 'l1', 'l2', 'v0', 'v1', 'v2', 't', 'g')
 local t = tonumber(h[7]) or now
 local g = tonumber(h[8]) or 0
-local F = 0.9958333333333333
+local F = tonumber(ARGV[14])
 local lim, lev = {}, {}
 for i = 1, 3 do
   lim[i] = tonumber(h[i])
@@ -146,11 +166,17 @@ t = math.max(t, now)
 for i = 1, 3 do
   local L = tonumber(ARGV[i])
   local R = tonumber(ARGV[i + 3])
+  local back = tonumber(ARGV[i + 6])
+  if lim[i] and ARGV[13] == '1' then
+    -- An error answer's remaining already leaves the refused call out: give it back first.
+    lev[i] = lev[i] + back
+    back = 0
+  end
   if L >= 0 and R >= 0 then
     if lim[i] then lev[i] = math.min(lev[i], R) else lev[i] = R end
     lim[i] = L
   end
-  if lim[i] then lev[i] = math.min(lim[i] * F, lev[i] + tonumber(ARGV[i + 6])) end
+  if lim[i] then lev[i] = math.min(lim[i] * F, lev[i] + back) end
 end
 if ARGV[11] == '1' then
   for i = 1, 3 do if lim[i] then lev[i] = math.min(lev[i], 0) end end
@@ -168,7 +194,12 @@ if gate > 0 then
   end
   t = math.max(t, g)
 end
-if ARGV[13] == '1' then redis.call('HDEL', KEYS[1], 'p') end
+if ARGV[13] ~= '0' then redis.call('HDEL', KEYS[1], 'p') end
+if not (lim[1] or lim[2] or lim[3]) then
+  if ARGV[13] == '2' then redis.call('HSET', KEYS[1], 'u', 1) end
+else
+  redis.call('HDEL', KEYS[1], 'u')
+end
 for i = 1, 3 do
   if lim[i] then
     redis.call('HSET', KEYS[1], 'l' .. (i - 1), lim[i], 'v' .. (i - 1), string.format('%.4f', lev[i]))
@@ -238,6 +269,13 @@ struct Inner {
     budget: Mutex<Option<RetryBudget>>,
     syncing: std::sync::atomic::AtomicBool,
     budget_script: Script,
+    /// This process's dispatch allowance (as the local pacer's, one for all its quotas).
+    allowance: Mutex<Allowance>,
+    /// Woken when an answer teaches this process a quota's limits (calls held by the cold
+    /// start then ask again at once).
+    learned: tokio::sync::Notify,
+    /// Milliseconds added to the Redis clock: zero but in tests, which move it.
+    shift_ms: AtomicI64,
 }
 
 #[derive(Clone)]
@@ -284,6 +322,9 @@ impl SharedPacer {
                 budget: Mutex::default(),
                 syncing: std::sync::atomic::AtomicBool::new(false),
                 budget_script: Script::new(BUDGET),
+                allowance: Mutex::default(),
+                learned: tokio::sync::Notify::new(),
+                shift_ms: AtomicI64::new(0),
             }),
         })
     }
@@ -305,6 +346,9 @@ impl SharedPacer {
             budget: Mutex::new(lock(&shared.budget).clone()),
             syncing: std::sync::atomic::AtomicBool::new(false),
             budget_script: Script::new(BUDGET),
+            allowance: Mutex::default(),
+            learned: tokio::sync::Notify::new(),
+            shift_ms: AtomicI64::new(shared.shift_ms.load(Ordering::Relaxed)),
         });
         f(&mut inner);
         Self {
@@ -564,32 +608,38 @@ impl SharedPacer {
         }
     }
 
-    async fn admit(&self, key: &str, cost: &Cost) -> Result<(bool, Duration, i64), String> {
+    async fn admit(&self, key: &str, cost: &Cost) -> Result<Admit, String> {
         let mut con = self.con().await?;
+        let factor = lock(&self.inner.allowance).factor();
         let mut inv = self.inner.admit.key(key);
         inv.arg(cost[0])
             .arg(cost[1])
             .arg(cost[2])
             .arg(KEY_TTL.as_millis() as u64)
-            .arg(COLD_START.as_millis() as u64);
-        let call = inv.invoke_async::<(i64, i64, i64)>(&mut con);
+            .arg(self.inner.local.shared.config.cold_start.as_millis() as u64)
+            .arg(factor)
+            .arg(self.inner.shift_ms.load(Ordering::Relaxed));
+        let call = inv.invoke_async::<(i64, i64, i64, i64)>(&mut con);
         match tokio::time::timeout(self.inner.timeout, call).await {
-            Ok(Ok((admitted, wait, bound))) => Ok((
-                admitted == 1,
-                Duration::from_millis(wait.max(0) as u64),
+            Ok(Ok((admitted, wait, bound, known))) => Ok(Admit {
+                admitted: admitted == 1,
+                wait: Duration::from_millis(wait.max(0) as u64),
                 bound,
-            )),
+                known: known == 1,
+            }),
             Ok(Err(e)) => Err(e.to_string()),
             Err(_) => Err(format!("no answer within {:?}", self.inner.timeout)),
         }
     }
 
-    async fn update(&self, key: String, u: Update) {
+    /// Tells the shared quota what an answer said; `Some(true)` when a 429 closed it (it
+    /// was open), `None` when Redis did not answer.
+    async fn update(&self, key: String, u: Update) -> Option<bool> {
         let mut con = match self.con().await {
             Ok(c) => c,
             Err(e) => {
                 self.failed(&key, &e);
-                return;
+                return None;
             }
         };
         let h = &u.headers;
@@ -604,26 +654,70 @@ impl SharedPacer {
         for r in u.refund {
             inv.arg(r);
         }
+        let factor = lock(&self.inner.allowance).factor();
         inv.arg(u.gate.map_or(0, |g| g.as_millis().max(1) as u64))
             .arg(if u.drain { "1" } else { "0" })
             .arg(KEY_TTL.as_millis() as u64)
-            .arg(if u.answered { "1" } else { "0" });
+            .arg(match u.answered {
+                Answered::No => "0",
+                Answered::Error => "1",
+                Answered::Success => "2",
+            })
+            .arg(factor)
+            .arg(self.inner.shift_ms.load(Ordering::Relaxed));
         let call = inv.invoke_async::<Vec<f64>>(&mut con);
         match tokio::time::timeout(self.inner.timeout, call).await {
-            Ok(Ok(limits)) if limits.len() == BUCKETS => {
-                if limits.iter().all(|l| *l >= 0.0) {
-                    lock(&self.inner.known).insert(key, [limits[0], limits[1], limits[2]]);
+            Ok(Ok(out)) if out.len() == BUCKETS + 1 => {
+                let limits = [out[0], out[1], out[2]];
+                let mut known = lock(&self.inner.known);
+                if !known.contains_key(&key) && u.answered != Answered::No {
+                    // Calls held by this quota's cold start need not wait any longer.
+                    self.inner.learned.notify_waiters();
                 }
+                if limits.iter().all(|l| *l >= 0.0) {
+                    known.insert(key, limits);
+                }
+                Some(out[3] == 1.0)
             }
-            Ok(Ok(_)) => {}
+            Ok(Ok(_)) => None,
             Ok(Err(e)) => {
                 self.failed(&key, &e.to_string());
+                None
             }
             Err(_) => {
                 self.failed(&key, "update timed out");
+                None
             }
         }
     }
+}
+
+/// What a call of a shared quota was told ([`ADMIT`]).
+#[derive(Debug, Clone, Copy)]
+struct Admit {
+    admitted: bool,
+    wait: Duration,
+    /// 0-2 a bucket, 3 the gate, 4 the cold start.
+    bound: i64,
+    /// The limits were known (the call is paced, so a 429 for it was not expected).
+    known: bool,
+}
+
+/// The bound [`ADMIT`] names for the cold start.
+const COLD_START_BOUND: i64 = 4;
+/// How often at most a call held by the cold start asks again (from 10 ms, doubling): the
+/// first answer of a quota may come from another process, which cannot wake this one.
+const COLD_START_POLL: Duration = Duration::from_millis(200);
+
+/// Whether an update reports an answer, and which.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Answered {
+    /// No answer (a reservation released unsettled).
+    No,
+    /// An error status.
+    Error,
+    /// A success.
+    Success,
 }
 
 impl Pacer {
@@ -657,7 +751,7 @@ struct Update {
     refund: Cost,
     gate: Option<Duration>,
     drain: bool,
-    answered: bool,
+    answered: Answered,
 }
 
 /// The shared quota's settlement of one admitted call: applied once, when the answer ends
@@ -680,7 +774,7 @@ impl SharedSettle {
             refund,
             gate: None,
             drain: false,
-            answered: true,
+            answered: Answered::Success,
         };
         let (pacer, key) = (self.pacer.clone(), self.key.clone());
         if let Ok(rt) = tokio::runtime::Handle::try_current() {
@@ -792,11 +886,15 @@ impl SharedPacer {
         let start = Instant::now();
         let limit = super::longest_wait(&req, local.shared.config.max_wait, start);
         let mut bound = -1;
-        loop {
+        let mut poll = Duration::from_millis(10);
+        let known = loop {
             if let Some(p) = self.local_now() {
                 return self.locally(p, inner, req, &class).await;
             }
-            let (admitted, wait, b) = match self.admit(&key, &cost_v).await {
+            // Registered before asking, so an answer that teaches the limits while the
+            // question is on its way still wakes this call.
+            let learned = self.inner.learned.notified();
+            let a = match self.admit(&key, &cost_v).await {
                 Ok(r) => {
                     self.rejoined();
                     r
@@ -806,30 +904,59 @@ impl SharedPacer {
                     return self.locally(p, inner, req, &class).await;
                 }
             };
-            if admitted {
-                break;
+            if a.admitted {
+                break a.known;
             }
-            bound = b;
+            bound = a.bound;
             let waited = start.elapsed();
-            if waited + wait > limit {
+            // A cold start ends with the quota's first answer (or its bound, when the calls
+            // go unpaced): no wait to refuse a call for.
+            if bound != COLD_START_BOUND && waited + a.wait > limit {
                 let bucket = bucket_name(bound);
-                tracing::info!(wait = ?(waited + wait), bucket, class = %class,
+                tracing::info!(wait = ?(waited + a.wait), bucket, class = %class,
                     "predicted shared quota wait too long: refusing at once");
-                return Err(Error::Paced(PacedError::new(waited + wait, bucket, class)));
+                return Err(Error::Paced(PacedError::new(
+                    waited + a.wait,
+                    bucket,
+                    class,
+                )));
+            }
+            if bound == COLD_START_BOUND {
+                // Held until the quota's first answer teaches its limits: woken by this
+                // process's answer, else asking again soon (another process's answer).
+                let pause = a.wait.min(poll);
+                poll = (poll * 2).min(COLD_START_POLL);
+                let sleep = tokio::time::sleep(pause);
+                let mut sleep = std::pin::pin!(sleep);
+                let mut learned = std::pin::pin!(learned);
+                std::future::poll_fn(|cx| {
+                    if sleep.as_mut().poll(cx).is_ready() || learned.as_mut().poll(cx).is_ready() {
+                        Poll::Ready(())
+                    } else {
+                        Poll::Pending
+                    }
+                })
+                .await;
+                continue;
             }
             // A little spread, so processes told the same wait do not all ask at once.
-            let spread = wait.mul_f64(
+            let spread = a.wait.mul_f64(
                 0.02 * f64::from(fnv1a(&start.elapsed().as_nanos().to_le_bytes()) as u8) / 255.0,
             );
-            tokio::time::sleep(wait + spread).await;
-        }
+            tokio::time::sleep(a.wait + spread).await;
+        };
+        let admitted_at = Instant::now();
         let waited = start.elapsed();
         if waited > Duration::from_millis(1) {
             tracing::info!(wait = ?waited, bucket = bucket_name(bound), class = %class,
                 "paced: waited for the shared quota");
         }
-        let result = inner.oneshot(req).await.map_err(Error::from_service_error);
-        let mut result = result;
+        let mut result = inner.oneshot(req).await.map_err(Error::from_service_error);
+        let now = Instant::now();
+        if matches!(&result, Ok(_) | Err(Error::Api(_))) {
+            // An answer's head: the way to the server was part of its latency.
+            lock(&self.inner.allowance).answered(now.saturating_duration_since(admitted_at), now);
+        }
         match &mut result {
             Ok(resp) => {
                 let headers = RateLimitHeaders::counts_from_headers(resp.headers());
@@ -847,9 +974,13 @@ impl SharedPacer {
                 let told = RateLimited::of(api);
                 let gate = told.and_then(|t| t.wait);
                 let drain = told.is_some_and(|t| t.drain);
-                if let Some(g) = gate {
-                    tracing::info!(retry_after = ?g, request_id = api.request_id(), class = %class,
-                        "429: closing the shared quota until its retry-after");
+                if told.is_some() && known && !drain {
+                    // Admitted with room (the script admits no other way): calls reach the
+                    // server later than the allowance covers.
+                    let mut a = lock(&self.inner.allowance);
+                    a.surprised(now);
+                    tracing::info!(allowance = ?secs(a.secs()), class = %class,
+                        "429 for a call admitted with room: more dispatch allowance");
                 }
                 // Not charged: the whole reservation comes back. Awaited, so the next call
                 // of this task already sees a gate.
@@ -858,9 +989,18 @@ impl SharedPacer {
                     refund: cost_v,
                     gate,
                     drain,
-                    answered: true,
+                    answered: Answered::Error,
                 };
-                self.update(key, u).await;
+                let opened = self.update(key, u).await;
+                if let Some(g) = gate {
+                    if opened != Some(false) {
+                        tracing::info!(retry_after = ?g, request_id = api.request_id(), class = %class,
+                            "429: closing the shared quota until its retry-after");
+                    } else {
+                        tracing::debug!(retry_after = ?g, request_id = api.request_id(), class = %class,
+                            "429 while the shared quota is closed");
+                    }
+                }
             }
             // No answer: the server may have charged it; the reservation stays.
             Err(_) => {}
@@ -901,8 +1041,15 @@ fn bucket_name(bound: i64) -> &'static str {
 
 #[cfg(test)]
 mod tests {
+    use super::super::allowance::FLOOR;
     use super::super::quota::capacity;
     use super::*;
+
+    impl Admit {
+        fn t(self) -> (bool, Duration, i64) {
+            (self.admitted, self.wait, self.bound)
+        }
+    }
 
     /// A pacer on the test Redis under a prefix of its own; `None` (with a message) when
     /// Redis is unreachable outside CI.
@@ -960,7 +1107,7 @@ mod tests {
             refund: [0.0; BUCKETS],
             gate: None,
             drain: false,
-            answered: true,
+            answered: Answered::Success,
         }
     }
 
@@ -981,7 +1128,7 @@ mod tests {
         }
         let mut admitted = 0;
         while let Some(r) = tasks.join_next().await {
-            let (ok, wait, bound) = r.unwrap();
+            let (ok, wait, bound) = r.unwrap().t();
             if ok {
                 admitted += 1;
             } else {
@@ -996,7 +1143,7 @@ mod tests {
         // A bucket of 10 holds 9.96 (a quarter of a second's refill kept back): 6 calls of
         // 1.5 go at once, and the 0.96 left needs 3.25 s more for a seventh.
         assert_eq!(admitted, 6);
-        assert_eq!((capacity(10.0) / 1.5).floor(), 6.0);
+        assert_eq!((capacity(10.0, FLOOR) / 1.5).floor(), 6.0);
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1008,20 +1155,20 @@ mod tests {
         p.update(key.clone(), learn([1000, 1000, 100], [1000, 1000, 100]))
             .await;
         // max_tokens 100 reserves the whole output bucket...
-        assert!(p.admit(&key, &[1.0, 1.0, 100.0]).await.unwrap().0);
-        let (ok, _, bound) = p.admit(&key, &[1.0, 1.0, 100.0]).await.unwrap();
+        assert!(p.admit(&key, &[1.0, 1.0, 100.0]).await.unwrap().admitted);
+        let (ok, _, bound) = p.admit(&key, &[1.0, 1.0, 100.0]).await.unwrap().t();
         assert!(!ok);
         assert_eq!(bound, 2, "output tokens");
         // ...until the answer says it used 10: 90 come back.
         let mut u = learn([1000, 1000, 100], [999, 999, 90]);
         u.refund = [0.0, 0.0, 90.0];
         p.update(key.clone(), u).await;
-        assert!(p.admit(&key, &[1.0, 1.0, 50.0]).await.unwrap().0);
+        assert!(p.admit(&key, &[1.0, 1.0, 50.0]).await.unwrap().admitted);
         // A 429 closes the gate for its retry-after, on the Redis clock.
         let mut u = learn([1000, 1000, 100], [0, 0, 0]);
         u.gate = Some(Duration::from_secs(5));
         p.update(key.clone(), u).await;
-        let (ok, wait, bound) = p.admit(&key, &[1.0, 0.0, 0.0]).await.unwrap();
+        let (ok, wait, bound) = p.admit(&key, &[1.0, 0.0, 0.0]).await.unwrap().t();
         assert!(!ok);
         assert_eq!(bound, 3);
         assert!(
@@ -1038,15 +1185,207 @@ mod tests {
         assert!(ttl > 0 && ttl <= KEY_TTL.as_millis() as i64, "{ttl}");
     }
 
-    #[test]
-    fn the_scripts_keep_the_local_pacers_capacity() {
-        let f = capacity(1.0);
-        for script in [ADMIT, UPDATE] {
-            let line = script
-                .lines()
-                .find_map(|l| l.strip_prefix("local F = "))
-                .expect("the script names its capacity factor");
-            assert_eq!(line.parse::<f64>(), Ok(f));
+    /// The first answer of `key` (limits and remaining as given), then a 429 for a call of
+    /// one request with `gate` and `drain` as [`RateLimited`] reads them, all at the clock's
+    /// zero; how long a call asking `at` after the 429 must still wait.
+    async fn after_429(
+        p: &SharedPacer,
+        key: &str,
+        first: Option<([u64; 3], [u64; 3])>,
+        told: RateLimited,
+        headers: RateLimitHeaders,
+        at: Duration,
+    ) -> Duration {
+        p.inner.shift_ms.store(0, Ordering::Relaxed);
+        let cost = [1.0, 10.0, 16.0];
+        assert!(p.admit(key, &cost).await.unwrap().admitted);
+        if let Some((l, r)) = first {
+            p.update(key.to_owned(), learn(l, r)).await;
+            assert!(p.admit(key, &cost).await.unwrap().admitted);
+        }
+        let u = Update {
+            headers,
+            refund: cost,
+            gate: told.wait,
+            drain: told.drain,
+            answered: Answered::Error,
+        };
+        p.update(key.to_owned(), u).await;
+        p.inner
+            .shift_ms
+            .store(at.as_millis() as i64, Ordering::Relaxed);
+        let a = p.admit(key, &cost).await.unwrap();
+        assert_eq!(a.admitted, a.wait.is_zero());
+        a.wait
+    }
+
+    fn fifty_a_minute(tokens: bool) -> RateLimitHeaders {
+        let mut h = http::HeaderMap::new();
+        let mut set = |k: &str, v: &str| {
+            h.insert(http::HeaderName::try_from(k).unwrap(), v.parse().unwrap());
+        };
+        set("anthropic-ratelimit-requests-limit", "50");
+        set("anthropic-ratelimit-requests-remaining", "0");
+        set("anthropic-ratelimit-requests-reset", "2026-12-06T12:00:01Z");
+        if tokens {
+            for b in ["input-tokens", "output-tokens", "tokens"] {
+                set(&format!("anthropic-ratelimit-{b}-limit"), "10000");
+                set(&format!("anthropic-ratelimit-{b}-remaining"), "0");
+                set(
+                    &format!("anthropic-ratelimit-{b}-reset"),
+                    "2026-12-06T12:00:01Z",
+                );
+            }
+        }
+        RateLimitHeaders::from_headers(&h)
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_429s_wait_and_the_refill_overlap() {
+        let Some(p) = pacer("overlap").await else {
+            return;
+        };
+        let wait_1s = RateLimited {
+            wait: Some(Duration::from_secs(1)),
+            drain: false,
+        };
+        let ms = Duration::from_millis;
+        // retry-after 1 on a 50-a-minute quota with nothing left: the retry goes at 1.0 s,
+        // not 1 s plus a refill (2.2 s), with or without the token headers.
+        for (name, tokens) in [("requests", false), ("tokens", true)] {
+            let key = format!("{}:quota:overlap-{name}", p.inner.prefix);
+            let h = fifty_a_minute(tokens);
+            let early = after_429(&p, &key, None, wait_1s, h, ms(0)).await;
+            assert!(early.abs_diff(ms(1000)) <= ms(50), "{name}: {early:?}");
+            let key = format!("{key}-b");
+            let at_1s = after_429(&p, &key, None, wait_1s, h, ms(1000)).await;
+            assert!(at_1s <= ms(50), "{name}: {at_1s:?} more at 1 s");
+        }
+        // No usable wait (none, 0, a past date: `RateLimited::wait` is `None`) and no
+        // headers: nothing closed; the retry goes whenever its backoff ends (0.375-0.5 s).
+        let key = format!("{}:quota:overlap-none", p.inner.prefix);
+        let told = RateLimited {
+            wait: None,
+            drain: true,
+        };
+        let none = RateLimitHeaders::default();
+        let w = after_429(&p, &key, None, told, none, ms(375)).await;
+        assert_eq!(w, Duration::ZERO);
+        // The same on a learned quota (60 a minute, plenty left): the buckets are taken as
+        // empty, so the retry waits its share of the refill, the herd behind it more.
+        let key = format!("{}:quota:overlap-learned", p.inner.prefix);
+        let first = Some(([60, 100_000, 100_000], [59, 100_000, 100_000]));
+        let w = after_429(&p, &key, first, told, none, ms(0)).await;
+        assert!(w.abs_diff(ms(1000)) <= ms(50), "{w:?}");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_calls_behind_a_shared_gate_go_at_the_refill_rate() {
+        let Some(p) = pacer("herd").await else {
+            return;
+        };
+        let key = format!("{}:quota:herd", p.inner.prefix);
+        let told = RateLimited {
+            wait: Some(Duration::from_secs(1)),
+            drain: false,
+        };
+        let w = after_429(&p, &key, None, told, fifty_a_minute(false), Duration::ZERO).await;
+        assert!(w.abs_diff(Duration::from_secs(1)) <= Duration::from_millis(50));
+        // Five calls asking as the gate opens go 1.2 s apart (50 a minute), not at once.
+        let mut at = 1000;
+        for i in 0..5 {
+            p.inner.shift_ms.store(at, Ordering::Relaxed);
+            let a = p.admit(&key, &[1.0, 10.0, 16.0]).await.unwrap();
+            assert!(a.admitted, "call {i} at {at} ms: {a:?}");
+            let next = p.admit(&key, &[1.0, 10.0, 16.0]).await.unwrap();
+            assert!(!next.admitted);
+            assert!(
+                next.wait.abs_diff(Duration::from_millis(1200)) <= Duration::from_millis(50),
+                "{next:?}"
+            );
+            at += next.wait.as_millis() as i64;
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_larger_dispatch_allowance_holds_more_back() {
+        let Some(p) = pacer("allowance").await else {
+            return;
+        };
+        let key = format!("{}:quota:allowance", p.inner.prefix);
+        // 60 a minute: a quarter of a second holds a quarter of a request back (59 of 60
+        // go at once), two seconds two (58).
+        p.update(key.clone(), learn([60, 1000, 1000], [60, 1000, 1000]))
+            .await;
+        let burst = |p: SharedPacer, key: String| async move {
+            let mut n = 0;
+            while p.admit(&key, &[1.0, 0.0, 0.0]).await.unwrap().admitted {
+                n += 1;
+            }
+            n
+        };
+        assert_eq!(burst(p.clone(), key.clone()).await, 59);
+        let key = format!("{key}-2");
+        p.update(key.clone(), learn([60, 1000, 1000], [60, 1000, 1000]))
+            .await;
+        let now = Instant::now();
+        for _ in 0..3 {
+            lock(&p.inner.allowance).surprised(now);
+        }
+        assert_eq!(lock(&p.inner.allowance).secs(), 2.0);
+        assert_eq!(burst(p.clone(), key).await, 58);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_cold_start_ends_with_the_first_answer() {
+        use anthropic_mock::{MockConfig, MockServer};
+        let Some(p) = pacer("cold").await else {
+            return;
+        };
+        // A cold start of an hour: a call held by it for its whole length would hang here.
+        let p = p.local(Pacer::new().cold_start(Duration::from_secs(3600)));
+        let mock = MockServer::start(MockConfig::default()).await.unwrap();
+        let client = crate::Client::builder()
+            .api_key("sk-ant-test")
+            .base_url(mock.url())
+            .shared_pacer(p)
+            .build()
+            .unwrap();
+        let mut set = tokio::task::JoinSet::new();
+        for i in 0..8 {
+            let c = client.clone();
+            set.spawn(async move {
+                let req = crate::CreateMessageRequest::new("claude-cold", 8).user(format!("{i}"));
+                c.messages().create(req).await.map(|_| ())
+            });
+        }
+        let all = async {
+            while let Some(r) = set.join_next().await {
+                r.unwrap().unwrap();
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(60), all)
+            .await
+            .expect("released by the first answer, not by the cold start's end");
+        assert_eq!(mock.stats().requests, 8);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn answers_without_headers_leave_the_quota_unpaced() {
+        let Some(p) = pacer("unmanaged").await else {
+            return;
+        };
+        let key = format!("{}:quota:unmanaged", p.inner.prefix);
+        assert!(p.admit(&key, &[1.0, 0.0, 0.0]).await.unwrap().admitted);
+        let a = p.admit(&key, &[1.0, 0.0, 0.0]).await.unwrap();
+        assert_eq!((a.admitted, a.bound), (false, COLD_START_BOUND));
+        // A success without rate-limit headers (a proxy strips them): nothing to pace by.
+        let mut u = learn([0; 3], [0; 3]);
+        u.headers = RateLimitHeaders::default();
+        p.update(key.clone(), u).await;
+        for _ in 0..20 {
+            let a = p.admit(&key, &[1.0, 0.0, 0.0]).await.unwrap();
+            assert!(a.admitted && !a.known, "{a:?}");
         }
     }
 
@@ -1081,9 +1420,15 @@ mod tests {
         let mut admitted = 0;
         for i in 0..10 {
             let (ok, _, _) = if i % 2 == 0 {
-                on_time.block_on(p.admit(&key, &[1.6, 0.0, 0.0])).unwrap()
+                on_time
+                    .block_on(p.admit(&key, &[1.6, 0.0, 0.0]))
+                    .unwrap()
+                    .t()
             } else {
-                ahead.block_on(p2.admit(&key, &[1.6, 0.0, 0.0])).unwrap()
+                ahead
+                    .block_on(p2.admit(&key, &[1.6, 0.0, 0.0]))
+                    .unwrap()
+                    .t()
             };
             admitted += usize::from(ok);
         }
