@@ -179,3 +179,74 @@ async fn the_calls_behind_a_gate_go_at_the_refill_rate_from_the_gates_opening() 
     }
     assert!(pacer.snapshot()[0].gate.is_none(), "open again");
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_cold_start_ends_with_the_first_answer() {
+    let s = MockServer::start(MockConfig::default()).await.unwrap();
+    // A cold start of an hour: a call held for its whole length would time out here.
+    let pacer = Pacer::new().cold_start(Duration::from_secs(3600));
+    let c = support::builder(&s, "p", 7)
+        .pacer(pacer.clone())
+        .build()
+        .unwrap();
+    let start = tokio::time::Instant::now();
+    let mut set = tokio::task::JoinSet::new();
+    for _ in 0..8 {
+        let c = c.clone();
+        set.spawn(async move { c.messages().create(support::req(16)).await.map(|_| ()) });
+    }
+    let all = async {
+        while let Some(r) = set.join_next().await {
+            r.unwrap().unwrap();
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(60), all)
+        .await
+        .expect("released by the first answer, not by the cold start's end");
+    assert!(
+        start.elapsed() < Duration::from_secs(1),
+        "{:?}",
+        start.elapsed()
+    );
+    assert_eq!(s.stats().requests, 8);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_429_the_pacer_did_not_expect_raises_the_dispatch_allowance() {
+    let s = MockServer::start(MockConfig::default()).await.unwrap();
+    let pacer = Pacer::new();
+    let c = support::builder(&s, "p", 7)
+        .pacer(pacer.clone())
+        .build()
+        .unwrap();
+    c.messages().create(support::req(16)).await.unwrap();
+    let floor = pacer.snapshot()[0].dispatch_allowance;
+    assert_eq!(
+        floor,
+        Duration::from_millis(250),
+        "answers at once: the floor"
+    );
+    // The quota has plenty of room, yet the server says 429: calls reach it later than
+    // the pacer allowed for.
+    s.script(
+        "p",
+        [status_429(
+            &[
+                ("retry-after", "1"),
+                ("anthropic-ratelimit-requests-limit", "100000000"),
+                ("anthropic-ratelimit-requests-remaining", "0"),
+            ][..],
+        )],
+    );
+    c.messages().create(support::req(16)).await.unwrap();
+    // Doubled by the 429, and decaying since (the retry went a second later).
+    let raised = pacer.snapshot()[0].dispatch_allowance;
+    assert!(
+        raised > floor * 2 * 95 / 100 && raised <= floor * 2,
+        "{raised:?}"
+    );
+    // The evidence stops: back to the floor.
+    tokio::time::sleep(Duration::from_secs(600)).await;
+    c.messages().create(support::req(16)).await.unwrap();
+    assert_eq!(pacer.snapshot()[0].dispatch_allowance, floor);
+}

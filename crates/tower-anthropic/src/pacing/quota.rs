@@ -619,6 +619,133 @@ mod tests {
         );
     }
 
+    /// Headers saying `remaining` requests of `limit` are left (tokens unlimited).
+    fn requests_left(limit: u64, remaining: u64) -> RateLimitHeaders {
+        let mut h = RateLimitHeaders::default();
+        h.requests.limit = Some(limit);
+        h.requests.remaining = Some(remaining);
+        h
+    }
+
+    /// A quota of `limit` requests a minute, learned with the bucket full.
+    fn learned(limit: u64, now: Instant) -> Quota {
+        let mut q = Quota::new(None, Duration::ZERO, now);
+        let first = q.try_admit(&[1.0, 0.0, 0.0], now).unwrap();
+        assert!(q.learn(
+            &requests_left(limit, limit - 1),
+            &first,
+            &[1.0, 0.0, 0.0],
+            true,
+            now
+        ));
+        q.refund(&[0.0; BUCKETS], &[1.0, 0.0, 0.0]);
+        q
+    }
+
+    const ONE: Cost = [1.0, 0.0, 0.0];
+
+    #[test]
+    fn a_late_read_answer_of_an_early_call_is_no_drift() {
+        // 600 a minute. Call A is admitted, then 100 more; the 100 reach the server first, are
+        // answered and settled; A's answer, read last, shows 100 fewer than the pacer saw
+        // when it admitted A. They were admitted after A: reordering, not drift.
+        let t0 = Instant::now();
+        let mut q = learned(600, t0);
+        let a = q.try_admit(&ONE, t0).unwrap();
+        let before = q.buckets[0].level;
+        let mut others = Vec::new();
+        for _ in 0..100 {
+            others.push(q.try_admit(&ONE, t0).unwrap());
+        }
+        let server_after_a = a.levels[0] - 100.0;
+        for (k, o) in others.iter().enumerate() {
+            let seen = (a.levels[0] + 1.0 - 1.0 - k as f64).floor() as u64;
+            assert!(q.learn(&requests_left(600, seen), o, &ONE, true, t0));
+            q.refund(&[0.0; BUCKETS], &ONE);
+        }
+        let level = q.buckets[0].level;
+        assert!(q.learn(
+            &requests_left(600, server_after_a.floor() as u64),
+            &a,
+            &ONE,
+            true,
+            t0
+        ));
+        assert!(
+            (q.buckets[0].level - level).abs() < 1.0,
+            "{level} -> {}: the reordering was applied as drift",
+            q.buckets[0].level
+        );
+        assert!((before - 100.0 - q.buckets[0].level).abs() < 1.0);
+    }
+
+    #[test]
+    fn the_refill_while_a_call_was_on_its_way_is_not_counted_twice() {
+        // 600 a minute, used up. A call admitted when one request is there reaches the
+        // server half a second later (a busy host): the server has refilled 5 by then, and so
+        // has this pacer. Its answer (5 left) is no drift.
+        let t0 = Instant::now();
+        let mut q = learned(600, t0);
+        q.buckets[0].level = 1.0;
+        let a = q.try_admit(&ONE, t0).unwrap();
+        let t1 = t0 + Duration::from_millis(500);
+        assert!(q.learn(&requests_left(600, 5), &a, &ONE, true, t1));
+        assert!(
+            (q.buckets[0].level - 5.0).abs() < 1e-6,
+            "the refill, once: {}",
+            q.buckets[0].level
+        );
+        // Another user of the quota is drift all the same: the server shows 3 fewer.
+        q.refund(&[0.0; BUCKETS], &ONE);
+        let b = q.try_admit(&ONE, t1).unwrap();
+        assert!(q.learn(&requests_left(600, 1), &b, &ONE, true, t1));
+        assert!(
+            (q.buckets[0].level - 1.0).abs() < 1e-6,
+            "{}",
+            q.buckets[0].level
+        );
+    }
+
+    #[test]
+    fn a_429_for_a_call_admitted_with_room_is_a_surprise() {
+        let t0 = Instant::now();
+        let mut q = learned(600, t0);
+        let a = q.try_admit(&ONE, t0).unwrap();
+        assert!(q.admitted_with_room(&a));
+        q.buckets[0].level = 0.5;
+        let b = q.try_admit(&[0.4, 0.0, 0.0], t0).unwrap();
+        assert!(q.admitted_with_room(&b));
+        // Admitted unpaced (before the limits were known): no expectation to be surprised by.
+        let mut fresh = Quota::new(None, Duration::ZERO, t0);
+        let c = fresh.try_admit(&ONE, t0).unwrap();
+        assert!(!fresh.admitted_with_room(&c));
+    }
+
+    #[test]
+    fn a_gate_opens_with_room_for_the_call_it_held_and_no_more() {
+        let t0 = Instant::now();
+        let mut q = learned(50, t0);
+        q.buckets[0].level = -0.5;
+        let gate = GateSnapshot {
+            until: t0 + Duration::from_secs(1),
+            closed_at: t0,
+            retry_after: Duration::from_secs(1),
+            request_id: None,
+        };
+        assert!(q.close_gate(gate.clone(), &ONE, t0), "a new gate");
+        assert!(
+            !q.close_gate(gate, &ONE, t0),
+            "the same gate: not logged again"
+        );
+        // At the gate's opening one call goes, the next 1.2 s later (50 a minute).
+        let open = t0 + Duration::from_secs(1);
+        assert_eq!(q.predicted_wait(&ONE, t0).0, Duration::from_secs(1));
+        assert!(q.try_admit(&ONE, open).is_some());
+        let (wait, bound) = q.predicted_wait(&ONE, open);
+        assert_eq!(bound, Some(0));
+        assert!((wait.as_secs_f64() - 1.2).abs() < 1e-6, "{wait:?}");
+    }
+
     #[test]
     fn a_settlement_admits_whoever_its_refund_makes_room_for() {
         let now = Instant::now();
