@@ -2,8 +2,12 @@
 //!
 //! - `shared_quota run URL MODE N CONCURRENCY`: N calls at CONCURRENCY against the mock at
 //!   URL, paced `shared` (through Redis at `REDIS_URL`) or `local`; one JSON line.
+//!   With `START_AT` (Unix milliseconds) in the environment, the calls start at that instant
+//!   (processes started together then burst together); the wall time counts from it.
 //! - `shared_quota overhead URL`: latency per call (p50/p99) with local and with shared
 //!   pacing, one call at a time, and calls per second at concurrency 64; one JSON line.
+//! - `shared_quota cold URL`: 8 calls at once on a quota nobody knows yet (a fresh prefix),
+//!   with local and with shared pacing: the cold start's cost; one JSON line.
 //!
 //! `benches/peers/shared_quota.py` starts the mock and four processes of `run` at once.
 
@@ -97,6 +101,15 @@ fn main() -> ExitCode {
             let (n, conc) = (n.parse().unwrap_or(225), conc.parse().unwrap_or(8));
             let prefix = std::env::var("QUOTA_PREFIX").unwrap_or_else(|_| "bench".into());
             let c = client(url, mode, &prefix);
+            if let Some(at) = std::env::var("START_AT")
+                .ok()
+                .and_then(|v| v.parse::<u64>().ok())
+            {
+                let at = std::time::UNIX_EPOCH + Duration::from_millis(at);
+                if let Ok(d) = at.duration_since(std::time::SystemTime::now()) {
+                    std::thread::sleep(d);
+                }
+            }
             let t = Instant::now();
             let (ok, failed, _) = rt.block_on(run(&c, n, conc));
             println!(
@@ -126,9 +139,22 @@ fn main() -> ExitCode {
             println!("{}", serde_json::Value::Object(out));
             ExitCode::SUCCESS
         }
+        ["cold", url] => {
+            let mut out = serde_json::Map::new();
+            for mode in ["local", "shared"] {
+                let prefix = format!("bench-cold-{}-{mode}", std::process::id());
+                let c = client(url, mode, &prefix);
+                let t = Instant::now();
+                let (ok, _, _) = rt.block_on(run(&c, 8, 8));
+                out.insert(format!("{mode}_ok"), ok.into());
+                out.insert(format!("{mode}_s"), t.elapsed().as_secs_f64().into());
+            }
+            println!("{}", serde_json::Value::Object(out));
+            ExitCode::SUCCESS
+        }
         _ => {
             eprintln!(
-                "usage: shared_quota run URL shared|local N CONCURRENCY | shared_quota overhead URL"
+                "usage: shared_quota run URL shared|local N CONCURRENCY | shared_quota overhead URL | shared_quota cold URL"
             );
             ExitCode::from(2)
         }

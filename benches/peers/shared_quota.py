@@ -6,6 +6,8 @@ run, the virtualenv of compare.sh.
 
     python3 benches/peers/shared_quota.py         # the three runs and the overhead
     python3 benches/peers/shared_quota.py fault   # Redis stopped for 5 s mid-run
+    python3 benches/peers/shared_quota.py starts [RUNS]  # shared pacing, the four processes
+                                                  # started together and one after another
 """
 import json
 import os
@@ -52,10 +54,17 @@ def stats(url):
         return json.loads(r.read())
 
 
-def four(mode):
+def four(mode, together=False):
+    """Four processes on one quota. `together`: their calls start at one instant (a burst
+    that reaches every replica at once), the wall counted from it; else each starts when its
+    process is up, one after another."""
     m, url = mock()
     try:
         env = dict(os.environ, QUOTA_PREFIX=f"bench-{mode}-{os.getpid()}-{time.time_ns()}")
+        start_at = None
+        if together:
+            start_at = time.time() + 1.5
+            env["START_AT"] = str(int(start_at * 1000))
         if mode == "python":
             cmd = [f"{VENV}/bin/python", "-c", PY, url, str(TOTAL // PROCS)]
         else:
@@ -65,6 +74,8 @@ def four(mode):
                  for _ in range(PROCS)]
         outs = [json.loads(p.communicate()[0].strip().splitlines()[-1]) for p in procs]
         wall = time.monotonic() - t0
+        if start_at is not None:
+            wall = time.time() - start_at
         s = stats(url)
     finally:
         m.terminate()
@@ -118,24 +129,42 @@ def fault():
         print("   ", line)
 
 
+def unlimited(what):
+    """`shared_quota WHAT URL` against a mock without limits; its JSON line."""
+    m = subprocess.Popen([MOCK], stdout=subprocess.PIPE, text=True)
+    url = m.stdout.readline().split()[-1]
+    try:
+        return subprocess.run([BIN, what, url], capture_output=True, text=True, check=True).stdout.strip()
+    finally:
+        m.terminate()
+        m.wait()
+
+
+def starts(runs):
+    print("| start | run | ok | failed | requests seen | 429s | wall (s) | wall / ideal (30 s) |")
+    print("|---|---|---|---|---|---|---|---|")
+    for together in (True, False):
+        for i in range(runs):
+            r = four("shared", together)
+            print(f"| {'together' if together else 'one after another'} | {i + 1} | {r['ok']} | "
+                  f"{r['failed']} | {r['mock_requests']} | {r['mock_429']} | {r['wall_s']} | "
+                  f"{r['wall_over_ideal']} |", flush=True)
+    print("\ncold start, 8 calls at once on an unknown quota:", unlimited("cold"))
+
+
 def main():
     import sys
     if sys.argv[1:] == ["fault"]:
         return fault()
+    if sys.argv[1:2] == ["starts"]:
+        return starts(int(sys.argv[2]) if len(sys.argv) > 2 else 3)
     print("| pacing | ok | failed | requests seen | 429s | wall (s) | wall / ideal (30 s) |")
     print("|---|---|---|---|---|---|---|")
     for mode in ["shared", "local", "python"]:
         r = four(mode)
         print(f"| {mode} | {r['ok']} | {r['failed']} | {r['mock_requests']} | {r['mock_429']} | "
               f"{r['wall_s']} | {r['wall_over_ideal']} |")
-    m = subprocess.Popen([MOCK], stdout=subprocess.PIPE, text=True)
-    url = m.stdout.readline().split()[-1]
-    try:
-        out = subprocess.run([BIN, "overhead", url], capture_output=True, text=True, check=True).stdout
-        print("\noverhead:", out.strip())
-    finally:
-        m.terminate()
-        m.wait()
+    print("\noverhead:", unlimited("overhead"))
 
 
 if __name__ == "__main__":
