@@ -15,20 +15,36 @@
 //! - **Learning.** Every response carrying the headers (200s and 429s, streaming or not)
 //!   teaches the limits and corrects the levels: the server's `remaining` is compared with
 //!   what this pacer saw when it admitted that very call, so calls in flight are never counted
-//!   twice. Before a quota's first answer its first call goes alone and the others wait for
-//!   that answer, at most [`Pacer::cold_start`] (2 s), then go unpaced (but counted); limits
-//!   configured with [`Pacer::limits`] pace even the first burst. An answer without the
-//!   headers (a proxy that strips them) before any with them turns pacing off for that quota.
-//! - **A quarter of a second in hand.** The server takes a call from its bucket when the
-//!   call arrives, the pacer when it admits it; while the server's bucket is full (a burst
-//!   after idle), the refill between the two is lost on the server's side. So each of the
-//!   pacer's buckets holds a quarter of a second's refill less than its limit (a 1,200 a
-//!   minute quota bursts 1,195, then goes at the refill rate): a call may reach the server
-//!   up to a quarter of a second after its admission without a 429. The shared pacer
-//!   (feature `redis`) keeps the same.
-//! - **The 429 gate.** A 429 closes the quota until its `retry-after`; the calls waiting are
-//!   then released one by one in arrival order at the refill rate the headers taught (a slow
-//!   start, never a herd).
+//!   twice, nor calls that reached the server in another order than they were admitted (a
+//!   difference is drift only beyond what the calls admitted around this one, and the refill
+//!   while it was on its way, explain). Before a quota's first answer its first call goes
+//!   alone and the others wait for that answer, released as soon as it teaches the limits
+//!   (at most [`Pacer::cold_start`], 2 s, then unpaced but counted); limits configured with
+//!   [`Pacer::limits`] pace even the first burst. An answer without the headers (a proxy that
+//!   strips them) before any with them turns pacing off for that quota.
+//! - **A dispatch allowance in hand.** The server takes a call from its bucket when the call
+//!   arrives, the pacer when it admits it; while the server's bucket is full (a burst after
+//!   idle), the refill between the two is lost on the server's side. So each of the pacer's
+//!   buckets holds that time's refill less than its limit. The time follows what the host
+//!   and the network take: the average time from admission to an answer's head (each
+//!   answer counted up to 1 s), doubled by a 429 for a call the pacer admitted with room (that
+//!   addition halving every 30 s without another), never below a quarter of a second (a
+//!   1,200 a minute quota bursts 1,195 from idle, then goes at the refill rate) nor above
+//!   two. [`QuotaSnapshot::dispatch_allowance`] shows it. The shared pacer (feature `redis`)
+//!   holds back the same.
+//! - **The 429 gate.** A 429 that names a wait (`retry-after-ms`, `retry-after`) closes the
+//!   quota until then. The wait and the refill overlap: the server's wait is its word that
+//!   the call fits once it is over, so the call that met the 429 is retried when the server
+//!   said (a `retry-after: 1` on a 50-a-minute quota with nothing left: after 1 s, not 1 s
+//!   plus a refill), and the calls waiting behind the gate are released one by one in arrival
+//!   order at the refill rate (a slow start, never a herd). A 429 that names no usable wait
+//!   closes nothing: the retry policy's backoff spaces the retry, as the SDKs do, and when it
+//!   says nothing of the buckets either they are taken as empty (the calls behind it go at
+//!   the refill rate). [`QuotaSnapshot::gate`] shows a closed gate and the 429 that closed it
+//!   (its `request-id`); the log says so once per gate. While a long gate is closed, every
+//!   call on that quota whose deadline or [`Pacer::max_wait`] cannot cover the wait fails at
+//!   once with [`Error::Paced`] (its `retry_after()` the rest of the gate), and calls that
+//!   can wait, wait.
 //! - **Bounded waiting.** Calls wait in FIFO order; dropping a waiting call frees its place.
 //!   A call whose predicted start lies past its [`Deadline`] or past [`Pacer::max_wait`]
 //!   (default 60 s) fails at once with [`Error::Paced`], its `retry_after()` set to the
@@ -302,7 +318,7 @@ const MAX_ROUTES: usize = 1024;
 /// |---|---|
 /// | `max_wait` | 60 s (the retry layer's cap on server-directed waits) |
 /// | `limits` | none: learned from the first answer |
-/// | `cold_start` | 2 s: how long calls wait for a new quota's first answer |
+/// | `cold_start` | 2 s: how long at most calls wait for a new quota's first answer |
 /// | `model_class` | the model name |
 /// | `estimator` | [`BytesPerToken`]`(4)`, corrected by the usage answers report |
 #[derive(Clone)]
@@ -371,9 +387,10 @@ impl Pacer {
         self.configure(|c| c.max_wait = max_wait)
     }
 
-    /// How long, before a quota's first answer, the calls behind its first call wait for
-    /// that answer (which teaches the limits) before going out unpaced. Default 2 s; zero
-    /// sends everything at once.
+    /// How long at most, before a quota's first answer, the calls behind its first call wait
+    /// for that answer (which teaches the limits; they are released as soon as it comes)
+    /// before going out unpaced. Default 2 s; zero sends everything at once. The shared pacer
+    /// uses the setting of its [`local`](shared::SharedPacer::local) pacer.
     pub fn cold_start(self, wait: Duration) -> Self {
         self.configure(|c| c.cold_start = wait)
     }

@@ -13,12 +13,18 @@
 //! - **update** (one round trip when the answer ends): learns the limits and the server's
 //!   `remaining` from the response's headers (the shared level never goes above what the
 //!   server says is left), gives back what was not used (the output under `max_tokens`, the
-//!   input overestimate, the whole cost of a call the API refused), and on a 429 closes the
-//!   gate until its `retry-after` (nothing refills before then).
+//!   input overestimate, the whole cost of a call the API refused), and on a 429 that names a
+//!   wait closes the gate until then, with room for the refused call when it opens and no
+//!   more (the wait and the refill overlap; the calls behind go at the refill rate), as the
+//!   local pacer does ([module docs](super)).
 //!
-//! Each bucket holds a quarter of a second's refill less than its limit, as the local
-//! pacer's do ([module docs](super)): a call may reach the server that much after its
-//! admission without a 429.
+//! Each bucket holds the process's dispatch allowance less than its limit, learned as the
+//! local pacer's is ([module docs](super)): a call may reach the server that much after its
+//! admission without a 429. Before a quota's first answer its first call goes alone (across
+//! every process); the others are released as soon as an answer teaches the limits (woken at
+//! once in the process that got it, asking again every 10 to 200 ms in the others), at most
+//! the local pacer's [`cold_start`](Pacer::cold_start) later. An answer without rate-limit
+//! headers before any with them leaves the quota unpaced, in every process.
 //!
 //! Every time decision is made with Redis's `TIME`, and only durations travel between client
 //! and server, so machines whose clocks differ agree. Scripts go by `EVALSHA` (loaded once).
@@ -494,6 +500,17 @@ impl SharedPacer {
                 _ => b.set_shared(None),
             }
         }
+    }
+
+    /// This process's dispatch allowance: how late after its admission a call may reach the
+    /// server without a 429 (the buckets hold that much refill less than their limits);
+    /// learned as the local pacer's is (see [`QuotaSnapshot::dispatch_allowance`]).
+    ///
+    /// [`QuotaSnapshot::dispatch_allowance`]: super::QuotaSnapshot::dispatch_allowance
+    pub fn dispatch_allowance(&self) -> Duration {
+        let mut a = lock(&self.inner.allowance);
+        a.update(Instant::now());
+        secs(a.secs())
     }
 
     /// Whether the quota is being paced through Redis now (false while pacing locally).
@@ -1333,6 +1350,7 @@ mod tests {
             lock(&p.inner.allowance).surprised(now);
         }
         assert_eq!(lock(&p.inner.allowance).secs(), 2.0);
+        assert!(p.dispatch_allowance() > Duration::from_millis(1990));
         assert_eq!(burst(p.clone(), key).await, 58);
     }
 
