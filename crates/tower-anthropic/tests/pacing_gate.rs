@@ -250,3 +250,67 @@ async fn a_429_the_pacer_did_not_expect_raises_the_dispatch_allowance() {
     c.messages().create(support::req(16)).await.unwrap();
     assert_eq!(pacer.snapshot()[0].dispatch_allowance, floor);
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_long_gate_refuses_the_calls_already_waiting_that_cannot_wait_it_out() {
+    // 60 a minute, learned; 80 calls at once: 59 go, 21 wait in line (a second apart).
+    let s = MockServer::start(MockConfig {
+        limits: RateLimits {
+            requests_per_minute: 60,
+            ..Default::default()
+        },
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let pacer = Pacer::new().max_wait(Duration::from_secs(30));
+    let c = support::builder(&s, "p", 7)
+        .pacer(pacer.clone())
+        .build()
+        .unwrap();
+    c.messages().create(support::req(16)).await.unwrap();
+    let start = tokio::time::Instant::now();
+    let mut set = tokio::task::JoinSet::new();
+    for _ in 0..80 {
+        let c = c.clone();
+        set.spawn(async move { c.messages().create(support::req(16)).await.map(|_| ()) });
+    }
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    assert_eq!(pacer.snapshot()[0].waiting, 21);
+    // The first of them to go meets a 429 asking for an hour.
+    s.script(
+        "p",
+        [status_429(&[
+            ("retry-after", "3600"),
+            ("anthropic-ratelimit-requests-limit", "60"),
+            ("anthropic-ratelimit-requests-remaining", "0"),
+        ])],
+    );
+    let (mut ok, mut paced, mut limited) = (0, 0, 0);
+    let all = async {
+        while let Some(r) = set.join_next().await {
+            match r.unwrap() {
+                Ok(()) => ok += 1,
+                Err(tower_anthropic::Error::Paced(p)) => {
+                    assert!(p.retry_after() > Duration::from_secs(3500), "{p:?}");
+                    paced += 1;
+                }
+                Err(e) => {
+                    assert_eq!(e.status(), Some(http::StatusCode::TOO_MANY_REQUESTS), "{e}");
+                    limited += 1;
+                }
+            }
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(60), all)
+        .await
+        .expect("no call waits the hour");
+    assert_eq!((ok, limited, paced), (59, 1, 20));
+    // Refused when the 429 came (a second in), not when their own turn would have come.
+    assert!(
+        start.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        start.elapsed()
+    );
+    assert_eq!(pacer.snapshot()[0].waiting, 0);
+}

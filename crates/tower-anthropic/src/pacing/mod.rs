@@ -689,6 +689,7 @@ where
                 }
                 let waiter = Arc::new(Waiter {
                     cost: cost_v,
+                    give_up_at: now + limit,
                     slot: Mutex::new(Slot::default()),
                 });
                 quota.queue.push_back(waiter.clone());
@@ -733,6 +734,15 @@ where
     }
 }
 
+/// Where a waiting call stands.
+enum Turn {
+    Admitted,
+    /// Not yet; at the head, when to look again (and the bucket that holds it back).
+    Wait(Option<(Instant, Option<usize>)>),
+    /// Taken out of line: its wait (and the bucket that sets it) grew past what it may wait.
+    Refused(Duration, Option<usize>),
+}
+
 /// A call's place in its quota: while waiting, its place in line; once admitted, its
 /// reservation until settled. Dropping it frees whichever it holds.
 ///
@@ -758,13 +768,10 @@ impl Ticket {
         f(&mut self.cell.lock())
     }
 
-    /// Whether the call was admitted; if not and it is at the head, when to look again.
-    fn poll_admitted(
-        &mut self,
-        cx: &mut Context<'_>,
-    ) -> Result<(), Option<(Instant, Option<usize>)>> {
+    /// Whether the call was admitted, refused (taken out of line), or when to look again.
+    fn poll_admitted(&mut self, cx: &mut Context<'_>) -> Turn {
         if self.admission.is_some() {
-            return Ok(());
+            return Turn::Admitted;
         }
         let waiter = self
             .waiter
@@ -774,19 +781,23 @@ impl Ticket {
             let mut slot = lock(&waiter.slot);
             if let Some(a) = slot.admitted {
                 self.admission = Some(a);
-                return Ok(());
+                return Turn::Admitted;
+            }
+            if let Some((wait, bound)) = slot.refused {
+                return Turn::Refused(wait, bound);
             }
             slot.waker = Some(cx.waker().clone());
         }
         let now = Instant::now();
         let next = self.with_quota(|q| q.pump(now, false));
         let slot = lock(&waiter.slot);
-        match slot.admitted {
-            Some(a) => {
+        match (slot.admitted, slot.refused) {
+            (Some(a), _) => {
                 self.admission = Some(a);
-                Ok(())
+                Turn::Admitted
             }
-            None => Err(next),
+            (None, Some((wait, bound))) => Turn::Refused(wait, bound),
+            (None, None) => Turn::Wait(next),
         }
     }
 
@@ -852,7 +863,9 @@ impl Ticket {
                 if q.close_gate(gate, &cost, now) {
                     tracing::info!(retry_after = ?wait, request_id = id.as_deref(), class = %class,
                         "429: closing the quota until its retry-after");
+                    q.rejudge(now);
                 } else {
+                    q.rejudge(now);
                     tracing::debug!(retry_after = ?wait, request_id = id.as_deref(), class = %class,
                         "429 while the quota is closed");
                 }
@@ -1083,7 +1096,18 @@ where
                     let cell = this.ticket.as_ref().expect("a waiting call has a ticket");
                     let mut ticket = lock(cell);
                     match ticket.poll_admitted(cx) {
-                        Ok(()) => {
+                        Turn::Refused(wait, bound) => {
+                            let bucket = bound.map_or("quota", |b| NAMES[b]);
+                            let class = ticket.cell.id.class.clone();
+                            tracing::info!(wait = ?wait, bucket, class = %class,
+                                "the quota's wait grew too long for a waiting call: refusing it");
+                            drop(ticket);
+                            this.ticket.take();
+                            this.state.set(State::Refused { error: None });
+                            let e = PacedError::new(wait, bucket, class);
+                            return Poll::Ready(Err(Error::Paced(e)));
+                        }
+                        Turn::Admitted => {
                             let waited = ticket.since.elapsed();
                             // Held back by a bucket, or long enough to matter (a cold
                             // start): not the microseconds of being polled.
@@ -1096,7 +1120,7 @@ where
                             let (inner, req) = (inner.take(), req.take());
                             this.state.set(State::Ready { inner, req });
                         }
-                        Err(next) => {
+                        Turn::Wait(next) => {
                             if let Some((_, Some(b))) = next {
                                 ticket.bound = Some(b);
                             }

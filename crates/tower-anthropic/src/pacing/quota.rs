@@ -92,12 +92,17 @@ pub(crate) fn secs(s: f64) -> Duration {
 #[derive(Debug)]
 pub(crate) struct Waiter {
     pub(crate) cost: Cost,
+    /// Past this instant the call does not wait (its deadline, or the pacer's `max_wait`).
+    pub(crate) give_up_at: Instant,
     pub(crate) slot: Mutex<Slot>,
 }
 
 #[derive(Debug, Default)]
 pub(crate) struct Slot {
     pub(crate) admitted: Option<Admission>,
+    /// Taken out of line: its predicted wait grew past what it may wait (and the bucket that
+    /// sets it, `None` for the gate).
+    pub(crate) refused: Option<(Duration, Option<usize>)>,
     pub(crate) waker: Option<Waker>,
 }
 
@@ -217,7 +222,6 @@ impl Quota {
         if let Some(gate) = self.gate_until() {
             if gate > now {
                 at = gate;
-                bound = Some(0);
             }
         }
         if !self.learned {
@@ -263,19 +267,37 @@ impl Quota {
         now: Instant,
     ) -> (Duration, Option<usize>) {
         self.refill(now);
-        let gate = self
+        let mut ahead = [0.0; BUCKETS];
+        for w in &self.queue {
+            self.add_capped(&mut ahead, &w.cost);
+        }
+        self.wait_behind(&ahead, cost, now)
+    }
+
+    /// Adds `cost` to `sum`, each bucket's part at most its capacity (as [`Bucket::wait_for`]
+    /// counts a need).
+    fn add_capped(&self, sum: &mut Cost, cost: &Cost) {
+        let hold = self.allowance.secs();
+        for (i, b) in self.buckets.iter().enumerate() {
+            let full = b.limit.map_or(f64::INFINITY, |l| capacity(l, hold));
+            sum[i] += cost[i].min(full);
+        }
+    }
+
+    /// The wait of a call of `cost` behind calls that need `ahead` (the gate, or the refill
+    /// the buckets need for both), and the bucket that sets it (`None` for the gate).
+    fn wait_behind(&self, ahead: &Cost, cost: &Cost, now: Instant) -> (Duration, Option<usize>) {
+        let mut wait = self
             .gate_until()
             .map_or(Duration::ZERO, |g| g.saturating_duration_since(now));
-        let mut wait = gate;
-        let mut bound = (gate > Duration::ZERO).then_some(0);
+        let mut bound = None;
         if self.learned {
+            let hold = self.allowance.secs();
             for (i, b) in self.buckets.iter().enumerate() {
                 let Some(limit) = b.limit.filter(|l| *l > 0.0) else {
                     continue;
                 };
-                let full = capacity(limit, self.allowance.secs());
-                let ahead: f64 = self.queue.iter().map(|w| w.cost[i].min(full)).sum();
-                let need = ahead + cost[i].min(full);
+                let need = ahead[i] + cost[i].min(capacity(limit, hold));
                 let t = secs((need - b.level) * 60.0 / limit);
                 if t > wait {
                     wait = t;
@@ -284,6 +306,28 @@ impl Quota {
             }
         }
         (wait, bound)
+    }
+
+    /// After a 429 closed the gate: every call in line whose predicted start now lies past
+    /// the longest it may wait leaves the line, refused (woken with its predicted wait), as a
+    /// new call would be.
+    pub(crate) fn rejudge(&mut self, now: Instant) {
+        self.refill(now);
+        let line = std::mem::take(&mut self.queue);
+        let mut ahead = [0.0; BUCKETS];
+        for w in line {
+            let (wait, bound) = self.wait_behind(&ahead, &w.cost, now);
+            if now + wait > w.give_up_at {
+                let mut slot = w.slot.lock().unwrap_or_else(|e| e.into_inner());
+                slot.refused = Some((wait, bound));
+                if let Some(waker) = slot.waker.take() {
+                    waker.wake();
+                }
+            } else {
+                self.add_capped(&mut ahead, &w.cost);
+                self.queue.push_back(w);
+            }
+        }
     }
 
     /// After a settlement's refund: [`pump`](Self::pump), which admits whoever the refund
@@ -757,6 +801,7 @@ mod tests {
         );
         let waiter = Arc::new(Waiter {
             cost: [1.0, 0.0, 0.0],
+            give_up_at: now + Duration::from_secs(60),
             slot: Mutex::new(Slot::default()),
         });
         q.queue.push_back(waiter.clone());
