@@ -314,3 +314,42 @@ async fn a_long_gate_refuses_the_calls_already_waiting_that_cannot_wait_it_out()
     );
     assert_eq!(pacer.snapshot()[0].waiting, 0);
 }
+
+#[tokio::test(start_paused = true)]
+async fn an_answer_without_headers_turns_pacing_off_for_a_minute_not_for_good() {
+    let s = MockServer::start(MockConfig {
+        limits: RateLimits {
+            requests_per_minute: 60,
+            ..Default::default()
+        },
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let pacer = Pacer::new();
+    let c = support::builder(&s, "p", 7)
+        .pacer(pacer.clone())
+        .build()
+        .unwrap();
+    // A 200 without any rate-limit header (a proxy that strips them, or garbage).
+    let body = serde_json::json!({
+        "id": "msg_1", "type": "message", "role": "assistant", "model": "claude-test",
+        "content": [{"type": "text", "text": "hi"}], "stop_reason": "end_turn",
+        "stop_sequence": null, "usage": {"input_tokens": 1, "output_tokens": 1}
+    });
+    s.script(
+        "p",
+        [serde_json::from_value(serde_json::json!({
+            "kind": "status", "status": 200, "body": body.to_string(),
+        }))
+        .unwrap()],
+    );
+    c.messages().create(support::req(16)).await.unwrap();
+    // Nothing to pace by: the next calls go unpaced and teach nothing ...
+    c.messages().create(support::req(16)).await.unwrap();
+    assert_eq!(pacer.snapshot()[0].requests.limit, None);
+    // ... for a minute; then a call is paced again, and its answer's headers count.
+    tokio::time::sleep(Duration::from_secs(61)).await;
+    c.messages().create(support::req(16)).await.unwrap();
+    assert_eq!(pacer.snapshot()[0].requests.limit, Some(60));
+}

@@ -62,7 +62,8 @@ impl Allowance {
         self.secs
     }
 
-    /// The fraction of a bucket's limit it holds (`1 - secs / 60`).
+    /// The fraction of a bucket's limit it holds (`1 - secs / 60`), for the shared scripts.
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
     pub(crate) fn factor(&self) -> f64 {
         1.0 - self.secs / 60.0
     }

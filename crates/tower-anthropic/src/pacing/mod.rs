@@ -667,7 +667,7 @@ where
         let (cost_v, raw) = self.pacer.cost(cost);
         let pacer = self.pacer.clone();
         let mut quota = cell.lock();
-        if !quota.paces() {
+        if !quota.paces(now) {
             drop(quota);
             return ResponseFuture::now_or_later(&mut self.inner, req, None);
         }
@@ -844,7 +844,7 @@ impl Ticket {
             let learned = headers.is_some_and(|h| q.learn(&h, &admission, &cost, charged, now));
             if !learned && result.is_ok() && !q.learned {
                 // An answer without rate-limit headers before any with: nothing to pace by.
-                q.unmanaged = true;
+                q.unmanaged(now);
             }
             q.first_answered();
             if !charged {

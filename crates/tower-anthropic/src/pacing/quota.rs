@@ -140,8 +140,11 @@ pub(crate) struct Quota {
     /// Limits known (learned or configured). Until then calls go out unpaced (but counted,
     /// so the first answer's `remaining` can be reconciled with them).
     pub(crate) learned: bool,
-    /// An answer carried no rate-limit headers before any did: nothing to pace by.
-    pub(crate) unmanaged: bool,
+    /// An answer carried no rate-limit headers before any did: nothing to pace by until
+    /// then (when the next call is paced again, and its answer decides anew: a proxy that
+    /// strips the headers costs one paced call a minute, a server that sent garbage once
+    /// does not turn pacing off for good).
+    pub(crate) unmanaged_until: Option<Instant>,
     /// While unlearned: when the first call went out, and how long the others wait for its
     /// answer before going out unpaced.
     first_sent: Option<Instant>,
@@ -166,6 +169,24 @@ pub(crate) struct Quota {
     headroom_at: Option<Instant>,
 }
 
+/// How long a quota whose answers carry no rate-limit headers goes unpaced before a call is
+/// paced again to see.
+pub(crate) const UNMANAGED_FOR: Duration = Duration::from_secs(60);
+
+/// The largest per-minute limits taken from an answer's headers (requests, input tokens,
+/// output tokens): a thousand times the API's largest published tiers and above the mock's
+/// "no limit" defaults (10^8 requests, 10^11 tokens). A larger one is no limit the API could
+/// mean (a header of 2^64 - 1, 10^13): the pair is ignored, as an unparsable one is.
+pub(crate) const MAX_LIMIT: [f64; BUCKETS] = [1e9, 1e12, 1e12];
+
+/// A bucket's `(limit, remaining)` from an answer's headers, if the API could mean them: a
+/// limit from 1 to [`MAX_LIMIT`], and a remaining count no larger than the limit (token counts
+/// are rounded to the nearest thousand, so up to a thousand over is the limit itself).
+pub(crate) fn sane_counts(bucket: usize, limit: u64, remaining: u64) -> Option<(f64, f64)> {
+    let (l, r) = (limit as f64, remaining as f64);
+    ((1.0..=MAX_LIMIT[bucket]).contains(&l) && r <= l + 1000.0).then_some((l, r.min(l)))
+}
+
 /// How often at most a quota's headroom goes to the metrics (a scraper reads gauges every
 /// few seconds; setting them on every call would cost more than the call's pacing).
 const HEADROOM_EVERY: std::time::Duration = std::time::Duration::from_millis(250);
@@ -183,7 +204,7 @@ impl Quota {
             buckets: [b(0), b(1), b(2)],
             updated: now,
             learned: configured.is_some(),
-            unmanaged: false,
+            unmanaged_until: None,
             first_sent: None,
             cold_start,
             gate: None,
@@ -212,8 +233,15 @@ impl Quota {
     }
 
     /// Whether this quota paces at all.
-    pub(crate) fn paces(&self) -> bool {
-        !self.unmanaged
+    pub(crate) fn paces(&self, now: Instant) -> bool {
+        self.unmanaged_until.is_none_or(|until| now >= until)
+    }
+
+    /// An answer without rate-limit headers came before any with them.
+    pub(crate) fn unmanaged(&mut self, now: Instant) {
+        if !self.learned {
+            self.unmanaged_until = Some(now + UNMANAGED_FOR);
+        }
     }
 
     fn ready(&self, cost: &Cost, now: Instant) -> Ready {
@@ -500,18 +528,21 @@ impl Quota {
         let mut learned = false;
         let hold = self.allowance.secs();
         for (i, h) in limits.iter().enumerate() {
-            let (Some(limit), Some(remaining)) = (h.limit, h.remaining) else {
+            let Some((limit, remaining)) = h
+                .limit
+                .zip(h.remaining)
+                .and_then(|(l, r)| sane_counts(i, l, r))
+            else {
                 continue;
             };
             learned = true;
-            let limit = limit as f64;
-            let remaining = remaining as f64;
             let b = &mut self.buckets[i];
-            let first = b.limit.is_none();
+            // A limit other than the one known replaces it, and what was learned under it.
+            let first = b.limit != Some(limit);
             b.limit = Some(limit);
             if first || admission.unpaced {
-                // The first answer: the server's view is the whole truth, less what other
-                // calls admitted since hold.
+                // The first answer (under this limit): the server's view is the whole truth,
+                // less what other calls admitted since hold.
                 let others = (b.reserved - if charged { cost[i] } else { 0.0 }).max(0.0);
                 b.level = (remaining - others).min(capacity(limit, hold));
                 continue;
@@ -788,6 +819,82 @@ mod tests {
         let (wait, bound) = q.predicted_wait(&ONE, open);
         assert_eq!(bound, Some(0));
         assert!((wait.as_secs_f64() - 1.2).abs() < 1e-6, "{wait:?}");
+    }
+
+    /// A call of one request admitted at `now` (waited for, if it had to), answered with
+    /// `headers`, and settled.
+    fn answered(q: &mut Quota, headers: &RateLimitHeaders, now: Instant) {
+        q.refill(now);
+        let a = q.admit(&ONE, now);
+        q.learn(headers, &a, &ONE, true, now);
+        q.refund(&[0.0; BUCKETS], &ONE);
+    }
+
+    #[test]
+    fn property_hostile_headers_then_one_sane_answer_are_the_sane_answer_alone() {
+        let mut seed = 0x9e37_79b9_7f4a_7c15_u64;
+        let mut next = move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        let t0 = Instant::now();
+        let sane = {
+            let mut h = RateLimitHeaders::default();
+            for (b, (l, r)) in [
+                (&mut h.requests, (50, 40)),
+                (&mut h.input_tokens, (40_000, 39_000)),
+                (&mut h.output_tokens, (8_000, 7_000)),
+            ] {
+                b.limit = Some(l);
+                b.remaining = Some(r);
+            }
+            h
+        };
+        let mut alone = Quota::new(None, Duration::ZERO, t0);
+        answered(&mut alone, &sane, t0);
+        for case in 0..2000 {
+            let mut q = Quota::new(None, Duration::ZERO, t0);
+            for _ in 0..next() % 6 {
+                let mut h = RateLimitHeaders::default();
+                for b in [&mut h.requests, &mut h.input_tokens, &mut h.output_tokens] {
+                    let pick = |n: u64, r: u64| match n % 7 {
+                        0 => None,
+                        1 => Some(0),
+                        2 => Some(u64::MAX),
+                        3 => Some(10_000_000_000_000),
+                        4 => Some(r % 100),
+                        5 => Some(40_000),
+                        _ => Some(r),
+                    };
+                    b.limit = pick(next(), next());
+                    b.remaining = pick(next(), next());
+                }
+                answered(&mut q, &h, t0);
+            }
+            answered(&mut q, &sane, t0);
+            for i in 0..BUCKETS {
+                let (got, want) = (&q.buckets[i], &alone.buckets[i]);
+                assert_eq!(got.limit, want.limit, "case {case}, bucket {i}");
+                assert!(
+                    (got.level - want.level).abs() < 1e-6 && got.reserved == 0.0,
+                    "case {case}, bucket {i}: {got:?} against {want:?}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn counts_the_api_could_not_mean_are_ignored() {
+        assert_eq!(sane_counts(0, 50, 40), Some((50.0, 40.0)));
+        assert_eq!(sane_counts(0, 0, 0), None, "no limit of zero");
+        assert_eq!(sane_counts(0, 2_000_000_000, 0), None);
+        assert_eq!(sane_counts(1, u64::MAX, 0), None);
+        assert_eq!(sane_counts(1, 10_000_000_000_000, 5), None);
+        assert_eq!(sane_counts(0, 50, 5000), None, "more left than the limit");
+        // Token counts are rounded to the nearest thousand: a little over is the limit.
+        assert_eq!(sane_counts(1, 1500, 2000), Some((1500.0, 1500.0)));
     }
 
     #[test]

@@ -65,7 +65,7 @@ use tokio::time::Instant;
 use tower::{Layer, Service, ServiceExt};
 
 use super::allowance::Allowance;
-use super::quota::{BUCKETS, Cost, NAMES, secs};
+use super::quota::{BUCKETS, Cost, NAMES, sane_counts, secs};
 use super::{Pacer, PacingLayer, QuotaLimits, RateLimited, RequestCost, Settle, Settlement, lock};
 use crate::breaker::CircuitBreakers;
 use crate::error::{BoxError, Error, PacedError};
@@ -83,15 +83,32 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 ///
 /// `ARGV`: the cost (three buckets), the key's TTL (ms), the cold start's bound (ms), the
 /// capacity factor (the dispatch allowance), a shift of the clock (ms; zero but in tests).
-/// Returns `{admitted, wait (ms), bound, known}`: `bound` 0-2 a bucket, 3 the gate, 4 the
-/// cold start; `known` whether the limits are (a call admitted without them is not paced).
+/// Returns `{admitted, wait (ms), bound, known, corrupt}`: `bound` 0-2 a bucket, 3 the gate, 4
+/// the cold start; `known` whether the limits are (a call admitted without them is not
+/// paced); `corrupt` 1 when the stored state was not one this library writes (a field not a
+/// number, not finite, or out of its range: limits 1 to 10^12, levels within ±10^13, times
+/// within a day of now) and was replaced by a cold start, as [`UPDATE`] does.
 const ADMIT: &str = r"
 local t0 = redis.call('TIME')
 local now = tonumber(t0[1]) * 1000 + math.floor(tonumber(t0[2]) / 1000) + tonumber(ARGV[7])
 local h = redis.call('HMGET', KEYS[1], 'l0', 'l1', 'l2', 'v0', 'v1', 'v2', 't', 'g', 'p', 'u')
-if h[10] == '1' then
+local corrupt = 0
+for i = 1, #h do
+  if h[i] then
+    local x = tonumber(h[i])
+    local lo, hi = -1e13, 1e13
+    if i <= 3 then lo, hi = 1, 1e12 elseif i >= 7 then lo, hi = 0, now + 86400000 end
+    if x == nil or x ~= x or x < lo or x > hi then corrupt = 1 end
+  end
+end
+if corrupt == 1 then
+  redis.call('DEL', KEYS[1])
+  for i = 1, #h do h[i] = false end
+end
+local u = tonumber(h[10])
+if u and u > now then
   redis.call('PEXPIRE', KEYS[1], ARGV[4])
-  return {1, 0, -1, 0}
+  return {1, 0, -1, 0, 0}
 end
 local t = tonumber(h[7]) or now
 local g = tonumber(h[8]) or 0
@@ -138,24 +155,39 @@ for i = 1, 3 do
 end
 redis.call('HSET', KEYS[1], 't', math.max(t, now))
 redis.call('PEXPIRE', KEYS[1], ARGV[4])
-return {admitted, wait, bound, known and 1 or 0}
+return {admitted, wait, bound, known and 1 or 0, corrupt}
 ";
 
 /// Learns from an answer. `ARGV`: the limits and the remaining counts of the three buckets (-1
 /// when absent), what to give back of each (on a 429, the call's whole cost), the 429's gate
 /// (ms, 0 for none), `1` to empty the buckets (a 429 that says nothing of them), the key's
 /// TTL (ms), `0` (no answer), `1` (an error answer) or `2` (a success), the capacity factor,
-/// the clock's shift (ms). Returns the limits (-1 when unknown) and whether the 429 closed the
-/// quota (1) or found it closed (0).
+/// the clock's shift (ms). Returns the limits (-1 when unknown), whether the 429 closed the
+/// quota (1) or found it closed (0), and whether the stored state was corrupt (1) and
+/// replaced, as in [`ADMIT`].
 ///
 /// A 429's wait and the refill overlap: each bucket holds at least the call's cost when the
 /// gate opens (the server's word that the call fits then), and nothing more refills before.
-/// A success without any limit before any with them marks the quota unmanaged (`u`: admitted
-/// at once from then on), as the local pacer does.
+/// A success without any limit before any with them marks the quota unmanaged for a minute
+/// (`u`: admitted at once until then; the next call after it is paced to see), as the local
+/// pacer does.
 const UPDATE: &str = r"
 local t0 = redis.call('TIME')
 local now = tonumber(t0[1]) * 1000 + math.floor(tonumber(t0[2]) / 1000) + tonumber(ARGV[15])
 local h = redis.call('HMGET', KEYS[1], 'l0', 'l1', 'l2', 'v0', 'v1', 'v2', 't', 'g')
+local corrupt = 0
+for i = 1, #h do
+  if h[i] then
+    local x = tonumber(h[i])
+    local lo, hi = -1e13, 1e13
+    if i <= 3 then lo, hi = 1, 1e12 elseif i >= 7 then lo, hi = 0, now + 86400000 end
+    if x == nil or x ~= x or x < lo or x > hi then corrupt = 1 end
+  end
+end
+if corrupt == 1 then
+  redis.call('DEL', KEYS[1])
+  for i = 1, #h do h[i] = false end
+end
 local t = tonumber(h[7]) or now
 local g = tonumber(h[8]) or 0
 local F = tonumber(ARGV[14])
@@ -202,7 +234,7 @@ if gate > 0 then
 end
 if ARGV[13] ~= '0' then redis.call('HDEL', KEYS[1], 'p') end
 if not (lim[1] or lim[2] or lim[3]) then
-  if ARGV[13] == '2' then redis.call('HSET', KEYS[1], 'u', 1) end
+  if ARGV[13] == '2' then redis.call('HSET', KEYS[1], 'u', now + 60000) end
 else
   redis.call('HDEL', KEYS[1], 'u')
 end
@@ -216,6 +248,7 @@ redis.call('PEXPIRE', KEYS[1], ARGV[12])
 local out = {}
 for i = 1, 3 do out[i] = lim[i] or -1 end
 out[4] = opened
+out[5] = corrupt
 return out
 ";
 
@@ -636,9 +669,10 @@ impl SharedPacer {
             .arg(self.inner.local.shared.config.cold_start.as_millis() as u64)
             .arg(factor)
             .arg(self.inner.shift_ms.load(Ordering::Relaxed));
-        let call = inv.invoke_async::<(i64, i64, i64, i64)>(&mut con);
+        let call = inv.invoke_async::<(i64, i64, i64, i64, i64)>(&mut con);
         match tokio::time::timeout(self.inner.timeout, call).await {
-            Ok(Ok((admitted, wait, bound, known))) => Ok(Admit {
+            Ok(Ok((admitted, wait, bound, known, corrupt))) => Ok(Admit {
+                corrupt: corrupt == 1,
                 admitted: admitted == 1,
                 wait: Duration::from_millis(wait.max(0) as u64),
                 bound,
@@ -660,13 +694,21 @@ impl SharedPacer {
             }
         };
         let h = &u.headers;
+        // Only counts the API could mean (the local pacer's bounds) reach the store.
         let pairs = [&h.requests, &h.input_tokens, &h.output_tokens];
+        let counts: [(f64, f64); BUCKETS] = [0, 1, 2].map(|i| {
+            pairs[i]
+                .limit
+                .zip(pairs[i].remaining)
+                .and_then(|(l, r)| sane_counts(i, l, r))
+                .unwrap_or((-1.0, -1.0))
+        });
         let mut inv = self.inner.update.key(&key);
-        for p in pairs {
-            inv.arg(p.limit.map_or(-1, |l| l as i64));
+        for (l, _) in counts {
+            inv.arg(l as i64);
         }
-        for p in pairs {
-            inv.arg(p.remaining.map_or(-1, |r| r as i64));
+        for (_, r) in counts {
+            inv.arg(r as i64);
         }
         for r in u.refund {
             inv.arg(r);
@@ -684,7 +726,10 @@ impl SharedPacer {
             .arg(self.inner.shift_ms.load(Ordering::Relaxed));
         let call = inv.invoke_async::<Vec<f64>>(&mut con);
         match tokio::time::timeout(self.inner.timeout, call).await {
-            Ok(Ok(out)) if out.len() == BUCKETS + 1 => {
+            Ok(Ok(out)) if out.len() == BUCKETS + 2 => {
+                if out[4] == 1.0 {
+                    corrupt(&key);
+                }
                 let limits = [out[0], out[1], out[2]];
                 let mut known = lock(&self.inner.known);
                 if !known.contains_key(&key) && u.answered != Answered::No {
@@ -718,6 +763,8 @@ struct Admit {
     bound: i64,
     /// The limits were known (the call is paced, so a 429 for it was not expected).
     known: bool,
+    /// The stored state was corrupt, and was replaced by a cold start.
+    corrupt: bool,
 }
 
 /// The bound [`ADMIT`] names for the cold start.
@@ -742,6 +789,15 @@ impl Pacer {
     fn clone_settings(&self) -> Pacer {
         Pacer::with_config(self.shared.config.clone())
     }
+}
+
+/// The stored state of a quota was corrupt and was replaced by a cold start (logged each time
+/// it is found: once per corruption, since the script replaces it).
+fn corrupt(key: &str) {
+    tracing::warn!(
+        key,
+        "shared quota state was corrupt (a field not a number, not finite, or out of range): replaced by a cold start"
+    );
 }
 
 /// FNV-1a, 64 bits: a hash that is the same in every process and every build.
@@ -914,6 +970,9 @@ impl SharedPacer {
             let a = match self.admit(&key, &cost_v).await {
                 Ok(r) => {
                     self.rejoined();
+                    if r.corrupt {
+                        corrupt(&key);
+                    }
                     r
                 }
                 Err(e) => {
@@ -956,11 +1015,12 @@ impl SharedPacer {
                 .await;
                 continue;
             }
-            // A little spread, so processes told the same wait do not all ask at once.
+            // A little spread, so processes told the same wait do not all ask at once; never
+            // asking again without a pause (a store that answers "not yet, wait 0").
             let spread = a.wait.mul_f64(
                 0.02 * f64::from(fnv1a(&start.elapsed().as_nanos().to_le_bytes()) as u8) / 255.0,
             );
-            tokio::time::sleep(a.wait + spread).await;
+            tokio::time::sleep((a.wait + spread).max(Duration::from_millis(1))).await;
         };
         let admitted_at = Instant::now();
         let waited = start.elapsed();
@@ -1343,14 +1403,14 @@ mod tests {
         };
         assert_eq!(burst(p.clone(), key.clone()).await, 59);
         let key = format!("{key}-2");
-        p.update(key.clone(), learn([60, 1000, 1000], [60, 1000, 1000]))
-            .await;
         let now = Instant::now();
         for _ in 0..3 {
             lock(&p.inner.allowance).surprised(now);
         }
         assert_eq!(lock(&p.inner.allowance).secs(), 2.0);
         assert!(p.dispatch_allowance() > Duration::from_millis(1990));
+        p.update(key.clone(), learn([60, 1000, 1000], [60, 1000, 1000]))
+            .await;
         assert_eq!(burst(p.clone(), key).await, 58);
     }
 
@@ -1386,6 +1446,69 @@ mod tests {
             .await
             .expect("released by the first answer, not by the cold start's end");
         assert_eq!(mock.stats().requests, 8);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_corrupt_shared_state_is_replaced_by_a_cold_start() {
+        let Some(p) = pacer("corrupt").await else {
+            return;
+        };
+        let mut con = p.con().await.unwrap();
+        for (n, (field, value)) in [
+            ("v0", "inf"),
+            ("v1", "1e300"),
+            ("v2", "-inf"),
+            ("l0", "nan"),
+            ("l1", "0"),
+            ("t", "1e300"),
+            ("g", "not a number"),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let key = format!("{}:quota:corrupt-{n}", p.inner.prefix);
+            p.update(key.clone(), learn([60, 1000, 1000], [60, 1000, 1000]))
+                .await;
+            let _: () = redis::cmd("HSET")
+                .arg(&key)
+                .arg(field)
+                .arg(value)
+                .query_async(&mut con)
+                .await
+                .unwrap();
+            // Found and replaced: a cold start (the first call goes, the next waits for its
+            // answer), not a call looping against the store.
+            let a = p.admit(&key, &[1.0, 0.0, 0.0]).await.unwrap();
+            assert!(
+                a.corrupt && a.admitted && !a.known,
+                "{field}={value}: {a:?}"
+            );
+            let b = p.admit(&key, &[1.0, 0.0, 0.0]).await.unwrap();
+            assert!(!b.corrupt && !b.admitted, "{field}={value}: {b:?}");
+            assert_eq!(b.bound, COLD_START_BOUND);
+            // The first answer teaches the limits again.
+            p.update(key.clone(), learn([60, 1000, 1000], [59, 1000, 1000]))
+                .await;
+            let c = p.admit(&key, &[1.0, 0.0, 0.0]).await.unwrap();
+            assert!(
+                c.admitted && c.known && !c.corrupt,
+                "{field}={value}: {c:?}"
+            );
+        }
+        // Counts the API could not mean never reach the store.
+        let key = format!("{}:quota:hostile", p.inner.prefix);
+        p.update(
+            key.clone(),
+            learn([u64::MAX, 1000, 1000], [u64::MAX, 1000, 1000]),
+        )
+        .await;
+        let l0: Option<String> = redis::cmd("HGET")
+            .arg(&key)
+            .arg("l0")
+            .query_async(&mut con)
+            .await
+            .unwrap();
+        assert_eq!(l0, None);
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
