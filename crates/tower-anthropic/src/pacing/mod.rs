@@ -21,7 +21,11 @@
 //!   alone and the others wait for that answer, released as soon as it teaches the limits
 //!   (at most [`Pacer::cold_start`], 2 s, then unpaced but counted); limits configured with
 //!   [`Pacer::limits`] pace even the first burst. An answer without the headers (a proxy that
-//!   strips them) before any with them turns pacing off for that quota.
+//!   strips them) before any with them turns pacing off for that quota for a minute (then
+//!   a call is paced again, and its answer decides anew). Counts the API could not mean are
+//!   ignored: a limit of 0 or above 10^9 requests or 10^12 tokens a minute, or more left than
+//!   the limit; an answer whose limit differs from the one known replaces what was learned
+//!   under it, so one sane answer undoes any number of hostile ones.
 //! - **A dispatch allowance in hand.** The server takes a call from its bucket when the call
 //!   arrives, the pacer when it admits it; while the server's bucket is full (a burst after
 //!   idle), the refill between the two is lost on the server's side. So each of the pacer's

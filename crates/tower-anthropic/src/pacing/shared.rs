@@ -24,7 +24,10 @@
 //! every process); the others are released as soon as an answer teaches the limits (woken at
 //! once in the process that got it, asking again every 10 to 200 ms in the others), at most
 //! the local pacer's [`cold_start`](Pacer::cold_start) later. An answer without rate-limit
-//! headers before any with them leaves the quota unpaced, in every process.
+//! headers before any with them leaves the quota unpaced for a minute, in every process.
+//! Only counts the local pacer would take reach the store, and the scripts check what they
+//! read: a quota whose stored state is not one this library writes (a field not a number,
+//! not finite, or out of range) is replaced by a cold start, with a warning.
 //!
 //! Every time decision is made with Redis's `TIME`, and only durations travel between client
 //! and server, so machines whose clocks differ agree. Scripts go by `EVALSHA` (loaded once).
