@@ -520,3 +520,46 @@ async fn streams_count_when_they_end() {
     probe.final_message().await.unwrap();
     assert_eq!(one.state(PRIMARY), Some(CircuitState::Closed));
 }
+
+#[tokio::test(start_paused = true)]
+async fn with_the_default_breakers_traffic_returns_within_two_seconds_of_an_outages_end() {
+    let s = mock().await;
+    let b = CircuitBreakers::new(CircuitBreakerConfig::new());
+    let c = support::builder(&s, "back", 3)
+        .circuit_breakers(b.clone())
+        .fallback_models([SECOND])
+        .build()
+        .unwrap();
+    let start = tokio::time::Instant::now();
+    s.model_outage_for(PRIMARY, Duration::from_secs(10), OutageKind::Overloaded);
+    // Ten calls a second for 20 s: the outage, then 10 s after it.
+    let mut set = tokio::task::JoinSet::new();
+    for i in 0..200u64 {
+        tokio::time::sleep_until(start + Duration::from_millis(100 * i)).await;
+        let c = c.clone();
+        set.spawn(async move {
+            let sent = start.elapsed();
+            let msg = c.messages().create(req(PRIMARY)).await.unwrap();
+            (sent, msg.model == PRIMARY)
+        });
+    }
+    let mut answered = Vec::new();
+    while let Some(r) = set.join_next().await {
+        answered.push(r.unwrap());
+    }
+    assert!(
+        answered
+            .iter()
+            .any(|(sent, primary)| *sent > Duration::from_secs(2)
+                && *sent < Duration::from_secs(9)
+                && !primary),
+        "the outage was answered by the fallback"
+    );
+    let back = answered
+        .iter()
+        .filter(|(sent, primary)| *primary && *sent >= Duration::from_secs(10))
+        .map(|(sent, _)| *sent)
+        .min()
+        .expect("traffic came back to the primary");
+    assert!(back <= Duration::from_secs(12), "back at {back:?}");
+}

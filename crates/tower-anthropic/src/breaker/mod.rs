@@ -117,7 +117,7 @@ const DEFAULT_KEY: &str = "default";
 /// | `window_calls` | the last 20 outcomes... |
 /// | `window` | ...none older than 10 s |
 /// | `open_for` | 1 s, doubling on each reopening |
-/// | `max_open_for` | 10 s |
+/// | `max_open_for` | 2 s: a recovered model gets traffic back within 2 s of the outage's end, however long it lasted (a probe is one call; between probes calls still fail fast) |
 /// | `half_open_probes` | 3 |
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct CircuitBreakerConfig {
@@ -138,7 +138,7 @@ impl Default for CircuitBreakerConfig {
             window_calls: 20,
             window: Duration::from_secs(10),
             open_for: Duration::from_secs(1),
-            max_open_for: Duration::from_secs(10),
+            max_open_for: Duration::from_secs(2),
             half_open_probes: 3,
         }
     }
