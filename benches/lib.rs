@@ -464,10 +464,10 @@ pub const PRIMARY: &str = "claude-sonnet-4-6";
 /// Scenario h's fallback model.
 pub const FALLBACK: &str = "claude-haiku-4-5";
 
-/// Scenario h's circuit settings: the defaults, with the open interval capped at 2 s so that
-/// traffic returns within 2 s of the outage's end.
+/// Scenario h's circuit settings: the defaults (open intervals of 1 s, then 2 s, so that
+/// traffic returns within 2 s of the outage's end).
 pub fn breaker_config() -> tower_anthropic::breaker::CircuitBreakerConfig {
-    tower_anthropic::breaker::CircuitBreakerConfig::default().max_open_for(Duration::from_secs(2))
+    tower_anthropic::breaker::CircuitBreakerConfig::default()
 }
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
