@@ -248,6 +248,30 @@ async fn a_long_retry_after_is_surfaced_at_once() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn absurd_backoffs_are_not_slept() {
+    // A backoff of Duration::MAX (and a cap to match) would sleep without end: the wait is
+    // over max_retry_after (at most a day), so the error comes back at once.
+    for cap in [Duration::from_secs(60), Duration::MAX] {
+        let fake = Fake::new([status(529), status(200)]);
+        let p = policy()
+            .max_retries(1)
+            .backoff(Duration::MAX, Duration::MAX, 0.0)
+            .max_retry_after(cap);
+        let start = Instant::now();
+        let e = call(p, &fake).await.unwrap_err();
+        assert_eq!(Instant::now(), start, "nothing was slept");
+        assert_eq!(e.status(), Some(http::StatusCode::from_u16(529).unwrap()));
+        assert_eq!(fake.attempts(), 1);
+    }
+    // Zero backoff retries at once.
+    let fake = Fake::new([status(529), status(200)]);
+    call(policy().backoff(Duration::ZERO, Duration::ZERO, 0.0), &fake)
+        .await
+        .unwrap();
+    assert_eq!(fake.gaps(), [Duration::ZERO]);
+}
+
+#[tokio::test(start_paused = true)]
 async fn spend_limits_are_not_retried() {
     let body = r#"{"type":"error","error":{"type":"rate_limit_error","message":"spend cap","details":{"error_code":"enforced_spend_limit_reached"}}}"#;
     let fake = Fake::new([(429, vec![], body), status(200)]);

@@ -79,13 +79,16 @@ impl JitterSource {
     }
 }
 
+/// The most [`RetryPolicy::max_retry_after`] can be: a day.
+const MAX_WAIT_CAP: Duration = Duration::from_secs(86_400);
+
 /// The SDK-compatible retry policy, with this crate's safer defaults.
 ///
 /// | setting | default |
 /// |---|---|
 /// | `max_retries` | 2 (3 attempts) |
 /// | backoff | `min(0.5 s * 2^n, 8 s) * (1 - 0.25 * U)` |
-/// | `max_retry_after` | 60 s: a longer server-directed wait is returned, not slept |
+/// | `max_retry_after` | 60 s: a longer wait (server-directed, or a backoff set that long) is returned, not slept; at most a day |
 /// | budget | [`RetryBudget::default`], shared by clones |
 /// | retry-count header | `x-stainless-retry-count` |
 ///
@@ -150,7 +153,8 @@ impl RetryPolicy {
         Arc::make_mut(&mut self.cfg).max_retries = n;
         self
     }
-    /// Backoff `min(base * 2^n, max) * (1 - jitter * U)`.
+    /// Backoff `min(base * 2^n, max) * (1 - jitter * U)`. A backoff longer than
+    /// [`max_retry_after`](Self::max_retry_after) is not slept: the error is returned.
     pub fn backoff(mut self, base: Duration, max: Duration, jitter: f64) -> Self {
         let cfg = Arc::make_mut(&mut self.cfg);
         cfg.base = base;
@@ -162,10 +166,11 @@ impl RetryPolicy {
         };
         self
     }
-    /// A server-directed wait longer than this is not slept: the error is returned at once
-    /// with `retry_after()` set.
+    /// A wait longer than this is not slept: the error is returned at once (with
+    /// `retry_after()` set when the server named the wait). It bounds server-directed waits
+    /// and the backoff alike, so no setting makes a call sleep without end. Capped at a day.
     pub fn max_retry_after(mut self, cap: Duration) -> Self {
-        Arc::make_mut(&mut self.cfg).max_retry_after = cap;
+        Arc::make_mut(&mut self.cfg).max_retry_after = cap.min(MAX_WAIT_CAP);
         self
     }
     /// The retry budget; `None` turns it off.
@@ -220,7 +225,15 @@ impl RetryPolicy {
             None if matches!(error, Error::Connection(c) if c.is_stream_refused()) => {
                 (Duration::ZERO, "refused")
             }
-            None => (self.backoff_delay(attempts.saturating_sub(1)), "backoff"),
+            None => {
+                let backoff = self.backoff_delay(attempts.saturating_sub(1));
+                if backoff > self.cfg.max_retry_after {
+                    tracing::info!(wait = ?backoff, cap = ?self.cfg.max_retry_after, request_id = error.request_id(),
+                        "backoff over the cap: returning the error");
+                    return Decision::Stop;
+                }
+                (backoff, "backoff")
+            }
         };
         if let Some(deadline) = deadline {
             if Instant::now()
