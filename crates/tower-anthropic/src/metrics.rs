@@ -19,14 +19,51 @@
 //! quota has as traffic flows; `remaining / limit` is the share of the minute's quota left.
 //! They are labelled by model class, never by key.
 //!
+//! **Bounded labels.** A model name comes from the caller (a gateway passes its users'
+//! strings through), so the `gen_ai.request.model` and `quota` labels take at most
+//! [`MAX_MODEL_LABELS`] distinct values per process: the first names seen that look like
+//! model ids (at most 64 characters of letters, digits and `-._:@/`); any other name, and
+//! every new one past the cap, is labelled `other`. Every other label comes from a fixed set.
+//!
 //! Without the feature every function here does nothing.
+
+/// The most distinct model names the metrics label by (the rest are `other`).
+pub const MAX_MODEL_LABELS: usize = 64;
 
 #[cfg(feature = "metrics")]
 mod on {
-    use std::sync::Arc;
+    use std::collections::HashSet;
+    use std::sync::{Arc, Mutex, OnceLock};
     use std::time::Duration;
 
     use metrics::SharedString;
+
+    /// A model name as a label: itself while it looks like a model id and is one of the first
+    /// [`MAX_MODEL_LABELS`](super::MAX_MODEL_LABELS) such names seen, else `other`.
+    pub(super) fn model_label(name: &str) -> SharedString {
+        static SEEN: OnceLock<Mutex<HashSet<Arc<str>>>> = OnceLock::new();
+        let plausible = !name.is_empty()
+            && name.len() <= 64
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-._:@/".contains(&b));
+        if !plausible {
+            return SharedString::const_str("other");
+        }
+        let mut seen = SEEN
+            .get_or_init(Mutex::default)
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if let Some(known) = seen.get(name) {
+            return SharedString::from_shared(known.clone());
+        }
+        if seen.len() >= super::MAX_MODEL_LABELS {
+            return SharedString::const_str("other");
+        }
+        let name: Arc<str> = Arc::from(name);
+        seen.insert(name.clone());
+        SharedString::from_shared(name)
+    }
 
     pub(crate) fn call_finished(
         model: &Arc<str>,
@@ -34,8 +71,8 @@ mod on {
         error: Option<&str>,
         usage: Option<(u64, u64)>,
     ) {
-        // The model's name shared with the call, not copied for each label.
-        let model = SharedString::from_shared(model.clone());
+        // The model's name shared, not copied for each label; from a bounded set.
+        let model = model_label(model);
         match error {
             Some(e) => {
                 metrics::histogram!("gen_ai.client.operation.duration",
@@ -97,18 +134,18 @@ mod on {
 
     pub(crate) fn pacer_headroom(h: &super::Headroom) {
         const BUCKETS: [&str; 3] = ["requests", "input_tokens", "output_tokens"];
+        let quota = model_label(&h.quota);
         for (i, bucket) in BUCKETS.into_iter().enumerate() {
             metrics::gauge!("anthropic.client.pacer.remaining",
-                "quota" => h.quota.clone(), "bucket" => bucket)
+                "quota" => quota.clone(), "bucket" => bucket)
             .set(h.remaining[i]);
             if let Some(limit) = h.limits[i] {
                 metrics::gauge!("anthropic.client.pacer.limit",
-                    "quota" => h.quota.clone(), "bucket" => bucket)
+                    "quota" => quota.clone(), "bucket" => bucket)
                 .set(limit);
             }
         }
-        metrics::gauge!("anthropic.client.pacer.waiting", "quota" => h.quota.clone())
-            .set(h.waiting as f64);
+        metrics::gauge!("anthropic.client.pacer.waiting", "quota" => quota).set(h.waiting as f64);
     }
 
     #[cfg(test)]

@@ -182,4 +182,46 @@ async fn calls_attempts_retries_tokens_and_errors_are_measured() {
         now_left > 0.0 && now_left < left - 2.0,
         "set again: {now_left} after {left}"
     );
+
+    // Model names a caller controls never grow the labels without bound: 100 names of 4 KiB
+    // and 100 distinct short ones give at most MAX_MODEL_LABELS values, then `other`.
+    let c = Client::builder()
+        .api_key("sk-ant-test")
+        .base_url(s.url())
+        .max_retries(0)
+        .build()
+        .unwrap();
+    for i in 0..100 {
+        let long = format!("{i}{}", "m".repeat(4096));
+        let _ = c
+            .messages()
+            .create(CreateMessageRequest::new(long, 8).user("hi"))
+            .await;
+        let _ = c
+            .messages()
+            .create(CreateMessageRequest::new(format!("model-{i}"), 8).user("hi"))
+            .await;
+    }
+    let models: std::collections::BTreeSet<String> = snapshotter
+        .snapshot()
+        .into_vec()
+        .into_iter()
+        .flat_map(|(k, _, _, _)| {
+            k.key()
+                .labels()
+                .filter(|l| l.key() == "gen_ai.request.model" || l.key() == "quota")
+                .map(|l| l.value().to_owned())
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    assert!(
+        models.len() <= tower_anthropic::metrics::MAX_MODEL_LABELS + 1,
+        "{} label values",
+        models.len()
+    );
+    assert!(models.contains("other"));
+    assert!(
+        models.iter().all(|m| m.len() <= 64),
+        "no long name is a label"
+    );
 }
