@@ -31,7 +31,8 @@ USAGE:
 run reads one request per line and writes one outcome per line (JSON, in the order they
 finish). It is resumable: ids already in OUTPUT are skipped, so after a crash or Ctrl-C the
 same command carries on, and a SIGKILL loses nothing already written. Ctrl-C stops taking
-jobs; those running finish (a second Ctrl-C quits at once).
+jobs; those running finish (a second Ctrl-C quits at once). One run writes an OUTPUT at a
+time: a second one on it refuses, naming the first (OUTPUT.lock holds its process id).
 
 worker runs jobs of a Redis queue until Ctrl-C (start as many as you like, anywhere).
 
@@ -170,6 +171,49 @@ fn job_of(line: &str, n: usize) -> Result<Job, String> {
 }
 
 /// Ids already in the output; a last line cut short by a crash is dropped from the file.
+/// Takes the output's advisory lock (`OUT.lock`, holding this process's id), so a second run
+/// on the same output refuses at once instead of writing every result again. The system
+/// releases it when the process ends, however it ends: a run killed mid-way resumes.
+fn lock_output(out: &Path) -> Result<std::fs::File, String> {
+    use std::io::{Read, Seek, Write};
+    let mut path = out.as_os_str().to_owned();
+    path.push(".lock");
+    let path = PathBuf::from(path);
+    let mut f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&path)
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    match f.try_lock() {
+        Ok(()) => {}
+        Err(std::fs::TryLockError::WouldBlock) => {
+            let mut holder = String::new();
+            let _ = f.read_to_string(&mut holder);
+            let holder = holder.trim();
+            let who = if holder.is_empty() {
+                "another process".to_owned()
+            } else {
+                format!("process {holder}")
+            };
+            return Err(format!(
+                "{} is being written by {who} (anthropic-bulk holds {}); wait for it or use another --out",
+                out.display(),
+                path.display()
+            ));
+        }
+        Err(std::fs::TryLockError::Error(e)) => {
+            return Err(format!("{}: cannot lock: {e}", path.display()));
+        }
+    }
+    f.set_len(0)
+        .and_then(|()| f.rewind())
+        .and_then(|()| writeln!(f, "{}", std::process::id()))
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    Ok(f)
+}
+
 fn done_ids(out: &Path) -> Result<HashSet<String>, String> {
     let mut ids = HashSet::new();
     let Ok(bytes) = std::fs::read(out) else {
@@ -291,6 +335,8 @@ async fn go<B: Backend>(backend: B, args: &Args) -> Result<ExitCode, String> {
         (Some(i), Some(o)) => (i, o),
         _ => return Err("run needs INPUT and --out".into()),
     };
+    // Before anything reads or repairs the output: one writer at a time.
+    let _lock = lock_output(out)?;
     let mut written = done_ids(out)?;
     let file = std::fs::File::open(input).map_err(|e| format!("{}: {e}", input.display()))?;
     let mut jobs = Vec::new();
@@ -561,6 +607,29 @@ mod tests {
             std::fs::read_to_string(&out).unwrap(),
             "{\"id\":\"a\"}\n{\"id\":\"b\"}\n"
         );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
+
+#[cfg(test)]
+mod lock_tests {
+    use super::*;
+
+    #[test]
+    fn one_writer_per_output_and_the_lock_goes_with_it() {
+        let dir = std::env::temp_dir().join(format!("anthropic-bulk-lock-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let out = dir.join("results.jsonl");
+        let first = lock_output(&out).unwrap();
+        let e = lock_output(&out).unwrap_err();
+        assert!(
+            e.contains(&format!("process {}", std::process::id())) && e.contains("results.jsonl"),
+            "{e}"
+        );
+        // Released with its holder (as when a run is killed): the next run takes it.
+        drop(first);
+        let again = lock_output(&out).unwrap();
+        drop(again);
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }
