@@ -214,20 +214,29 @@ async fn absurd_durations_saturate_instead_of_panicking() {
         .final_message()
         .await
         .unwrap();
-    // A backoff of Duration::MAX: the retry is not taken (it would end after the deadline),
-    // and nothing panics.
-    s.script("x", [ScriptEntry::status(529)]);
-    let c = support::builder(&s, "x", 1)
-        .retry_policy(RetryPolicy::new().backoff(Duration::MAX, Duration::MAX, 0.25))
-        .deadline(Duration::from_secs(10))
-        .build()
-        .unwrap();
-    let e = c.messages().create(support::req(16)).await.unwrap_err();
-    assert_eq!(
-        support::timeout_kind(&e),
-        Some(TimeoutKind::Deadline),
-        "{e}"
-    );
+    // A backoff of Duration::MAX: the retry is not taken (a wait over max_retry_after is
+    // never slept), the 529 comes back at once, and nothing panics; with or without a
+    // deadline.
+    for deadline in [Some(Duration::from_secs(10)), None] {
+        s.script("x", [ScriptEntry::status(529)]);
+        let mut b = support::builder(&s, "x", 1).retry_policy(RetryPolicy::new().backoff(
+            Duration::MAX,
+            Duration::MAX,
+            0.25,
+        ));
+        if let Some(d) = deadline {
+            b = b.deadline(d);
+        }
+        let c = b.build().unwrap();
+        let start = Instant::now();
+        let e = c.messages().create(support::req(16)).await.unwrap_err();
+        assert_eq!(
+            e.kind(),
+            Some(tower_anthropic::ApiErrorKind::Overloaded),
+            "{e}"
+        );
+        assert_eq!(start.elapsed(), Duration::ZERO);
+    }
 }
 
 #[test]
@@ -293,4 +302,108 @@ async fn calling_a_limit_without_poll_ready_is_an_error_not_a_panic() {
     let mut svc = tower::Layer::layer(&ConcurrencyLimitLayer::new(1), inner);
     let e = svc.call(http::Request::new(())).await.unwrap_err();
     assert!(matches!(e, Error::InvalidRequest(_)), "{e}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn every_absurd_setting_is_refused_or_bounded() {
+    use tower_anthropic::ClientBuilder;
+    use tower_anthropic::pacing::{Pacer, QuotaLimits};
+    let s = MockServer::start(MockConfig::default()).await.unwrap();
+    type Case = (&'static str, fn(ClientBuilder) -> ClientBuilder);
+    let cases: Vec<Case> = vec![
+        ("timeout MAX", |b| b.timeout(Duration::MAX)),
+        ("timeout 0", |b| b.timeout(Duration::ZERO)),
+        ("deadline MAX", |b| b.deadline(Duration::MAX)),
+        ("deadline 0", |b| b.deadline(Duration::ZERO)),
+        ("stream idle MAX", |b| b.stream_idle_timeout(Duration::MAX)),
+        ("stream idle 0", |b| b.stream_idle_timeout(Duration::ZERO)),
+        ("connect MAX", |b| b.connect_timeout(Duration::MAX)),
+        ("connect 0", |b| b.connect_timeout(Duration::ZERO)),
+        ("pool idle MAX", |b| b.pool_idle_timeout(Duration::MAX)),
+        ("pool idle 0", |b| b.pool_idle_timeout(Duration::ZERO)),
+        ("pool max idle MAX", |b| {
+            b.pool_max_idle_per_host(usize::MAX)
+        }),
+        ("concurrency 0", |b| b.concurrency_limit(0)),
+        ("concurrency MAX", |b| b.concurrency_limit(usize::MAX)),
+        ("retries MAX", |b| b.max_retries(u32::MAX)),
+        ("response body 0", |b| b.max_response_body(0)),
+        ("response body MAX", |b| b.max_response_body(usize::MAX)),
+        ("error body 0", |b| b.max_error_body(0)),
+        ("error body MAX", |b| b.max_error_body(usize::MAX)),
+        ("handlers MAX", |b| b.for_request_handlers(Duration::MAX)),
+        ("handlers 0", |b| b.for_request_handlers(Duration::ZERO)),
+        ("backoff MAX", |b| {
+            b.retry_policy(RetryPolicy::new().backoff(Duration::MAX, Duration::MAX, f64::NAN))
+        }),
+        ("backoff 0", |b| {
+            b.retry_policy(RetryPolicy::new().backoff(Duration::ZERO, Duration::ZERO, -1.0))
+        }),
+        ("retry-after cap MAX", |b| {
+            b.retry_policy(RetryPolicy::new().max_retry_after(Duration::MAX))
+        }),
+        ("max_wait MAX", |b| {
+            b.pacer(Pacer::new().max_wait(Duration::MAX))
+        }),
+        ("max_wait 0", |b| {
+            b.pacer(Pacer::new().max_wait(Duration::ZERO))
+        }),
+        ("cold start MAX", |b| {
+            b.pacer(Pacer::new().cold_start(Duration::MAX))
+        }),
+        ("limits MAX", |b| {
+            b.pacer(Pacer::new().limits(QuotaLimits {
+                requests_per_minute: u64::MAX,
+                input_tokens_per_minute: u64::MAX,
+                output_tokens_per_minute: u64::MAX,
+            }))
+        }),
+        ("limits 0", |b| {
+            b.pacer(Pacer::new().limits(QuotaLimits {
+                requests_per_minute: 0,
+                input_tokens_per_minute: 0,
+                output_tokens_per_minute: 0,
+            }))
+        }),
+    ];
+    for (name, set) in cases {
+        // Each setting alone, and with a 529 to retry, a 429 to wait for, and a stream.
+        let c = match set(support::builder(&s, name, 1)).build() {
+            Ok(c) => c,
+            Err(e) => {
+                // Refused at build: a typed error that names the problem.
+                assert!(!e.to_string().is_empty(), "{name}");
+                continue;
+            }
+        };
+        s.script(
+            name,
+            [
+                ScriptEntry::status(529),
+                serde_json::from_value(serde_json::json!(
+                    {"kind": "status", "status": 429, "headers": {"retry-after": "1"}}
+                ))
+                .unwrap(),
+            ],
+        );
+        let calls = async {
+            let a = c.messages().create(support::req(16)).await.map(|_| ());
+            let b = c.messages().create(support::req(16)).await.map(|_| ());
+            let st = match c.messages().stream(support::req(16)).await {
+                Ok(st) => st.final_message().await.map(|_| ()),
+                Err(e) => Err(e),
+            };
+            [a, b, st]
+        };
+        let results = tokio::time::timeout(Duration::from_secs(3600), calls)
+            .await
+            .unwrap_or_else(|_| panic!("{name}: a call hung"));
+        for r in results {
+            if let Err(e) = r {
+                // A typed error of its own (a zero timeout times out, a zero body limit is
+                // too small, ...), never a panic.
+                assert!(!e.to_string().is_empty(), "{name}");
+            }
+        }
+    }
 }
