@@ -111,6 +111,77 @@ async fn three_clients_one_quota_no_429() {
     assert_eq!(s.requests, 1300);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_long_gate_refuses_the_calls_already_waiting() {
+    let url = redis_url();
+    if !reachable(&url) {
+        return;
+    }
+    // 60 a minute, learned and used up by 59 calls; five more wait (a second apart).
+    let mock = MockServer::start(MockConfig {
+        limits: RateLimits {
+            requests_per_minute: 60,
+            ..Default::default()
+        },
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let prefix = format!("tower-anthropic-test:gate:{}", std::process::id());
+    let local = tower_anthropic::pacing::Pacer::new().max_wait(Duration::from_secs(30));
+    let p = SharedPacer::redis(&url)
+        .unwrap()
+        .prefix(prefix)
+        .local(local);
+    let c = Client::builder()
+        .api_key("sk-ant-shared")
+        .base_url(mock.url())
+        .default_header("x-mock-key", "gate")
+        .shared_pacer(p)
+        .build()
+        .unwrap();
+    let (ok, failed) = burst(std::slice::from_ref(&c), 1).await;
+    assert_eq!((ok, failed), (1, 0));
+    let (ok, failed) = burst(std::slice::from_ref(&c), 58).await;
+    assert_eq!((ok, failed), (58, 0));
+    // The first of the five to go meets a 429 asking for an hour: the others, waiting their
+    // turn, are refused at once (they would have waited until their next look).
+    mock.script(
+        "gate",
+        [
+            serde_json::from_value(serde_json::json!({"kind": "status", "status": 429,
+            "headers": {"retry-after": "3600", "anthropic-ratelimit-requests-limit": "60",
+                        "anthropic-ratelimit-requests-remaining": "0"}}))
+            .unwrap(),
+        ],
+    );
+    let mut set = tokio::task::JoinSet::new();
+    for i in 0..5 {
+        let c = c.clone();
+        set.spawn(async move {
+            let req = CreateMessageRequest::new("claude-shared", 8).user(format!("w{i}"));
+            c.messages().create(req).await
+        });
+    }
+    let mut paced = 0;
+    let all = async {
+        while let Some(r) = set.join_next().await {
+            match r.unwrap() {
+                Err(Error::Paced(e)) => {
+                    assert!(e.retry_after() > Duration::from_secs(3000), "{e:?}");
+                    paced += 1;
+                }
+                Err(e) => assert_eq!(e.status(), Some(http::StatusCode::TOO_MANY_REQUESTS)),
+                Ok(_) => {}
+            }
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(60), all)
+        .await
+        .expect("no call waits the hour");
+    assert_eq!(paced, 4, "the four behind the 429");
+}
+
 /// A `redis-server` of the test's own on a free port.
 struct OwnRedis {
     port: u16,

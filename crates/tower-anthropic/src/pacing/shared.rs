@@ -313,9 +313,10 @@ struct Inner {
     budget_script: Script,
     /// This process's dispatch allowance (as the local pacer's, one for all its quotas).
     allowance: Mutex<Allowance>,
-    /// Woken when an answer teaches this process a quota's limits (calls held by the cold
-    /// start then ask again at once).
-    learned: tokio::sync::Notify,
+    /// Woken when an answer teaches this process a quota's limits, or a 429 of this process
+    /// closes a quota: the calls waiting ask again at once (released by the cold start's end,
+    /// or refused when the gate is longer than they may wait).
+    changed: tokio::sync::Notify,
     /// Milliseconds added to the Redis clock: zero but in tests, which move it.
     shift_ms: AtomicI64,
 }
@@ -365,7 +366,7 @@ impl SharedPacer {
                 syncing: std::sync::atomic::AtomicBool::new(false),
                 budget_script: Script::new(BUDGET),
                 allowance: Mutex::default(),
-                learned: tokio::sync::Notify::new(),
+                changed: tokio::sync::Notify::new(),
                 shift_ms: AtomicI64::new(0),
             }),
         })
@@ -389,7 +390,7 @@ impl SharedPacer {
             syncing: std::sync::atomic::AtomicBool::new(false),
             budget_script: Script::new(BUDGET),
             allowance: Mutex::default(),
-            learned: tokio::sync::Notify::new(),
+            changed: tokio::sync::Notify::new(),
             shift_ms: AtomicI64::new(shared.shift_ms.load(Ordering::Relaxed)),
         });
         f(&mut inner);
@@ -735,9 +736,10 @@ impl SharedPacer {
                 }
                 let limits = [out[0], out[1], out[2]];
                 let mut known = lock(&self.inner.known);
-                if !known.contains_key(&key) && u.answered != Answered::No {
-                    // Calls held by this quota's cold start need not wait any longer.
-                    self.inner.learned.notify_waiters();
+                if (!known.contains_key(&key) && u.answered != Answered::No) || out[3] == 1.0 {
+                    // Calls held by this quota's cold start need not wait any longer, and a
+                    // new gate may be longer than the waiting calls may wait.
+                    self.inner.changed.notify_waiters();
                 }
                 if limits.iter().all(|l| *l >= 0.0) {
                     known.insert(key, limits);
@@ -969,7 +971,7 @@ impl SharedPacer {
             }
             // Registered before asking, so an answer that teaches the limits while the
             // question is on its way still wakes this call.
-            let learned = self.inner.learned.notified();
+            let changed = self.inner.changed.notified();
             let a = match self.admit(&key, &cost_v).await {
                 Ok(r) => {
                     self.rejoined();
@@ -1000,30 +1002,33 @@ impl SharedPacer {
                     class,
                 )));
             }
-            if bound == COLD_START_BOUND {
+            let pause = if bound == COLD_START_BOUND {
                 // Held until the quota's first answer teaches its limits: woken by this
                 // process's answer, else asking again soon (another process's answer).
                 let pause = a.wait.min(poll);
                 poll = (poll * 2).min(COLD_START_POLL);
-                let sleep = tokio::time::sleep(pause);
-                let mut sleep = std::pin::pin!(sleep);
-                let mut learned = std::pin::pin!(learned);
-                std::future::poll_fn(|cx| {
-                    if sleep.as_mut().poll(cx).is_ready() || learned.as_mut().poll(cx).is_ready() {
-                        Poll::Ready(())
-                    } else {
-                        Poll::Pending
-                    }
-                })
-                .await;
-                continue;
-            }
-            // A little spread, so processes told the same wait do not all ask at once; never
-            // asking again without a pause (a store that answers "not yet, wait 0").
-            let spread = a.wait.mul_f64(
-                0.02 * f64::from(fnv1a(&start.elapsed().as_nanos().to_le_bytes()) as u8) / 255.0,
-            );
-            tokio::time::sleep((a.wait + spread).max(Duration::from_millis(1))).await;
+                pause
+            } else {
+                // A little spread, so processes told the same wait do not all ask at once.
+                let spread = a.wait.mul_f64(
+                    0.02 * f64::from(fnv1a(&start.elapsed().as_nanos().to_le_bytes()) as u8)
+                        / 255.0,
+                );
+                a.wait + spread
+            };
+            // Never asking again without a pause (a store that answers "not yet, wait 0");
+            // woken early when this process learns the limits or meets a 429.
+            let sleep = tokio::time::sleep(pause.max(Duration::from_millis(1)));
+            let mut sleep = std::pin::pin!(sleep);
+            let mut changed = std::pin::pin!(changed);
+            std::future::poll_fn(|cx| {
+                if sleep.as_mut().poll(cx).is_ready() || changed.as_mut().poll(cx).is_ready() {
+                    Poll::Ready(())
+                } else {
+                    Poll::Pending
+                }
+            })
+            .await;
         };
         let admitted_at = Instant::now();
         let waited = start.elapsed();
