@@ -60,6 +60,19 @@ async fn retry_gap(first: ScriptEntry, builder: impl FnOnce(&MockServer) -> Clie
     log[1].at_ms - log[0].at_ms
 }
 
+/// A mock whose quota is `rpm` requests a minute (tokens unlimited).
+async fn limited(rpm: u64) -> MockServer {
+    MockServer::start(MockConfig {
+        limits: RateLimits {
+            requests_per_minute: rpm,
+            ..Default::default()
+        },
+        ..Default::default()
+    })
+    .await
+    .unwrap()
+}
+
 fn paced(s: &MockServer) -> ClientBuilder {
     support::builder(s, "p", 7).pacer(Pacer::new())
 }
@@ -110,15 +123,7 @@ async fn a_429_without_a_usable_wait_retries_after_the_policys_backoff() {
 #[tokio::test(start_paused = true)]
 async fn the_calls_behind_a_gate_go_at_the_refill_rate_from_the_gates_opening() {
     // A 50-a-minute quota (one request every 1.2 s), learned by a first call ...
-    let s = MockServer::start(MockConfig {
-        limits: RateLimits {
-            requests_per_minute: 50,
-            ..Default::default()
-        },
-        ..Default::default()
-    })
-    .await
-    .unwrap();
+    let s = limited(50).await;
     let pacer = Pacer::new().max_wait(Duration::from_secs(120));
     let c = support::builder(&s, "p", 7)
         .pacer(pacer.clone())
@@ -254,15 +259,7 @@ async fn a_429_the_pacer_did_not_expect_raises_the_dispatch_allowance() {
 #[tokio::test(start_paused = true)]
 async fn a_long_gate_refuses_the_calls_already_waiting_that_cannot_wait_it_out() {
     // 60 a minute, learned; 80 calls at once: 59 go, 21 wait in line (a second apart).
-    let s = MockServer::start(MockConfig {
-        limits: RateLimits {
-            requests_per_minute: 60,
-            ..Default::default()
-        },
-        ..Default::default()
-    })
-    .await
-    .unwrap();
+    let s = limited(60).await;
     let pacer = Pacer::new().max_wait(Duration::from_secs(30));
     let c = support::builder(&s, "p", 7)
         .pacer(pacer.clone())
@@ -317,15 +314,7 @@ async fn a_long_gate_refuses_the_calls_already_waiting_that_cannot_wait_it_out()
 
 #[tokio::test(start_paused = true)]
 async fn an_answer_without_headers_turns_pacing_off_for_a_minute_not_for_good() {
-    let s = MockServer::start(MockConfig {
-        limits: RateLimits {
-            requests_per_minute: 60,
-            ..Default::default()
-        },
-        ..Default::default()
-    })
-    .await
-    .unwrap();
+    let s = limited(60).await;
     let pacer = Pacer::new();
     let c = support::builder(&s, "p", 7)
         .pacer(pacer.clone())

@@ -80,22 +80,13 @@ const KEY_TTL: Duration = Duration::from_secs(600);
 /// How long connecting to Redis may take (each call then has the store timeout).
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// Admits a call on a quota (on the Redis clock), or says how long until it fits. Levels are
-/// stored to four decimals, so a level within a thousandth of a unit of the need is enough (a
-/// full bucket's level, its capacity rounded down, against a need of that capacity).
-///
-/// `ARGV`: the cost (three buckets), the key's TTL (ms), the cold start's bound (ms), the
-/// capacity factor (the dispatch allowance), a shift of the clock (ms; zero but in tests).
-/// Returns `{admitted, wait (ms), bound, known, corrupt}`: `bound` 0-2 a bucket, 3 the gate, 4
-/// the cold start; `known` whether the limits are (a call admitted without them is not
-/// paced); `corrupt` 1 when the stored state was not one this library writes (a field not a
-/// number, not finite, or out of its range: limits 1 to 10^12, levels within ±10^13, times
-/// within a day of now) and was replaced by a cold start, as [`UPDATE`] does.
-const ADMIT: &str = r"
-local t0 = redis.call('TIME')
-local now = tonumber(t0[1]) * 1000 + math.floor(tonumber(t0[2]) / 1000) + tonumber(ARGV[7])
-local h = redis.call('HMGET', KEYS[1], 'l0', 'l1', 'l2', 'v0', 'v1', 'v2', 't', 'g', 'p', 'u')
-local corrupt = 0
+/// What [`ADMIT`] and [`UPDATE`] do with the fields they read of a quota (`h`, in their
+/// order: limits, levels, then times): a state this library does not write (a field not a
+/// number, not finite, or out of its range: limits 1 to 10^12, levels within 10^13, times
+/// within a day of now) is deleted and read as a cold start, and `corrupt` says so.
+macro_rules! validate_state {
+    () => {
+        r"local corrupt = 0
 for i = 1, #h do
   if h[i] then
     local x = tonumber(h[i])
@@ -108,7 +99,29 @@ if corrupt == 1 then
   redis.call('DEL', KEYS[1])
   for i = 1, #h do h[i] = false end
 end
-local u = tonumber(h[10])
+"
+    };
+}
+
+/// Admits a call on a quota (on the Redis clock), or says how long until it fits. Levels are
+/// stored to four decimals, so a level within a thousandth of a unit of the need is enough (a
+/// full bucket's level, its capacity rounded down, against a need of that capacity).
+///
+/// `ARGV`: the cost (three buckets), the key's TTL (ms), the cold start's bound (ms), the
+/// capacity factor (the dispatch allowance), a shift of the clock (ms; zero but in tests).
+/// Returns `{admitted, wait (ms), bound, known, corrupt}`: `bound` 0-2 a bucket, 3 the gate, 4
+/// the cold start; `known` whether the limits are (a call admitted without them is not
+/// paced); `corrupt` 1 when the stored state was not one this library writes (a field not a
+/// number, not finite, or out of its range: limits 1 to 10^12, levels within ±10^13, times
+/// within a day of now) and was replaced by a cold start, as [`UPDATE`] does.
+const ADMIT: &str = concat!(
+    r"
+local t0 = redis.call('TIME')
+local now = tonumber(t0[1]) * 1000 + math.floor(tonumber(t0[2]) / 1000) + tonumber(ARGV[7])
+local h = redis.call('HMGET', KEYS[1], 'l0', 'l1', 'l2', 'v0', 'v1', 'v2', 't', 'g', 'p', 'u')
+",
+    validate_state!(),
+    r"local u = tonumber(h[10])
 if u and u > now then
   redis.call('PEXPIRE', KEYS[1], ARGV[4])
   return {1, 0, -1, 0, 0}
@@ -159,7 +172,8 @@ end
 redis.call('HSET', KEYS[1], 't', math.max(t, now))
 redis.call('PEXPIRE', KEYS[1], ARGV[4])
 return {admitted, wait, bound, known and 1 or 0, corrupt}
-";
+"
+);
 
 /// Learns from an answer. `ARGV`: the limits and the remaining counts of the three buckets (-1
 /// when absent), what to give back of each (on a 429, the call's whole cost), the 429's gate
@@ -174,24 +188,14 @@ return {admitted, wait, bound, known and 1 or 0, corrupt}
 /// A success without any limit before any with them marks the quota unmanaged for a minute
 /// (`u`: admitted at once until then; the next call after it is paced to see), as the local
 /// pacer does.
-const UPDATE: &str = r"
+const UPDATE: &str = concat!(
+    r"
 local t0 = redis.call('TIME')
 local now = tonumber(t0[1]) * 1000 + math.floor(tonumber(t0[2]) / 1000) + tonumber(ARGV[15])
 local h = redis.call('HMGET', KEYS[1], 'l0', 'l1', 'l2', 'v0', 'v1', 'v2', 't', 'g')
-local corrupt = 0
-for i = 1, #h do
-  if h[i] then
-    local x = tonumber(h[i])
-    local lo, hi = -1e13, 1e13
-    if i <= 3 then lo, hi = 1, 1e12 elseif i >= 7 then lo, hi = 0, now + 86400000 end
-    if x == nil or x ~= x or x < lo or x > hi then corrupt = 1 end
-  end
-end
-if corrupt == 1 then
-  redis.call('DEL', KEYS[1])
-  for i = 1, #h do h[i] = false end
-end
-local t = tonumber(h[7]) or now
+",
+    validate_state!(),
+    r"local t = tonumber(h[7]) or now
 local g = tonumber(h[8]) or 0
 local F = tonumber(ARGV[14])
 local lim, lev = {}, {}
@@ -253,7 +257,8 @@ for i = 1, 3 do out[i] = lim[i] or -1 end
 out[4] = opened
 out[5] = corrupt
 return out
-";
+"
+);
 
 /// How often breaker and budget state is exchanged.
 const SYNC_EVERY: Duration = Duration::from_millis(250);
