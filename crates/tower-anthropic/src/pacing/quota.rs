@@ -385,6 +385,11 @@ impl Quota {
         }) {
             self.slow_start = None;
         }
+        if self.slow_start.is_none() && self.gate_until().is_some_and(|g| g <= now) {
+            // Open, and its slow start over: forgotten (a settlement with nobody in line and
+            // no gate reads no clock again).
+            self.gate = None;
+        }
         while let Some(head) = self.queue.front().cloned() {
             match self.ready(&head.cost, now) {
                 Ready::Now => {
@@ -895,6 +900,24 @@ mod tests {
         assert_eq!(sane_counts(0, 50, 5000), None, "more left than the limit");
         // Token counts are rounded to the nearest thousand: a little over is the limit.
         assert_eq!(sane_counts(1, 1500, 2000), Some((1500.0, 1500.0)));
+    }
+
+    #[test]
+    fn an_open_gate_is_forgotten_once_its_line_has_gone() {
+        let t0 = Instant::now();
+        let mut q = learned(600, t0);
+        let gate = GateSnapshot {
+            until: t0 + Duration::from_secs(1),
+            closed_at: t0,
+            retry_after: Duration::from_secs(1),
+            request_id: None,
+        };
+        q.close_gate(gate, &ONE, t0);
+        q.pump(t0 + Duration::from_millis(500), true);
+        assert!(q.gate.is_some(), "still closed");
+        q.pump(t0 + Duration::from_secs(2), true);
+        assert!(q.gate.is_none(), "open, nobody in line: forgotten");
+        q.settled(|| panic!("no clock to read"));
     }
 
     #[test]
