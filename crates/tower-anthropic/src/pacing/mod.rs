@@ -867,12 +867,11 @@ impl Ticket {
                 if q.close_gate(gate, &cost, now) {
                     tracing::info!(retry_after = ?wait, request_id = id.as_deref(), class = %class,
                         "429: closing the quota until its retry-after");
-                    q.rejudge(now);
                 } else {
-                    q.rejudge(now);
                     tracing::debug!(retry_after = ?wait, request_id = id.as_deref(), class = %class,
                         "429 while the quota is closed");
                 }
+                q.rejudge(now);
             }
             q.pump(now, true);
             headroom = q.headroom(class, now);
