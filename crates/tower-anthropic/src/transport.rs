@@ -266,7 +266,9 @@ pub struct InvalidBaseUrl {
 
 impl Endpoint {
     /// An endpoint at `base_url` (`http` or `https`; a path prefix is kept, so
-    /// `http://host:8080/prefix` sends to `/prefix/v1/messages`).
+    /// `http://host:8080/prefix` sends to `/prefix/v1/messages`). A base URL ending in `/v1`
+    /// (as some SDK settings write it) is taken without it: the API paths add `/v1`
+    /// themselves, and `/v1/v1/messages` is no path the API has.
     pub fn new(base_url: &str, api_key: ApiKey) -> Result<Self, InvalidBaseUrl> {
         // Kept for the message: no credential, and not 64 KiB of it.
         let bad = |reason| InvalidBaseUrl {
@@ -308,7 +310,8 @@ impl Endpoint {
         );
         headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
         headers.insert(USER_AGENT, HeaderValue::from_static(USER_AGENT_VALUE));
-        let base = base_url.trim_end_matches('/').to_owned();
+        let trimmed = base_url.trim_end_matches('/');
+        let base = trimmed.strip_suffix("/v1").unwrap_or(trimmed).to_owned();
         let messages_uri = format!("{base}/v1/messages")
             .parse()
             .map_err(|_| bad("too long, or not a URL once an API path is added"))?;
@@ -391,6 +394,23 @@ impl Endpoint {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_base_url_ending_in_v1_is_taken_without_it() {
+        for url in [
+            "http://127.0.0.1:9/v1",
+            "http://127.0.0.1:9/v1/",
+            "http://127.0.0.1:9",
+        ] {
+            let e = Endpoint::new(url, ApiKey::new("k").unwrap()).unwrap();
+            assert_eq!(e.messages_uri, "http://127.0.0.1:9/v1/messages", "{url}");
+        }
+        // A prefix is kept; only a last `/v1` goes.
+        let e = Endpoint::new("http://127.0.0.1:9/proxy/v1", ApiKey::new("k").unwrap()).unwrap();
+        assert_eq!(e.messages_uri, "http://127.0.0.1:9/proxy/v1/messages");
+        let e = Endpoint::new("http://127.0.0.1:9/v1x", ApiKey::new("k").unwrap()).unwrap();
+        assert_eq!(e.messages_uri, "http://127.0.0.1:9/v1x/v1/messages");
+    }
 
     #[test]
     fn a_request_has_room_for_the_headers_the_client_adds() {

@@ -407,3 +407,17 @@ async fn every_absurd_setting_is_refused_or_bounded() {
         }
     }
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_base_url_ending_in_v1_reaches_the_api() {
+    let s = MockServer::start(MockConfig::default()).await.unwrap();
+    for url in [format!("{}/v1", s.url()), format!("{}/v1/", s.url())] {
+        let c = Client::builder()
+            .api_key("sk-ant-x")
+            .base_url(&url)
+            .build()
+            .unwrap();
+        c.messages().create(support::req(16)).await.unwrap();
+    }
+    assert!(s.log().iter().all(|l| l.path == "/v1/messages"));
+}
