@@ -271,6 +271,23 @@ async fn every_validation_error_names_its_field() {
         ),
         (
             ok.to_vec(),
+            json!({"model": "claude-m", "max_tokens": 8, "messages": [{"role": "user", "content": ""}]})
+                .to_string(),
+            400,
+            "invalid_request_error",
+            "messages.0: all messages must have non-empty content",
+        ),
+        (
+            ok.to_vec(),
+            json!({"model": "claude-m", "max_tokens": 8, "messages": [
+                {"role": "user", "content": [{"type": "text", "text": ""}]}]})
+            .to_string(),
+            400,
+            "invalid_request_error",
+            "text content blocks must be non-empty",
+        ),
+        (
+            ok.to_vec(),
             json!({"model": "claude-m", "max_tokens": 8, "messages": [{"role": "bot", "content": "x"}]})
                 .to_string(),
             400,

@@ -303,6 +303,28 @@ pub(super) fn validate(body: &Value, route: Route) -> Result<(), String> {
                 "messages.{i}.role: roles must alternate between \"user\" and \"assistant\""
             ));
         }
+        // As the API: no empty message but an optional final assistant one, and no empty
+        // text block anywhere.
+        let last_assistant = i + 1 == messages.len() && role == Some("assistant");
+        let empty = match m.get("content") {
+            Some(Value::String(t)) => t.is_empty(),
+            Some(Value::Array(blocks)) => blocks.is_empty(),
+            _ => false,
+        };
+        if empty && !last_assistant {
+            return Err(format!(
+                "messages.{i}: all messages must have non-empty content except for the optional final assistant message"
+            ));
+        }
+        if let Some(Value::Array(blocks)) = m.get("content") {
+            let empty_text = blocks.iter().any(|b| {
+                b.get("type").and_then(Value::as_str) == Some("text")
+                    && b.get("text").and_then(Value::as_str) == Some("")
+            });
+            if empty_text {
+                return Err("messages: text content blocks must be non-empty".into());
+            }
+        }
         match m.get("content") {
             Some(Value::String(_)) | Some(Value::Array(_)) => {}
             None | Some(Value::Null) => {
