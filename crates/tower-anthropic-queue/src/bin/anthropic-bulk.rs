@@ -59,6 +59,13 @@ OPTIONS:
 
 The API key is read from ANTHROPIC_API_KEY (and ANTHROPIC_BASE_URL); without a key the
 embedded mock API is started and used instead, and the command says so.
+
+EXIT CODES:
+    0     every request answered
+    1     an error stopped the run (a bad input line, an unusable output, a store error)
+    2     a usage error
+    3     finished, with dead letters in the output
+    130   interrupted (Ctrl-C) before the end: run the same command again to resume
 ";
 
 struct Args {
@@ -301,13 +308,14 @@ fn main() -> ExitCode {
     }
 }
 
-/// Completes on the first Ctrl-C (and exits the process on the second).
-async fn interrupted(flag: Arc<AtomicBool>) {
+/// Completes on the first Ctrl-C, saying `what` happens now (and exits the process on the
+/// second).
+async fn interrupted(flag: Arc<AtomicBool>, what: &'static str) {
     if tokio::signal::ctrl_c().await.is_err() {
         return std::future::pending().await;
     }
     flag.store(true, Ordering::SeqCst);
-    eprintln!("\ninterrupted: finishing the jobs running (Ctrl-C again to quit now)");
+    eprintln!("\ninterrupted: {what} (Ctrl-C again to quit now)");
     tokio::spawn(async {
         let _ = tokio::signal::ctrl_c().await;
         eprintln!("quitting; run the same command again to resume");
@@ -328,7 +336,8 @@ async fn go<B: Backend>(backend: B, args: &Args) -> Result<ExitCode, String> {
             args.queue
         );
         let pool = WorkerPool::new(backend, client.service(), config);
-        pool.run(interrupted(stop)).await;
+        pool.run(interrupted(stop, "finishing the jobs running"))
+            .await;
         return Ok(ExitCode::SUCCESS);
     }
     let (input, out) = match (&args.input, &args.out) {
@@ -378,9 +387,16 @@ async fn go<B: Backend>(backend: B, args: &Args) -> Result<ExitCode, String> {
         let pool = WorkerPool::new(backend.clone(), client.service(), config);
         let flag = stop.clone();
         tokio::spawn(pool.run(async move {
-            interrupted(flag).await;
+            interrupted(flag, "finishing the jobs running").await;
         }))
     });
+    if !args.workers {
+        // Only collecting: Ctrl-C stops that (the jobs stay queued for the workers).
+        tokio::spawn(interrupted(
+            stop.clone(),
+            "no longer collecting; the jobs stay queued for the workers",
+        ));
+    }
     let mut file = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
