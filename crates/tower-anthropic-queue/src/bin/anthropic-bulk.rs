@@ -18,7 +18,7 @@ use serde_json::Value;
 use tower_anthropic::Client;
 use tower_anthropic::messages::CreateMessageRequest;
 use tower_anthropic_queue::{
-    Backend, Counts, Job, MemoryBackend, RedisBackend, WorkerConfig, WorkerPool,
+    Backend, Counts, Job, MemoryBackend, Outcome, RedisBackend, WorkerConfig, WorkerPool,
 };
 
 const HELP: &str = "\
@@ -405,7 +405,7 @@ async fn go<B: Backend>(backend: B, args: &Args) -> Result<ExitCode, String> {
     let started = Instant::now();
     let mut progress = Progress::new(wanted.len());
     let mut cursor = String::new();
-    let (mut done, mut dead) = (0usize, 0usize);
+    let (mut done, mut dead, mut retried) = (0usize, 0usize, 0usize);
     let mut store_errors = 0u32;
     while !wanted.is_empty() {
         let (batch, next) = match backend.outcomes_after(&cursor, 1000).await {
@@ -429,10 +429,13 @@ async fn go<B: Backend>(backend: B, args: &Args) -> Result<ExitCode, String> {
                 continue;
             }
             written.insert(o.id().to_owned());
-            if o.is_done() {
-                done += 1;
-            } else {
-                dead += 1;
+            match o {
+                Outcome::Done(r) => {
+                    done += 1;
+                    // Retried inside the client (its last call took more than one attempt).
+                    retried += usize::from(r.attempts > 1);
+                }
+                Outcome::Dead(_) => dead += 1,
             }
             serde_json::to_writer(&mut buf, o).map_err(|e| e.to_string())?;
             buf.push(b'\n');
@@ -443,7 +446,7 @@ async fn go<B: Backend>(backend: B, args: &Args) -> Result<ExitCode, String> {
                 .map_err(|e| format!("{}: {e}", out.display()))?;
         }
         let counts = backend.counts().await.unwrap_or_default();
-        progress.show(done, dead, &counts, started.elapsed());
+        progress.show(done, dead, retried, &counts, started.elapsed());
         if stop.load(Ordering::SeqCst) && counts.in_flight == 0 {
             break;
         }
@@ -454,7 +457,8 @@ async fn go<B: Backend>(backend: B, args: &Args) -> Result<ExitCode, String> {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
-    progress.finish();
+    let counts_now = backend.counts().await.unwrap_or_default();
+    progress.finish(done, dead, retried, &counts_now, started.elapsed());
     if let Some(t) = pool_task {
         if stop.load(Ordering::SeqCst) {
             let _ = t.await;
@@ -498,7 +502,7 @@ impl Progress {
         }
     }
 
-    fn show(&mut self, done: usize, dead: usize, c: &Counts, elapsed: Duration) {
+    fn show(&mut self, done: usize, dead: usize, retried: usize, c: &Counts, elapsed: Duration) {
         let now = Instant::now();
         let every = if self.tty {
             Duration::from_millis(200)
@@ -508,6 +512,12 @@ impl Progress {
         if self.last.is_some_and(|t| now - t < every) {
             return;
         }
+        self.draw(done, dead, retried, c, elapsed);
+    }
+
+    /// Draws the line now (the last one whatever the time since the previous).
+    fn draw(&mut self, done: usize, dead: usize, retried: usize, c: &Counts, elapsed: Duration) {
+        let now = Instant::now();
         self.last = Some(now);
         let finished = done + dead;
         self.history.push_back((now, finished));
@@ -529,7 +539,7 @@ impl Progress {
         };
         let pct = 100.0 * finished as f64 / self.total.max(1) as f64;
         let line = format!(
-            "{finished}/{} ({pct:.0}%)  done {done}  dead {dead}  retried {}  running {}  ETA {eta}  [{:.0} s]",
+            "{finished}/{} ({pct:.0}%)  done {done}  dead {dead}  retried in the client {retried}  rescheduled {}  running {}  ETA {eta}  [{:.0} s]",
             self.total,
             c.rescheduled,
             c.in_flight,
@@ -544,7 +554,9 @@ impl Progress {
         let _ = err.flush();
     }
 
-    fn finish(&self) {
+    /// The last line, drawn whatever the time since the one before (so it shows the end).
+    fn finish(&mut self, done: usize, dead: usize, retried: usize, c: &Counts, elapsed: Duration) {
+        self.draw(done, dead, retried, c, elapsed);
         if self.tty {
             eprintln!();
         }
