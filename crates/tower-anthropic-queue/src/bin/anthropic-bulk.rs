@@ -177,7 +177,6 @@ fn job_of(line: &str, n: usize) -> Result<Job, String> {
     Ok(job)
 }
 
-/// Ids already in the output; a last line cut short by a crash is dropped from the file.
 /// Takes the output's advisory lock (`OUT.lock`, holding this process's id), so a second run
 /// on the same output refuses at once instead of writing every result again. The system
 /// releases it when the process ends, however it ends: a run killed mid-way resumes.
@@ -221,6 +220,7 @@ fn lock_output(out: &Path) -> Result<std::fs::File, String> {
     Ok(f)
 }
 
+/// Ids already in the output; a last line cut short by a crash is dropped from the file.
 fn done_ids(out: &Path) -> Result<HashSet<String>, String> {
     let mut ids = HashSet::new();
     let Ok(bytes) = std::fs::read(out) else {
