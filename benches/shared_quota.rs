@@ -16,7 +16,8 @@ use std::time::{Duration, Instant};
 
 use tower_anthropic::Client;
 use tower_anthropic::messages::CreateMessageRequest;
-use tower_anthropic::pacing::{Pacer, SharedPacer};
+use tower_anthropic::pacing::Pacer;
+use tower_anthropic::shared::SharedPacer;
 
 fn client(url: &str, mode: &str, prefix: &str) -> Client {
     let b = Client::builder().api_key("sk-bench-shared").base_url(url);

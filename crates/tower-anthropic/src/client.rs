@@ -301,7 +301,7 @@ pub struct ClientBuilder {
     fallback: Option<FallbackLayer>,
     degrade: Option<Degrader>,
     #[cfg(feature = "redis")]
-    shared_pacer: Option<crate::pacing::SharedPacer>,
+    shared_pacer: Option<crate::shared::SharedPacer>,
 }
 
 impl fmt::Debug for ClientBuilder {
@@ -514,10 +514,10 @@ impl ClientBuilder {
     }
 
     /// Paces through a quota shared with other processes in Redis instead of this process's
-    /// own pacer (feature `redis`); see [`SharedPacer`](crate::pacing::SharedPacer).
+    /// own pacer (feature `redis`); see [`SharedPacer`](crate::shared::SharedPacer).
     #[cfg(feature = "redis")]
     #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
-    pub fn shared_pacer(mut self, pacer: crate::pacing::SharedPacer) -> Self {
+    pub fn shared_pacer(mut self, pacer: crate::shared::SharedPacer) -> Self {
         self.shared_pacer = Some(pacer);
         self.no_pacing = false;
         self

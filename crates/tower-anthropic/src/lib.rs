@@ -33,7 +33,7 @@
 //! ```
 //!
 //! Every failure is an [`Error`] to match on; see [`error`] for the status table, and
-//! [`stream`] for streaming. With the `redis` feature, `pacing::SharedPacer` shares one
+//! [`stream`] for streaming. With the `redis` feature, `shared::SharedPacer` shares one
 //! quota (and the breakers and retry budget) between processes; the work queue and the
 //! `anthropic-bulk` command are in the `tower-anthropic-queue` crate. With the `axum`
 //! feature, [`Error`] implements `axum::response::IntoResponse` (a status, `Retry-After` and
@@ -57,6 +57,9 @@ pub mod metrics;
 pub mod pacing;
 pub mod rate_limit;
 pub mod retry;
+#[cfg(feature = "redis")]
+#[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
+pub mod shared;
 pub mod stream;
 pub mod timeout;
 pub mod transport;

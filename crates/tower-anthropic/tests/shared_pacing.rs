@@ -9,7 +9,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use anthropic_mock::{MockConfig, MockServer, RateLimits};
-use tower_anthropic::pacing::SharedPacer;
+use tower_anthropic::shared::SharedPacer;
 use tower_anthropic::{Client, Error, messages::CreateMessageRequest};
 
 fn redis_url() -> String {

@@ -36,7 +36,7 @@ pub(crate) const HALF_LIFE: Duration = Duration::from_secs(30);
 const WEIGHT: f64 = 0.1;
 
 /// See the [module docs](self).
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub(crate) struct Allowance {
     /// The average time from admission to an answer's head (each capped), in seconds.
     measured: f64,
@@ -60,12 +60,6 @@ impl Allowance {
     /// The allowance in seconds, as of the last [`update`](Self::update).
     pub(crate) fn secs(&self) -> f64 {
         self.secs
-    }
-
-    /// The fraction of a bucket's limit it holds (`1 - secs / 60`), for the shared scripts.
-    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
-    pub(crate) fn factor(&self) -> f64 {
-        1.0 - self.secs / 60.0
     }
 
     /// An answer's head arrived `latency` after its call's admission.
@@ -108,7 +102,6 @@ mod tests {
             a.answered(Duration::from_millis(2), now);
         }
         assert_eq!(a.secs(), FLOOR);
-        assert!((a.factor() - (1.0 - FLOOR / 60.0)).abs() < 1e-12);
     }
 
     #[test]

@@ -97,14 +97,10 @@
 //! [`Client`]: crate::Client
 //! [`Deadline`]: crate::timeout::Deadline
 
-mod allowance;
+pub(crate) mod allowance;
 mod estimate;
-mod quota;
-#[cfg(feature = "redis")]
-#[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
-pub mod shared;
-#[cfg(feature = "redis")]
-pub use shared::{SharedPacer, SharedPacerError, SharedPacing, SharedPacingLayer};
+mod line;
+pub(crate) mod state;
 
 use std::collections::HashMap;
 use std::fmt;
@@ -123,7 +119,8 @@ use tokio::time::{Instant, Sleep};
 use tower::{Layer, Service};
 
 pub use estimate::{BytesPerToken, TokenEstimator};
-use quota::{Admission, BUCKETS, Cost, NAMES, Quota, Slot, Waiter, secs};
+use line::{Quota, Slot, Waiter};
+use state::{Admission, Answer, BUCKETS, Cost, NAMES, QuotaState, secs};
 
 use crate::error::{BoxError, Error, PacedError};
 use crate::rate_limit::RateLimitHeaders;
@@ -271,7 +268,7 @@ pub(crate) fn longest_wait<B>(req: &Request<B>, max_wait: Duration, now: Instant
 }
 
 /// The credential a request is sent with: `x-api-key`, else `authorization`.
-fn request_key<B>(req: &Request<B>) -> Option<&[u8]> {
+pub(crate) fn request_key<B>(req: &Request<B>) -> Option<&[u8]> {
     const X_API_KEY: http::HeaderName = http::HeaderName::from_static("x-api-key");
     let h = req.headers();
     h.get(X_API_KEY)
@@ -394,7 +391,8 @@ impl Pacer {
     /// How long at most, before a quota's first answer, the calls behind its first call wait
     /// for that answer (which teaches the limits; they are released as soon as it comes)
     /// before going out unpaced. Default 2 s; zero sends everything at once. The shared pacer
-    /// uses the setting of its [`local`](shared::SharedPacer::local) pacer.
+    /// uses the setting of its local pacer
+    /// (`shared::SharedPacer::local`, feature `redis`).
     pub fn cold_start(self, wait: Duration) -> Self {
         self.configure(|c| c.cold_start = wait)
     }
@@ -424,6 +422,36 @@ impl Pacer {
         self.configure(|c| c.estimator = Arc::new(estimator))
     }
 
+    /// The longest a call waits for its quota (see [`max_wait`](Self::max_wait)).
+    pub(crate) fn max_wait_setting(&self) -> Duration {
+        self.shared.config.max_wait
+    }
+
+    /// How long calls wait for a new quota's first answer (see
+    /// [`cold_start`](Self::cold_start)).
+    pub(crate) fn cold_start_setting(&self) -> Duration {
+        self.shared.config.cold_start
+    }
+
+    /// A pacer with these settings and none of the state, pacing to `share` of each quota;
+    /// with `known` limits, every quota starts from that share of them with empty buckets
+    /// (refilling at the share: whatever the shared level was, taking over adds no burst).
+    pub(crate) fn fallback(&self, share: f64, known: Option<[f64; BUCKETS]>) -> Pacer {
+        let mut pacer =
+            Self::with_config(self.shared.config.clone()).configure(|c| c.share = share);
+        if let Some(l) = known {
+            let part = |n: f64| (n * share).floor().max(1.0) as u64;
+            pacer = pacer
+                .limits(QuotaLimits {
+                    requests_per_minute: part(l[0]),
+                    input_tokens_per_minute: part(l[1]),
+                    output_tokens_per_minute: part(l[2]),
+                })
+                .configure(|c| c.start_empty = true);
+        }
+        pacer
+    }
+
     /// Every quota as the pacer sees it now.
     pub fn snapshot(&self) -> Vec<QuotaSnapshot> {
         let now = Instant::now();
@@ -435,12 +463,12 @@ impl Pacer {
                 let mut q = cell.lock();
                 let (wait, _) = q.predicted_wait(&[1.0, 0.0, 0.0], now);
                 let b = |i: usize| BucketSnapshot {
-                    limit: q.buckets[i]
+                    limit: q.state.buckets[i]
                         .limit
                         .filter(|l| l.is_finite())
                         .map(|l| l as u64),
-                    remaining: q.buckets[i].level,
-                    reserved: q.buckets[i].reserved,
+                    remaining: q.state.buckets[i].level,
+                    reserved: q.state.buckets[i].reserved,
                 };
                 QuotaSnapshot {
                     id: id.clone(),
@@ -448,8 +476,8 @@ impl Pacer {
                     input_tokens: b(1),
                     output_tokens: b(2),
                     waiting: q.queue.len(),
-                    gate: q.gate.clone().filter(|g| g.until > now),
-                    dispatch_allowance: secs(q.allowance.secs()),
+                    gate: q.state.gate.clone().filter(|g| g.until > now),
+                    dispatch_allowance: secs(q.state.allowance.secs()),
                     next_free: now + wait,
                 }
             })
@@ -460,7 +488,7 @@ impl Pacer {
 
     /// The quota of a request for `model`: scheme and authority of its URI, a hash of its
     /// key (`x-api-key`, else `authorization`), and the model's class.
-    fn quota_id<B>(&self, req: &Request<B>, model: &str) -> QuotaId {
+    pub(crate) fn quota_id<B>(&self, req: &Request<B>, model: &str) -> QuotaId {
         let uri = req.uri();
         let endpoint = format!(
             "{}://{}",
@@ -508,13 +536,13 @@ impl Pacer {
             Some(cell) => cell.clone(),
             None => {
                 let c = &self.shared.config;
-                let mut q = Quota::new(c.limits, c.cold_start, now);
+                let mut state = QuotaState::new(c.limits, c.cold_start, now);
                 if c.start_empty {
-                    q.drain();
+                    state.drain();
                 }
                 let cell = Arc::new(QuotaCell {
                     id: id.clone(),
-                    quota: Mutex::new(q),
+                    quota: Mutex::new(Quota::new(state, now)),
                 });
                 quotas.by_id.insert(id, cell.clone());
                 cell
@@ -533,7 +561,7 @@ impl Pacer {
         cell
     }
 
-    fn cost(&self, c: &RequestCost) -> (Cost, f64) {
+    pub(crate) fn cost(&self, c: &RequestCost) -> (Cost, f64) {
         let raw = self.shared.config.estimator.estimate(&c.body) as f64;
         let factor = f64::from_bits(self.shared.input_factor.load(Ordering::Relaxed));
         (
@@ -550,7 +578,7 @@ impl Pacer {
     /// correction at once (it risks 429s), an overestimate lowers it slowly, never below 1
     /// (it only costs some throughput, and the fixed overhead of small requests would
     /// otherwise drag large ones into underestimates).
-    fn learn_input(&self, raw: f64, actual: f64) {
+    pub(crate) fn learn_input(&self, raw: f64, actual: f64) {
         if raw >= 1.0 && actual >= 1.0 {
             let ratio = (actual / raw).min(20.0);
             // Written only when it changes (at the floor of 1 it usually does not).
@@ -671,7 +699,7 @@ where
         let (cost_v, raw) = self.pacer.cost(cost);
         let pacer = self.pacer.clone();
         let mut quota = cell.lock();
-        if !quota.paces(now) {
+        if !quota.state.paces(now) {
             drop(quota);
             return ResponseFuture::now_or_later(&mut self.inner, req, None);
         }
@@ -812,65 +840,42 @@ impl Ticket {
         };
         let now = Instant::now();
         let cost = self.cost;
-        let mut drain = false;
-        let (headers, charged, gate) = match result {
-            Ok(resp) => (
-                Some(RateLimitHeaders::counts_from_headers(resp.headers())),
-                true,
-                None,
-            ),
-            Err(Error::Api(api)) => {
-                let told = RateLimited::of(api);
-                drain = told.is_some_and(|t| t.drain);
-                let gate = told.and_then(|t| t.wait).map(|wait| GateSnapshot {
-                    until: now + wait,
-                    closed_at: now,
-                    retry_after: wait,
-                    request_id: api.request_id().map(str::to_owned),
-                });
-                (Some(*api.rate_limits()), false, gate)
-            }
+        let share = self.pacer.shared.config.share;
+        let scaled = |h: RateLimitHeaders| if share < 1.0 { h.scaled(share) } else { h };
+        let answer = match result {
+            Ok(resp) => Answer {
+                headers: Some(scaled(RateLimitHeaders::counts_from_headers(
+                    resp.headers(),
+                ))),
+                charged: true,
+                success: true,
+                rate_limited: None,
+                request_id: None,
+            },
+            Err(Error::Api(api)) => Answer {
+                headers: Some(scaled(*api.rate_limits())),
+                charged: false,
+                success: false,
+                rate_limited: RateLimited::of(api),
+                request_id: api.request_id(),
+            },
             // No answer: the server may have charged it; keep the reservation until settled.
-            Err(_) => (None, true, None),
+            Err(_) => Answer {
+                headers: None,
+                charged: true,
+                success: false,
+                rate_limited: None,
+                request_id: None,
+            },
         };
+        let charged = answer.charged;
         let headroom;
         {
             let class = &self.cell.id.class;
             let mut q = self.cell.lock();
-            let share = self.pacer.shared.config.share;
-            let headers = headers.map(|h| if share < 1.0 { h.scaled(share) } else { h });
-            if headers.is_some() {
-                // An answer's head: the way to the server was part of its latency.
-                q.allowance
-                    .answered(now.saturating_duration_since(admission.at), now);
-            }
-            let surprise = gate.is_some() && !drain && q.admitted_with_room(&admission);
-            let learned = headers.is_some_and(|h| q.learn(&h, &admission, &cost, charged, now));
-            if !learned && result.is_ok() && !q.learned {
-                // An answer without rate-limit headers before any with: nothing to pace by.
-                q.unmanaged(now);
-            }
-            q.first_answered();
-            if !charged {
-                q.refund(&cost, &cost);
-            }
-            if drain {
-                q.drain();
-            }
-            if surprise {
-                q.allowance.surprised(now);
-                tracing::info!(allowance = ?secs(q.allowance.secs()), class = %class,
-                    "429 for a call admitted with room: more dispatch allowance");
-            }
-            if let Some(gate) = gate {
-                let (wait, id) = (gate.retry_after, gate.request_id.clone());
-                if q.close_gate(gate, &cost, now) {
-                    tracing::info!(retry_after = ?wait, request_id = id.as_deref(), class = %class,
-                        "429: closing the quota until its retry-after");
-                } else {
-                    tracing::debug!(retry_after = ?wait, request_id = id.as_deref(), class = %class,
-                        "429 while the quota is closed");
-                }
+            let told = q.state.answered(&answer, &admission, &cost, now);
+            told.log(class, &answer, secs(q.state.allowance.secs()));
+            if told.gate.is_some() {
                 q.rejudge(now);
             }
             q.pump(now, true);
@@ -882,7 +887,9 @@ impl Ticket {
         if !charged {
             self.finished = true;
         }
-        self.input_from_headers = headers.is_some_and(|h| h.input_tokens.remaining.is_some());
+        self.input_from_headers = answer
+            .headers
+            .is_some_and(|h| h.input_tokens.remaining.is_some());
     }
 
     /// Settles to the real usage (input and output tokens the answer reports).
@@ -901,7 +908,7 @@ impl Ticket {
         let refund = [0.0, input_refund, cost[2] - output as f64];
         let release = [cost[0], cost[1], cost[2]];
         self.with_quota(|q| {
-            q.refund(&refund, &release);
+            q.state.refund(&refund, &release);
             q.settled(Instant::now);
         });
     }
@@ -925,7 +932,7 @@ impl Drop for Ticket {
                     q.queue.retain(|w| !Arc::ptr_eq(w, &waiter));
                     if admitted {
                         // Admitted between the last poll and the drop: give it back.
-                        q.refund(&waiter.cost, &waiter.cost);
+                        q.state.refund(&waiter.cost, &waiter.cost);
                     }
                     q.pump(now, true);
                 });
@@ -935,7 +942,7 @@ impl Drop for Ticket {
             Some(_) if !self.finished => {
                 let cost = self.cost;
                 self.with_quota(|q| {
-                    q.refund(&[0.0; BUCKETS], &cost);
+                    q.state.refund(&[0.0; BUCKETS], &cost);
                     q.pump(now, true);
                 });
             }
