@@ -241,8 +241,8 @@ pub struct CircuitBreakers {
 struct Shared {
     config: CircuitBreakerConfig,
     circuits: Mutex<HashMap<Arc<str>, Circuit>>,
-    /// Circuits opened here and not yet told to other processes: (key, open for).
-    #[cfg(feature = "redis")]
+    /// Circuits opened here and not yet taken by [`CircuitBreakers::take_opened`]: (key,
+    /// open for), at most [`MAX_CIRCUITS`].
     opened: Mutex<Vec<(Arc<str>, Duration)>>,
 }
 
@@ -262,7 +262,6 @@ impl CircuitBreakers {
             inner: Arc::new(Shared {
                 config,
                 circuits: Mutex::default(),
-                #[cfg(feature = "redis")]
                 opened: Mutex::default(),
             }),
         }
@@ -447,9 +446,13 @@ impl CircuitBreakers {
     }
 }
 
+/// Sharing circuits between processes: what a store exchanges (the `redis` feature's
+/// `shared::SharedPacer::share_breakers` does, every 250 ms). The breakers keep their state in
+/// memory; a store takes the circuits opened here with [`take_opened`](Self::take_opened),
+/// and tells each process of the circuits opened elsewhere with
+/// [`opened_elsewhere`](Self::opened_elsewhere).
 impl CircuitBreakers {
-    /// Notes a circuit this process opened, for the other processes (when shared).
-    #[cfg(feature = "redis")]
+    /// Notes a circuit this process opened, for [`take_opened`](Self::take_opened).
     fn tell(&self, key: &Arc<str>, open_for: Duration) {
         let mut opened = self.inner.opened.lock().unwrap_or_else(|e| e.into_inner());
         if opened.len() < MAX_CIRCUITS {
@@ -457,25 +460,20 @@ impl CircuitBreakers {
         }
     }
 
-    #[cfg(not(feature = "redis"))]
-    fn tell(&self, _key: &Arc<str>, _open_for: Duration) {}
-
-    /// Circuits opened here since the last call (to tell the other processes).
-    #[cfg(feature = "redis")]
-    pub(crate) fn take_opened(&self) -> Vec<(Arc<str>, Duration)> {
+    /// The circuits this process opened since the last call, each with how long it stays
+    /// open (at most [`MAX_CIRCUITS`] are kept between calls).
+    pub fn take_opened(&self) -> Vec<(Arc<str>, Duration)> {
         std::mem::take(&mut *self.inner.opened.lock().unwrap_or_else(|e| e.into_inner()))
     }
 
     /// The keys of the circuits this process knows.
-    #[cfg(feature = "redis")]
-    pub(crate) fn keys(&self) -> Vec<Arc<str>> {
+    pub fn keys(&self) -> Vec<Arc<str>> {
         self.lock().keys().cloned().collect()
     }
 
     /// Another process opened `key` for `left` more: a closed circuit here opens until then
-    /// (an open or probing one keeps its own course).
-    #[cfg(feature = "redis")]
-    pub(crate) fn opened_elsewhere(&self, key: &str, left: Duration) {
+    /// (an open or probing one keeps its own course; an unknown key is ignored).
+    pub fn opened_elsewhere(&self, key: &str, left: Duration) {
         let now = Instant::now();
         let mut circuits = self.lock();
         if let Some(c) = circuits.get_mut(key) {

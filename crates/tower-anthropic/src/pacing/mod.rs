@@ -422,36 +422,6 @@ impl Pacer {
         self.configure(|c| c.estimator = Arc::new(estimator))
     }
 
-    /// The longest a call waits for its quota (see [`max_wait`](Self::max_wait)).
-    pub(crate) fn max_wait_setting(&self) -> Duration {
-        self.shared.config.max_wait
-    }
-
-    /// How long calls wait for a new quota's first answer (see
-    /// [`cold_start`](Self::cold_start)).
-    pub(crate) fn cold_start_setting(&self) -> Duration {
-        self.shared.config.cold_start
-    }
-
-    /// A pacer with these settings and none of the state, pacing to `share` of each quota;
-    /// with `known` limits, every quota starts from that share of them with empty buckets
-    /// (refilling at the share: whatever the shared level was, taking over adds no burst).
-    pub(crate) fn fallback(&self, share: f64, known: Option<[f64; BUCKETS]>) -> Pacer {
-        let mut pacer =
-            Self::with_config(self.shared.config.clone()).configure(|c| c.share = share);
-        if let Some(l) = known {
-            let part = |n: f64| (n * share).floor().max(1.0) as u64;
-            pacer = pacer
-                .limits(QuotaLimits {
-                    requests_per_minute: part(l[0]),
-                    input_tokens_per_minute: part(l[1]),
-                    output_tokens_per_minute: part(l[2]),
-                })
-                .configure(|c| c.start_empty = true);
-        }
-        pacer
-    }
-
     /// Every quota as the pacer sees it now.
     pub fn snapshot(&self) -> Vec<QuotaSnapshot> {
         let now = Instant::now();
@@ -608,6 +578,40 @@ impl Pacer {
                 Arc::strong_count(cell) > 1 || !cell.lock().is_idle(now, IDLE_QUOTA)
             });
         }
+    }
+}
+
+/// What the shared pacer (feature `redis`) takes from its local pacer.
+#[cfg_attr(not(feature = "redis"), allow(dead_code))]
+impl Pacer {
+    /// The longest a call waits for its quota (see [`max_wait`](Self::max_wait)).
+    pub(crate) fn max_wait_setting(&self) -> Duration {
+        self.shared.config.max_wait
+    }
+
+    /// How long calls wait for a new quota's first answer (see
+    /// [`cold_start`](Self::cold_start)).
+    pub(crate) fn cold_start_setting(&self) -> Duration {
+        self.shared.config.cold_start
+    }
+
+    /// A pacer with these settings and none of the state, pacing to `share` of each quota;
+    /// with `known` limits, every quota starts from that share of them with empty buckets
+    /// (refilling at the share: whatever the shared level was, taking over adds no burst).
+    pub(crate) fn fallback(&self, share: f64, known: Option<[f64; BUCKETS]>) -> Pacer {
+        let mut pacer =
+            Self::with_config(self.shared.config.clone()).configure(|c| c.share = share);
+        if let Some(l) = known {
+            let part = |n: f64| (n * share).floor().max(1.0) as u64;
+            pacer = pacer
+                .limits(QuotaLimits {
+                    requests_per_minute: part(l[0]),
+                    input_tokens_per_minute: part(l[1]),
+                    output_tokens_per_minute: part(l[2]),
+                })
+                .configure(|c| c.start_empty = true);
+        }
+        pacer
     }
 }
 

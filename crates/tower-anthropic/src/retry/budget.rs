@@ -121,22 +121,27 @@ impl RetryBudget {
         })
     }
 
-    /// The settings the shared store needs: (floor per second, most banked).
-    #[cfg(feature = "redis")]
-    pub(crate) fn settings(&self) -> (f64, f64) {
+    /// The settings a store shared by processes refills with: (floor per second, most
+    /// banked).
+    ///
+    /// Sharing a budget between processes: a store (the `redis` feature's
+    /// `shared::SharedPacer::share_retry_budget` does, every 250 ms) adds what
+    /// [`take_unsent`](Self::take_unsent) returns to one balance it refills by the floor, and
+    /// hands that balance back with [`set_shared`](Self::set_shared).
+    pub fn settings(&self) -> (f64, f64) {
         (self.shared.floor_per_sec, self.shared.max_balance)
     }
 
-    /// Shared mode: the local changes since the last exchange (reset to none).
-    #[cfg(feature = "redis")]
-    pub(crate) fn take_unsent(&self) -> f64 {
+    /// The deposits less the withdrawals since the last call (reset to none), for a shared
+    /// store.
+    pub fn take_unsent(&self) -> f64 {
         self.with_state(|st, _| std::mem::take(&mut st.unsent))
     }
 
     /// Shared mode on (`Some(balance)`: the store's balance after this process's changes
-    /// were applied) or off (`None`: back to refilling locally, as when the store is away).
-    #[cfg(feature = "redis")]
-    pub(crate) fn set_shared(&self, balance: Option<f64>) {
+    /// were applied; no local refill) or off (`None`: back to refilling locally, as when the
+    /// store is away).
+    pub fn set_shared(&self, balance: Option<f64>) {
         self.with_state(|st, sh| match balance {
             Some(b) => {
                 st.shared = true;
