@@ -11,7 +11,7 @@ use http::{Request, Response};
 use tokio::time::Instant;
 use tower::{Layer, Service, ServiceExt};
 
-use super::store::{Change, Ran};
+use super::store::{Change, Ran, StoreContext};
 use super::{KEY_TTL, SharedPacer, corrupt, fnv1a, lock};
 use crate::error::{BoxError, Error, PacedError};
 use crate::pacing::Pacer;
@@ -57,47 +57,31 @@ fn bucket_name(bound: i64) -> &'static str {
 impl SharedPacer {
     /// Runs `change` on the state of `key` in Redis (with this process's dispatch allowance;
     /// with `learns`, the allowance it leaves becomes the process's).
-    async fn change<T>(
+    async fn change<T: Send + 'static>(
         &self,
         key: &str,
         learns: bool,
-        mut change: impl FnMut(&mut QuotaState, Instant) -> Change<T>,
+        change: impl FnMut(&mut QuotaState, Instant) -> Change<T> + Send + 'static,
     ) -> Result<(T, Ran), String> {
         let mut con = self.con().await?;
-        let allowance = lock(&self.inner.allowance).clone();
-        let cold_start = self.inner.local.cold_start_setting();
-        let shift = self.inner.shift_ms.load(Ordering::Relaxed) as f64;
-        let mut left = None;
-        let run = |st: &mut QuotaState, now: Instant| {
-            st.allowance = allowance.clone();
-            let c = change(st, now);
-            left = Some(st.allowance.clone());
-            c
+        let cx = StoreContext {
+            ttl: KEY_TTL,
+            timeout: self.inner.timeout,
+            shift_ms: self.inner.shift_ms.load(Ordering::Relaxed) as f64,
+            cold_start: self.inner.local.cold_start_setting(),
+            allowance: &self.inner.allowance,
         };
-        let fresh = |now| QuotaState::new(None, cold_start, now);
-        let (out, ran): (T, Ran) = self
-            .inner
+        self.inner
             .store
-            .change(
-                &mut con,
-                key,
-                KEY_TTL,
-                self.inner.timeout,
-                shift,
-                fresh,
-                run,
-            )
-            .await?;
-        if let (true, Some(a)) = (learns, left) {
-            *lock(&self.inner.allowance) = a;
-        }
-        Ok((out, ran))
+            .change(&mut con, key, &cx, learns, change)
+            .await
     }
 
     /// Admits a call of `cost` on the quota `key`, or says how long until it may go.
     pub(super) async fn admit(&self, key: &str, cost: &Cost) -> Result<Admit, String> {
+        let cost = *cost;
         let (a, ran) = self
-            .change(key, false, |st, now| {
+            .change(key, false, move |st, now| {
                 let no = Admit {
                     admission: None,
                     admitted: true,
@@ -113,9 +97,9 @@ impl SharedPacer {
                 }
                 st.refill(now);
                 st.open_gate(now, true);
-                match st.ready(cost, now) {
+                match st.ready(&cost, now) {
                     Ready::Now => {
-                        let a = st.admit(cost, now);
+                        let a = st.admit(&cost, now);
                         Change {
                             out: Admit {
                                 admission: Some(a),
@@ -165,9 +149,18 @@ impl SharedPacer {
         at: Instant,
         settle: Option<Cost>,
     ) -> Option<Told> {
+        let request_id = answer.request_id.map(str::to_owned);
+        let answer = Answer {
+            request_id: None,
+            ..answer
+        };
         let r = self
-            .change(&key, true, |st, _now| {
+            .change(&key, true, move |st, _now| {
                 let cold = !st.learned && st.first_sent.is_some();
+                let answer = Answer {
+                    request_id: request_id.as_deref(),
+                    ..answer
+                };
                 let told = st.answered(&answer, &admission, &cost, at);
                 if let Some(refund) = settle {
                     st.refund(&refund, &cost);

@@ -24,6 +24,7 @@ use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 
 use crate::pacing::GateSnapshot;
+use crate::pacing::allowance::Allowance;
 use crate::pacing::state::{Bucket, MAX_LIMIT, QuotaState};
 
 /// Compare-and-set of one quota's state. `KEYS[1]`: the quota. `ARGV`: the version the change
@@ -247,13 +248,49 @@ pub(super) struct Ran {
     pub(super) corrupt: bool,
 }
 
+/// What every change of a quota runs with.
+pub(super) struct StoreContext<'a> {
+    pub(super) ttl: Duration,
+    /// Each round trip's bound.
+    pub(super) timeout: Duration,
+    /// Milliseconds added to the Redis clock (tests).
+    pub(super) shift_ms: f64,
+    /// The cold start of a quota nothing is stored for.
+    pub(super) cold_start: Duration,
+    /// This process's dispatch allowance: each state is run with it, and a change that
+    /// learns leaves it changed.
+    pub(super) allowance: &'a Mutex<Allowance>,
+}
+
+type Run = Box<dyn FnMut(&mut QuotaState, Instant) -> bool + Send>;
+
+/// A change waiting for its quota's turn (run by whichever change of the quota leads the
+/// next round trip).
+struct Pending {
+    run: Mutex<Run>,
+    learns: bool,
+    /// Set when a round trip stored it (or failed).
+    done: Mutex<Option<Result<Ran, String>>>,
+}
+
+/// One quota's changes: those waiting, and the round trip (one at a time per process).
+#[derive(Default)]
+struct Quota {
+    waiting: Mutex<Vec<Arc<Pending>>>,
+    entry: tokio::sync::Mutex<Entry>,
+}
+
 /// The quota states of one Redis, as this process reaches them.
 pub(super) struct QuotaStore {
     script: Script,
-    cache: Mutex<HashMap<String, Arc<tokio::sync::Mutex<Entry>>>>,
+    quotas: Mutex<HashMap<String, Arc<Quota>>>,
     /// Versions are this process's seed and a count: unique without coordination.
     seed: u64,
     count: AtomicU64,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 impl QuotaStore {
@@ -262,72 +299,122 @@ impl QuotaStore {
         let seed = foldhash::fast::RandomState::default().hash_one(std::process::id());
         Self {
             script: Script::new(CAS),
-            cache: Mutex::default(),
+            quotas: Mutex::default(),
             seed,
             count: AtomicU64::new(0),
         }
     }
 
-    fn entry(&self, key: &str) -> Arc<tokio::sync::Mutex<Entry>> {
-        let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(e) = cache.get(key) {
-            return e.clone();
+    fn quota(&self, key: &str) -> Arc<Quota> {
+        let mut quotas = lock(&self.quotas);
+        if let Some(q) = quotas.get(key) {
+            return q.clone();
         }
-        if cache.len() >= MAX_CACHED {
-            cache.clear();
+        if quotas.len() >= MAX_CACHED {
+            quotas.clear();
         }
-        let e = Arc::new(tokio::sync::Mutex::new(Entry::default()));
-        cache.insert(key.to_owned(), e.clone());
-        e
+        let q = Arc::new(Quota::default());
+        quotas.insert(key.to_owned(), q.clone());
+        q
     }
 
     /// Runs `change` on the state of `key` until it is stored (or, when it writes nothing,
-    /// on a state just read). `fresh` makes the cold start of a quota nothing is stored for;
-    /// `timeout` bounds each round trip.
-    #[allow(clippy::too_many_arguments)]
-    pub(super) async fn change<T>(
+    /// on a state just read), with `learns` when it may change the dispatch allowance.
+    ///
+    /// The changes of one quota that wait while a round trip is under way go together in
+    /// the next one, in the order they came: each runs on the state the one before it left,
+    /// as if they had been stored one by one, and one compare-and-set stores them all (or,
+    /// when another process wrote first, they all run again on what it wrote).
+    pub(super) async fn change<T: Send + 'static>(
         &self,
         con: &mut redis::aio::ConnectionManager,
         key: &str,
-        ttl: Duration,
-        timeout: Duration,
-        shift_ms: f64,
-        fresh: impl Fn(Instant) -> QuotaState,
-        mut change: impl FnMut(&mut QuotaState, Instant) -> Change<T>,
+        cx: &StoreContext<'_>,
+        learns: bool,
+        mut change: impl FnMut(&mut QuotaState, Instant) -> Change<T> + Send + 'static,
     ) -> Result<(T, Ran), String> {
-        let entry = self.entry(key);
-        let mut e = entry.lock().await;
+        let out = Arc::new(Mutex::new(None));
+        let slot = out.clone();
+        let run: Run = Box::new(move |st, now| {
+            let c = change(st, now);
+            *lock(&slot) = Some(c.out);
+            c.write
+        });
+        let me = Arc::new(Pending {
+            run: Mutex::new(run),
+            learns,
+            done: Mutex::new(None),
+        });
+        let quota = self.quota(key);
+        lock(&quota.waiting).push(me.clone());
+        let mut entry = quota.entry.lock().await;
+        if lock(&me.done).is_none() {
+            // No round trip took it while this one waited: this one leads, for every
+            // change waiting now (this one among them).
+            let mut batch = std::mem::take(&mut *lock(&quota.waiting));
+            if !batch.iter().any(|p| Arc::ptr_eq(p, &me)) {
+                // Taken by a round trip that was cancelled (its caller dropped mid-way).
+                batch.insert(0, me.clone());
+            }
+            let result = self.round(con, key, cx, &mut entry, &batch).await;
+            for p in &batch {
+                *lock(&p.done) = Some(result.clone());
+            }
+        }
+        drop(entry);
+        let ran = lock(&me.done).take().expect("done by a round trip")?;
+        let out = lock(&out).take().expect("a stored change has run");
+        Ok((out, ran))
+    }
+
+    /// Runs `batch` on the state of `key` until stored.
+    async fn round(
+        &self,
+        con: &mut redis::aio::ConnectionManager,
+        key: &str,
+        cx: &StoreContext<'_>,
+        e: &mut Entry,
+        batch: &[Arc<Pending>],
+    ) -> Result<Ran, String> {
         let mut ran = Ran::default();
-        // The copy held from this process's last change may be stale: a change that writes
-        // is checked by the version, one that does not is run again on a state just read.
+        // The copy held from this process's last change may be stale: changes that write are
+        // checked by the version, ones that do not are run again on a state just read.
         let mut just_read = false;
         for _ in 0..MAX_TRIES {
             let Some(anchor) = e.anchor else {
-                self.call(con, key, &mut e, None, ttl, timeout).await?;
+                self.call(con, key, e, None, cx).await?;
                 just_read = true;
                 continue;
             };
             let now = Instant::now();
-            let mut st = fresh(now);
-            if !e.state.is_empty() && !decode(&e.state, &mut st, &anchor, shift_ms) {
+            let fresh = || {
+                let mut st = QuotaState::new(None, cx.cold_start, now);
+                st.allowance = lock(cx.allowance).clone();
+                st
+            };
+            let mut st = fresh();
+            if !e.state.is_empty() && !decode(&e.state, &mut st, &anchor, cx.shift_ms) {
                 ran.corrupt = true;
-                st = fresh(now);
+                st = fresh();
             }
-            let c = change(&mut st, now);
-            if !c.write {
+            let mut write = false;
+            for p in batch {
+                write |= (lock(&p.run))(&mut st, now);
+            }
+            if !write {
                 if just_read {
-                    return Ok((c.out, ran));
+                    return Ok(ran);
                 }
-                self.call(con, key, &mut e, None, ttl, timeout).await?;
+                self.call(con, key, e, None, cx).await?;
                 just_read = true;
                 continue;
             }
-            let state = encode(&st, &anchor, shift_ms);
-            if self
-                .call(con, key, &mut e, Some(state), ttl, timeout)
-                .await?
-            {
-                return Ok((c.out, ran));
+            let state = encode(&st, &anchor, cx.shift_ms);
+            if self.call(con, key, e, Some(state), cx).await? {
+                if batch.iter().any(|p| p.learns) {
+                    *lock(cx.allowance) = st.allowance;
+                }
+                return Ok(ran);
             }
             just_read = true;
         }
@@ -344,9 +431,9 @@ impl QuotaStore {
         key: &str,
         e: &mut Entry,
         state: Option<String>,
-        ttl: Duration,
-        timeout: Duration,
+        cx: &StoreContext<'_>,
     ) -> Result<bool, String> {
+        let timeout = cx.timeout;
         let version = match &state {
             Some(_) => format!(
                 "{:016x}{:08x}",
@@ -359,7 +446,7 @@ impl QuotaStore {
         inv.arg(&e.version)
             .arg(state.as_deref().unwrap_or(""))
             .arg(&version)
-            .arg(ttl.as_millis() as u64);
+            .arg(cx.ttl.as_millis() as u64);
         let call = inv.invoke_async::<Vec<String>>(con);
         let out = match tokio::time::timeout(timeout, call).await {
             Ok(Ok(out)) => out,
