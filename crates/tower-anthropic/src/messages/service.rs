@@ -20,7 +20,7 @@ use crate::body::{AtBound, Buffered, Collect, DEFAULT_MAX_RESPONSE_BODY, Respons
 use crate::classify;
 use crate::error::{BoxError, DecodeError, Error, InvalidRequestError};
 use crate::fallback::FallbackDepth;
-use crate::pacing::{RequestCost, Settlement};
+use crate::pacing::{RequestCost, Reservation};
 use crate::rate_limit::RateLimitHeaders;
 use crate::retry::Attempts;
 use crate::stream::{Connect, MessageStream};
@@ -406,7 +406,7 @@ where
     let bytes = Collect::new(body, bound, AtBound::Fail).await?;
     let value: R::Output = decode(&bytes)?;
     if let (Some(settlement), Some((input, output))) =
-        (parts.extensions.get::<Settlement>(), R::usage(&value))
+        (parts.extensions.get::<Reservation>(), R::usage(&value))
     {
         settlement.settle(input, output);
     }

@@ -3,6 +3,7 @@
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -15,8 +16,9 @@ use super::store::{Change, Ran, StoreContext};
 use super::{KEY_TTL, SharedPacer, corrupt, fnv1a, lock};
 use crate::error::{BoxError, Error, PacedError};
 use crate::pacing::Pacer;
+use crate::pacing::reservation::{Reservation, Settle};
 use crate::pacing::state::{Admission, Answer, BUCKETS, Cost, NAMES, QuotaState, Ready, Told};
-use crate::pacing::{PacingLayer, RateLimited, RequestCost, Settle, Settlement, longest_wait};
+use crate::pacing::{PacingLayer, RateLimited, RequestCost, longest_wait};
 use crate::rate_limit::RateLimitHeaders;
 
 /// What a call of a shared quota was told.
@@ -197,9 +199,10 @@ impl SharedPacer {
     }
 }
 
-/// The shared quota's settlement of one admitted call: applied once, when the answer ends
-/// (or when dropped unsettled, with nothing refunded), with what the answer's head taught.
-struct SharedSettle {
+/// The shared quota's reservation of one admitted call: settled once, when the answer ends
+/// (or released when dropped unsettled, with nothing refunded), with what the answer's head
+/// taught.
+struct SharedReservation {
     pacer: SharedPacer,
     key: String,
     admission: Admission,
@@ -211,7 +214,7 @@ struct SharedSettle {
     done: bool,
 }
 
-impl SharedSettle {
+impl SharedReservation {
     fn send(&mut self, refund: Cost) {
         self.done = true;
         let (pacer, key) = (self.pacer.clone(), self.key.clone());
@@ -233,7 +236,17 @@ impl SharedSettle {
     }
 }
 
-impl Settle for SharedSettle {
+impl Settle for std::sync::Mutex<SharedReservation> {
+    fn settle(&self, input: u64, output: u64) {
+        let mut me = lock(self);
+        if me.done {
+            return;
+        }
+        me.settle(input, output);
+    }
+}
+
+impl SharedReservation {
     fn settle(&mut self, input: u64, output: u64) {
         self.pacer
             .inner
@@ -249,7 +262,7 @@ impl Settle for SharedSettle {
     }
 }
 
-impl Drop for SharedSettle {
+impl Drop for SharedReservation {
     fn drop(&mut self) {
         if !self.done {
             self.send([0.0; BUCKETS]);
@@ -417,16 +430,19 @@ impl SharedPacer {
         match &mut result {
             Ok(resp) => {
                 let headers = RateLimitHeaders::counts_from_headers(resp.headers());
-                resp.extensions_mut().insert(Settlement::new(SharedSettle {
-                    pacer: self.clone(),
-                    key,
-                    admission,
-                    cost: cost_v,
-                    raw_input: raw,
-                    headers,
-                    at: now,
-                    done: false,
-                }));
+                resp.extensions_mut()
+                    .insert(Reservation::new(Arc::new(std::sync::Mutex::new(
+                        SharedReservation {
+                            pacer: self.clone(),
+                            key,
+                            admission,
+                            cost: cost_v,
+                            raw_input: raw,
+                            headers,
+                            at: now,
+                            done: false,
+                        },
+                    ))));
             }
             Err(Error::Api(api)) => {
                 // Not charged: the whole reservation comes back. Awaited, so the next call

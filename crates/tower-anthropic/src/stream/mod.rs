@@ -55,7 +55,7 @@ use crate::breaker::StreamVerdict;
 use crate::error::{Error, StreamError, StreamFailure, TimeoutError, TimeoutKind};
 use crate::fallback::FallbackDepth;
 use crate::messages::{MAX_EVENT_JSON_VALUES, Message};
-use crate::pacing::Settlement;
+use crate::pacing::Reservation;
 use crate::retry::{AttemptIndex, AttemptLog, Attempts, Decision, RetryPolicy, StreamResend};
 pub(crate) use events::parse as parse_event;
 use sse::{SseDecoder, SseEvent};
@@ -101,7 +101,7 @@ pub struct MessageStream {
     request_id: Option<String>,
     accumulator: MessageAccumulator,
     /// The quota reservation of the current attempt, settled at `message_stop`.
-    settlement: Option<Settlement>,
+    settlement: Option<Reservation>,
     /// The circuit breaker's permit of the current attempt, told how it ended.
     verdict: Option<StreamVerdict>,
 }
@@ -189,7 +189,7 @@ impl MessageStream {
         if let Some(StreamResend(policy)) = ext.remove::<StreamResend>() {
             self.resend = self.resend_allowed.then_some(policy);
         }
-        self.settlement = ext.remove::<Settlement>();
+        self.settlement = ext.remove::<Reservation>();
         self.verdict = ext.remove::<StreamVerdict>();
         self.fallback_depth = ext.get::<FallbackDepth>().map_or(0, |d| d.0);
         self.request_id = crate::classify::parse_request_id(resp.headers());
