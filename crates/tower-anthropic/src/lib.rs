@@ -9,7 +9,7 @@
 //! typed Messages API       CreateMessageRequest -> ApiResponse<Message> | Error
 //!   overall deadline       whole call, waits included            (timeout::OverallDeadlineLayer)
 //!     fallback chain       a down model -> the next model        (fallback::FallbackLayer)
-//!       retry + budget     SDK rules, backoff, retry-after, cap  (retry::RetryLayer)
+//!     retry + budget       SDK rules, backoff, retry-after, cap  (retry::RetryLayer)
 //!       circuit breaker    per model: fail fast while it is down (breaker::CircuitBreakerLayer)
 //!       pacing             each attempt waits for its quota      (pacing::PacingLayer)
 //!       attempt timeout    one attempt, body read included       (timeout::AttemptTimeoutLayer)
@@ -17,6 +17,13 @@
 //!           limit          permit held until the body ends       (limit::ConcurrencyLimitLayer)
 //!             classify     non-2xx -> typed Error                (classify::ClassifyLayer)
 //!               transport  hyper-util over rustls (ring), pooled (transport)
+//! ```
+//!
+//! Indented layers sit inside the one above: the breaker, the pacer and the attempt timeout
+//! act on every attempt of the retry layer (a retry is paced, and an open circuit fails an
+//! attempt without a call; see [`breaker`] for why it sits below retry). What the layers
+//! tell each other travels in the requests' and responses' extensions, listed in
+//! [`extensions`].
 //! ```
 //!
 //! Quick start:
@@ -50,6 +57,7 @@ pub mod classify;
 pub mod client;
 pub mod degrade;
 pub mod error;
+pub mod extensions;
 pub mod fallback;
 pub mod limit;
 pub mod messages;

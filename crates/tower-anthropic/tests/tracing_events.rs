@@ -279,3 +279,47 @@ async fn one_span_per_attempt_with_its_status() {
         attempts[1]
     );
 }
+
+#[tokio::test]
+async fn a_messages_request_the_pacer_cannot_cost_is_said_once() {
+    use tower::{ServiceBuilder, ServiceExt};
+    use tower_anthropic::extensions::RequestCost;
+    use tower_anthropic::pacing::{Pacer, PacingLayer};
+    let capture = Capture::default();
+    let _guard = tracing::subscriber::set_default(capture.clone());
+    let inner = tower::service_fn(|_req: http::Request<bytes::Bytes>| async {
+        Ok::<_, std::convert::Infallible>(http::Response::new(bytes::Bytes::new()))
+    });
+    let stack = ServiceBuilder::new()
+        .layer(PacingLayer::new(Pacer::new()))
+        .service(inner);
+    let req = |path: &str, cost: bool| {
+        let body = bytes::Bytes::from_static(b"{}");
+        let mut r = http::Request::post(format!("http://127.0.0.1:1{path}"))
+            .body(body.clone())
+            .unwrap();
+        if cost {
+            r.extensions_mut()
+                .insert(RequestCost::new("claude-x", 8, body));
+        }
+        r
+    };
+    let warned = |capture: &Capture| {
+        capture
+            .0
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|e| e.contains("without a RequestCost"))
+            .count()
+    };
+    // Other endpoints pass unpaced without a word; a costed Messages request is paced.
+    stack.clone().oneshot(req("/v1/messages/batches", false)).await.unwrap();
+    stack.clone().oneshot(req("/v1/messages", true)).await.unwrap();
+    assert_eq!(warned(&capture), 0);
+    // A Messages request without its cost: said once, however many come.
+    for _ in 0..3 {
+        stack.clone().oneshot(req("/v1/messages", false)).await.unwrap();
+    }
+    assert_eq!(warned(&capture), 1);
+}

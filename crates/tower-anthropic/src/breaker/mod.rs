@@ -83,7 +83,7 @@ use tower::{Layer, Service};
 
 use crate::body::ResponseMode;
 use crate::error::{BoxError, CircuitOpenError, Error};
-use crate::pacing::RequestCost;
+use crate::extensions::RequestCost;
 
 /// Most outcomes a window keeps.
 const MAX_WINDOW_CALLS: u32 = 1000;

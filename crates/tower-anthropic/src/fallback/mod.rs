@@ -55,8 +55,8 @@ use serde_json::Value;
 use tower::{Layer, Service, ServiceExt};
 
 use crate::error::{BoxError, Error};
+use crate::extensions::RequestCost;
 use crate::messages::copy_request;
-use crate::pacing::RequestCost;
 use crate::transport::RequestBody;
 
 /// Most models a chain may hold.

@@ -19,8 +19,9 @@ use super::types::{CountTokensRequest, CreateMessageRequest, Message, TokenCount
 use crate::body::{AtBound, Buffered, Collect, DEFAULT_MAX_RESPONSE_BODY, ResponseMode};
 use crate::classify;
 use crate::error::{BoxError, DecodeError, Error, InvalidRequestError};
+use crate::extensions::RequestCost;
 use crate::fallback::FallbackDepth;
-use crate::pacing::{RequestCost, Reservation};
+use crate::pacing::Reservation;
 use crate::rate_limit::RateLimitHeaders;
 use crate::retry::Attempts;
 use crate::stream::{Connect, MessageStream};

@@ -111,7 +111,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use bytes::Bytes;
 use http::Request;
 use tokio::time::Instant;
 
@@ -121,19 +120,8 @@ pub(crate) use reservation::Reservation;
 pub use service::{Pacing, PacingLayer, ResponseFuture};
 use state::{BUCKETS, Cost, QuotaState, secs};
 
+use crate::extensions::RequestCost;
 use crate::timeout::Deadline;
-
-/// What a Messages request costs, attached by [`MessagesService`] to the requests it builds
-/// (a request without it passes the pacer unpaced).
-///
-/// [`MessagesService`]: crate::messages::MessagesService
-#[derive(Debug, Clone)]
-pub(crate) struct RequestCost {
-    pub(crate) model: Arc<str>,
-    pub(crate) max_tokens: u32,
-    /// The JSON body, for the token estimate (shared bytes, not a copy).
-    pub(crate) body: Bytes,
-}
 
 /// Per-minute limits to start a quota with, before its first answer teaches the real ones.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -229,6 +217,8 @@ struct Shared {
     input_factor: AtomicU64,
     /// Seeds the routes' fingerprints (per pacer, random).
     routes_seed: foldhash::fast::RandomState,
+    /// A Messages request without a [`RequestCost`] was let through (warned once).
+    uncosted: std::sync::atomic::AtomicBool,
 }
 
 /// One quota and its name. A call holds on to its cell from admission to settlement, so it
@@ -369,6 +359,7 @@ impl Pacer {
                 quotas: Mutex::new(Quotas::default()),
                 input_factor: AtomicU64::new(1.0f64.to_bits()),
                 routes_seed: foldhash::fast::RandomState::default(),
+                uncosted: std::sync::atomic::AtomicBool::new(false),
             }),
         }
     }
@@ -575,6 +566,29 @@ impl Pacer {
                 Arc::strong_count(cell) > 1 || !cell.lock().is_idle(now, IDLE_QUOTA)
             });
         }
+    }
+}
+
+/// A request without a [`RequestCost`] passes a pacer unpaced: fine for the other endpoints
+/// (batches, token counts), a stack that cannot be paced for Messages (built without
+/// [`MessagesService`](crate::messages::MessagesService)): said once per pacer.
+pub(crate) fn uncosted<B>(req: &Request<B>, warned: &std::sync::atomic::AtomicBool) {
+    use std::sync::atomic::Ordering::Relaxed;
+    if req.uri().path().ends_with("/v1/messages")
+        && !warned.load(Relaxed)
+        && !warned.swap(true, Relaxed)
+    {
+        tracing::warn!(
+            "a Messages request without a RequestCost extension passes the pacer unpaced: build \
+             requests with MessagesService, or insert tower_anthropic::extensions::RequestCost"
+        );
+    }
+}
+
+impl Pacer {
+    /// See [`uncosted`].
+    pub(crate) fn warn_uncosted<B>(&self, req: &Request<B>) {
+        uncosted(req, &self.shared.uncosted);
     }
 }
 

@@ -76,6 +76,7 @@ where
         // The inner service is asked for readiness only after admission: at once when the
         // call is admitted at once, else inside the future.
         let Some(cost) = req.extensions().get::<RequestCost>() else {
+            self.pacer.warn_uncosted(&req);
             return ResponseFuture::now_or_later(&mut self.inner, req, None);
         };
         let now = Instant::now();

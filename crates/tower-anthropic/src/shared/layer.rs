@@ -15,10 +15,11 @@ use tower::{Layer, Service, ServiceExt};
 use super::store::{Change, Ran, StoreContext};
 use super::{KEY_TTL, SharedPacer, corrupt, fnv1a, lock};
 use crate::error::{BoxError, Error, PacedError};
+use crate::extensions::RequestCost;
 use crate::pacing::Pacer;
 use crate::pacing::reservation::{Reservation, Settle};
 use crate::pacing::state::{Admission, Answer, BUCKETS, Cost, NAMES, QuotaState, Ready, Told};
-use crate::pacing::{PacingLayer, RateLimited, RequestCost, longest_wait};
+use crate::pacing::{PacingLayer, RateLimited, longest_wait};
 use crate::rate_limit::RateLimitHeaders;
 
 /// What a call of a shared quota was told.
@@ -341,6 +342,7 @@ impl SharedPacer {
     {
         self.start_sync();
         let Some(cost) = req.extensions().get::<RequestCost>().cloned() else {
+            self.inner.local.warn_uncosted(&req);
             return inner.oneshot(req).await.map_err(Error::from_service_error);
         };
         let key = self.key(&req, &cost.model);
