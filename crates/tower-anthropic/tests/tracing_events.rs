@@ -314,12 +314,24 @@ async fn a_messages_request_the_pacer_cannot_cost_is_said_once() {
             .count()
     };
     // Other endpoints pass unpaced without a word; a costed Messages request is paced.
-    stack.clone().oneshot(req("/v1/messages/batches", false)).await.unwrap();
-    stack.clone().oneshot(req("/v1/messages", true)).await.unwrap();
+    stack
+        .clone()
+        .oneshot(req("/v1/messages/batches", false))
+        .await
+        .unwrap();
+    stack
+        .clone()
+        .oneshot(req("/v1/messages", true))
+        .await
+        .unwrap();
     assert_eq!(warned(&capture), 0);
     // A Messages request without its cost: said once, however many come.
     for _ in 0..3 {
-        stack.clone().oneshot(req("/v1/messages", false)).await.unwrap();
+        stack
+            .clone()
+            .oneshot(req("/v1/messages", false))
+            .await
+            .unwrap();
     }
     assert_eq!(warned(&capture), 1);
 }

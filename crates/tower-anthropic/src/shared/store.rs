@@ -543,4 +543,137 @@ mod tests {
             assert!(!decode(&bad, &mut back, &a, 0.0), "{bad}");
         }
     }
+
+    /// Random sequences of admissions, answers (successes with sane or hostile counts, 429s
+    /// with and without a wait, no answer), settlements and time: the state kept in memory
+    /// and the state written to the store and read back after every step (as the Redis store
+    /// keeps it) take the same decisions and end the same.
+    #[test]
+    fn property_the_store_round_trip_changes_no_decision() {
+        use crate::pacing::RateLimited;
+        use crate::pacing::state::{Answer, Ready};
+        use crate::rate_limit::RateLimitHeaders;
+        let mut seed = 0x2545_f491_4f6c_dd1d_u64;
+        let mut next = move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        let t0 = Instant::now();
+        let anchor = Anchor {
+            local: t0,
+            redis_ms: 1.7e12,
+        };
+        let (mut gated, mut waited) = (0, 0);
+        for case in 0..300 {
+            let mut mem = QuotaState::new(None, Duration::from_secs(2), t0);
+            let mut kept = mem.clone();
+            let mut now = t0;
+            let mut flight = Vec::new();
+            for step in 0..60 {
+                now += Duration::from_millis(next() % 700);
+                let cost = [1.0, (next() % 500) as f64, (next() % 300) as f64];
+                let what = format!("case {case}, step {step}");
+                match next() % 4 {
+                    0 | 1 => {
+                        let decide = |st: &mut QuotaState| {
+                            st.refill(now);
+                            st.open_gate(now, true);
+                            match st.ready(&cost, now) {
+                                Ready::Now => Ok(st.admit(&cost, now)),
+                                Ready::At(at, bound) => Err((at, bound)),
+                            }
+                        };
+                        let (a, b) = (decide(&mut mem), decide(&mut kept));
+                        match (a, b) {
+                            (Ok(a), Ok(_)) => flight.push((a, cost)),
+                            (Err((x, i)), Err((y, j))) => {
+                                assert_eq!(i, j, "{what}");
+                                assert!(x.max(y) - x.min(y) < Duration::from_micros(1), "{what}");
+                            }
+                            (a, b) => panic!("{what}: {a:?} against {b:?}"),
+                        }
+                    }
+                    _ if !flight.is_empty() => {
+                        let (admission, cost) =
+                            flight.remove((next() % flight.len() as u64) as usize);
+                        let mut h = RateLimitHeaders::default();
+                        let hostile = next() % 5 == 0;
+                        for (b, l) in [
+                            (&mut h.requests, 50),
+                            (&mut h.input_tokens, 40_000),
+                            (&mut h.output_tokens, 8_000),
+                        ] {
+                            b.limit = Some(if hostile { u64::MAX } else { l });
+                            b.remaining = Some(next() % (l + 1));
+                        }
+                        let kind = next() % 4;
+                        let answer = Answer {
+                            headers: (kind != 3).then_some(h),
+                            charged: kind != 1,
+                            success: kind == 0,
+                            rate_limited: (kind == 1).then(|| RateLimited {
+                                wait: (next() % 2 == 0)
+                                    .then(|| Duration::from_millis(next() % 3000)),
+                                drain: next() % 3 == 0,
+                            }),
+                            request_id: Some("req_x"),
+                        };
+                        let refund = [0.0, (next() % 100) as f64, (next() % 100) as f64];
+                        let apply = |st: &mut QuotaState| {
+                            let told = st.answered(&answer, &admission, &cost, now);
+                            if answer.charged {
+                                st.refund(&refund, &cost);
+                                st.settled();
+                            }
+                            told
+                        };
+                        assert_eq!(apply(&mut mem), apply(&mut kept), "{what}");
+                    }
+                    _ => {}
+                }
+                // Through the store.
+                let raw = encode(&kept, &anchor, 0.0);
+                let mut back = QuotaState::new(None, Duration::from_secs(2), now);
+                back.allowance = kept.allowance.clone();
+                assert!(decode(&raw, &mut back, &anchor, 0.0), "{what}: {raw}");
+                kept = back;
+                for i in 0..3 {
+                    let (m, k) = (&mem.buckets[i], &kept.buckets[i]);
+                    assert_eq!(m.limit, k.limit, "{what}");
+                    assert!((m.level - k.level).abs() < 1e-6, "{what}: {m:?} {k:?}");
+                    assert!((m.reserved - k.reserved).abs() < 1e-9, "{what}");
+                }
+                assert_eq!(mem.learned, kept.learned, "{what}");
+                assert_eq!(mem.gate.is_some(), kept.gate.is_some(), "{what}");
+                assert_eq!(
+                    mem.first_sent.is_some(),
+                    kept.first_sent.is_some(),
+                    "{what}"
+                );
+                assert_eq!(
+                    mem.slow_start.is_some(),
+                    kept.slow_start.is_some(),
+                    "{what}"
+                );
+                assert_eq!(
+                    mem.unmanaged_until.is_some(),
+                    kept.unmanaged_until.is_some(),
+                    "{what}"
+                );
+                for i in 0..3 {
+                    assert!(
+                        (mem.corrections[i] - kept.corrections[i]).abs() < 1e-6,
+                        "{what}"
+                    );
+                    assert_eq!(mem.admitted[i], kept.admitted[i], "{what}");
+                }
+                gated += usize::from(mem.learned && mem.gate.is_some());
+                waited += usize::from(mem.learned && !flight.is_empty());
+            }
+        }
+        // The sequences reach the states that matter: learned limits, closed gates.
+        assert!(gated > 100 && waited > 1000, "{gated} {waited}");
+    }
 }

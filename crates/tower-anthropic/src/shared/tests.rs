@@ -689,3 +689,34 @@ fn hashes_are_stable_and_urls_redacted() {
     let e = SharedPacer::redis("nope://user:hunter2@host").unwrap_err();
     assert!(!e.to_string().contains("hunter2"), "{e}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn changes_cancelled_mid_round_trip_leave_the_others_whole() {
+    let Some(p) = pacer("cancel").await else {
+        return;
+    };
+    let key = format!("{}:quota:cancel", p.inner.prefix);
+    seed(&p, &key, [10, 1000, 1000], [10, 1000, 1000]).await;
+    for round in 0..20 {
+        let mut tasks = Vec::new();
+        for _ in 0..16 {
+            let (p, key) = (p.clone(), key.clone());
+            tasks.push(tokio::spawn(async move {
+                p.admit(&key, &[0.001, 0.0, 0.0]).await
+            }));
+        }
+        // Every other one dropped wherever it is (waiting, leading a round trip, or done).
+        for t in tasks.iter().step_by(2) {
+            t.abort();
+        }
+        for (i, t) in tasks.into_iter().enumerate() {
+            match t.await {
+                Ok(r) => assert!(r.unwrap().admitted, "round {round}, call {i}"),
+                Err(e) => assert!(
+                    e.is_cancelled() && i % 2 == 0,
+                    "round {round}, call {i}: {e}"
+                ),
+            }
+        }
+    }
+}
