@@ -3,6 +3,16 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
+/// The ids of the models `GET /v1/models` lists (the default known models).
+pub const MODEL_IDS: [&str; 6] = [
+    "claude-opus-4-6",
+    "claude-sonnet-4-6",
+    "claude-haiku-4-5",
+    "claude-opus-4-1",
+    "claude-sonnet-4-5",
+    "claude-3-5-haiku-latest",
+];
+
 /// Everything a mock server can be told at start. `MockConfig::default()` is a well-behaved
 /// API on `127.0.0.1:0` with limits so high they are never reached and no faults.
 #[derive(Debug, Clone)]
@@ -71,10 +81,7 @@ impl Default for MockConfig {
             tls: None,
             path_prefix: None,
             batch_speed: 200.0,
-            known_models: crate::server::MODEL_IDS
-                .iter()
-                .map(|m| (*m).to_owned())
-                .collect(),
+            known_models: MODEL_IDS.iter().map(|m| (*m).to_owned()).collect(),
             accept_any_claude_model: true,
             http2_max_concurrent_streams: 200,
         }

@@ -45,8 +45,8 @@ mod time;
 mod tls;
 
 pub use body::MockBody;
-pub use config::{Latency, MockConfig, Outage, OutageKind, RandomFaults, RateLimits};
+pub use config::{Latency, MODEL_IDS, MockConfig, Outage, OutageKind, RandomFaults, RateLimits};
 pub use script::{Script, ScriptEntry};
-pub use server::{MAX_SCRIPTED, MODEL_IDS, MockServer};
+pub use server::{MAX_SCRIPTED, MockServer};
 pub use stats::{LogEntry, Stats};
 pub use tls::TlsIdentity;

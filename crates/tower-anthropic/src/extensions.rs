@@ -27,8 +27,6 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
-pub use crate::breaker::CircuitKey;
-pub use crate::fallback::FallbackDepth;
 pub use crate::timeout::Deadline;
 
 /// What a Messages request costs: its model (whose quota it is paced on, and whose circuit
@@ -73,3 +71,21 @@ impl RequestCost {
         self.max_tokens
     }
 }
+
+/// The key of the circuit that guards a request, when the caller chooses it: insert it into
+/// the request's extensions (e.g. with `map_request`). Without it the key is the model
+/// ([`CircuitBreakerLayer`](crate::breaker::CircuitBreakerLayer)).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct CircuitKey(pub Arc<str>);
+
+impl CircuitKey {
+    /// A key from any string.
+    pub fn new(key: impl AsRef<str>) -> Self {
+        Self(Arc::from(key.as_ref()))
+    }
+}
+
+/// How far down its fallback chain a call was answered, in the response's extensions (0: the
+/// requested model).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct FallbackDepth(pub u32);

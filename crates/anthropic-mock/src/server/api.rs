@@ -11,13 +11,11 @@ use serde_json::{Value, json};
 use tokio::time::Instant;
 
 use super::State;
-use super::faults::{
-    Action, Delivery, Outcome, Scripted, model_outage, outage_or_random, scripted,
-};
+use super::faults::{Action, Outcome, Scripted, model_outage, outage_or_random, scripted};
 use super::responses::{
     error_response, html_response, hv, invalid, json_response, message_response, stream_response,
 };
-use super::routes::{Resp, Route};
+use super::wire::{Delivery, Resp, Route};
 use crate::generate;
 use crate::rng;
 use crate::stats::lock;

@@ -17,7 +17,7 @@ use tokio::time::Instant;
 
 use super::State;
 use super::responses::{error_response, hv, json_response};
-use super::routes::{Resp, Route};
+use super::wire::{Resp, Route};
 use crate::body::MockBody;
 use crate::generate;
 use crate::rng;

@@ -3,7 +3,7 @@
 use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -12,27 +12,12 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
-use tokio::sync::{Notify, watch};
+use tokio::sync::watch;
 
 use super::State;
 use super::routes::handle;
+use super::wire::ConnControl;
 use crate::stats::Counters;
-
-/// Per-connection control: the handler asks for a reset, the connection task drops the
-/// socket with `SO_LINGER` 0 so the peer sees a TCP RST.
-#[derive(Debug, Default)]
-pub(super) struct ConnControl {
-    reset: AtomicBool,
-    notify: Notify,
-}
-
-impl ConnControl {
-    pub(super) fn reset_now(&self) {
-        self.reset.store(true, Ordering::SeqCst);
-        self.notify.notify_one();
-    }
-}
-
 struct ConnGuard(Arc<Counters>);
 
 impl Drop for ConnGuard {

@@ -7,7 +7,7 @@ use http::{HeaderMap, HeaderValue, Response, StatusCode, header};
 
 use super::State;
 use super::responses::{error_response, html_response, hv, overloaded};
-use super::routes::Resp;
+use super::wire::{Delivery, Resp};
 use crate::body::MockBody;
 use crate::config::OutageKind;
 use crate::script::{ScriptEntry, default_error};
@@ -37,17 +37,6 @@ pub(super) enum Action {
     Reset {
         stall: Option<Duration>,
     },
-}
-
-/// How a success is to be delivered, from a scripted entry.
-#[derive(Clone, Copy)]
-pub(super) enum Delivery {
-    Normal,
-    CutBody,
-    StallBody(Duration),
-    StreamError(usize),
-    StreamCut(usize),
-    StreamStall(usize, Duration),
 }
 
 /// What a scripted entry asks for.

@@ -11,17 +11,9 @@ mod conn;
 mod faults;
 mod models;
 
-/// The ids of the models `GET /v1/models` lists (the default known models).
-pub const MODEL_IDS: [&str; 6] = [
-    "claude-opus-4-6",
-    "claude-sonnet-4-6",
-    "claude-haiku-4-5",
-    "claude-opus-4-1",
-    "claude-sonnet-4-5",
-    "claude-3-5-haiku-latest",
-];
 mod responses;
 mod routes;
+mod wire;
 
 use std::collections::{HashMap, VecDeque};
 use std::io;

@@ -5,7 +5,7 @@ use serde_json::{Value, json};
 
 use super::State;
 use super::responses::{error_response, json_response};
-use super::routes::Resp;
+use super::wire::Resp;
 
 /// The models the mock lists, newest first: (id, display name, created at).
 pub(crate) const MODELS: &[(&str, &str, &str)] = &[
@@ -113,6 +113,6 @@ mod tests {
     #[test]
     fn the_listed_models_are_the_known_ones() {
         let listed: Vec<&str> = super::MODELS.iter().map(|m| m.0).collect();
-        assert_eq!(listed, super::super::MODEL_IDS);
+        assert_eq!(listed, crate::config::MODEL_IDS);
     }
 }

@@ -9,8 +9,8 @@ use http::{HeaderValue, Response, StatusCode, header};
 use serde_json::json;
 
 use super::State;
-use super::faults::Delivery;
-use super::routes::Resp;
+use super::wire::Delivery;
+use super::wire::Resp;
 use crate::body::{MockBody, StreamGuard};
 use crate::generate::{self, Answer};
 use crate::script::default_error;

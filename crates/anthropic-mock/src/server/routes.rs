@@ -4,22 +4,18 @@ use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
 
-use http::{Method, Request, Response, StatusCode};
+use http::{Method, Request, StatusCode};
 use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 use serde_json::{Value, json};
 
 use super::State;
 use super::api::api_outcome;
-use super::conn::ConnControl;
 use super::faults::Action;
 use super::responses::{error_response, json_response};
-use crate::body::MockBody;
+use super::wire::{ConnControl, Resp, Route};
 use crate::config::OutageKind;
 use crate::stats::{LogEntry, selected_headers};
-
-/// A response of the mock.
-pub(super) type Resp = Response<MockBody>;
 
 pub(super) async fn handle(
     state: Arc<State>,
@@ -217,12 +213,6 @@ async fn read_json<T: serde::de::DeserializeOwned>(req: Request<Incoming>) -> Re
         .await
         .map_err(|e| e.to_string())?;
     serde_json::from_slice(&body.to_bytes()).map_err(|e| e.to_string())
-}
-
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub(super) enum Route {
-    Messages,
-    CountTokens,
 }
 
 async fn api(

@@ -93,17 +93,7 @@ const MAX_WINDOW_CALLS: u32 = 1000;
 /// memory without bound).
 pub const MAX_CIRCUITS: usize = 1000;
 
-/// The key of the circuit that guards a request, when the caller chooses it: insert it into
-/// the request's extensions (e.g. with `map_request`). Without it the key is the model.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct CircuitKey(pub Arc<str>);
-
-impl CircuitKey {
-    /// A key from any string.
-    pub fn new(key: impl AsRef<str>) -> Self {
-        Self(Arc::from(key.as_ref()))
-    }
-}
+pub use crate::extensions::CircuitKey;
 
 /// The key used when a request names no model and carries no [`CircuitKey`].
 const DEFAULT_KEY: &str = "default";

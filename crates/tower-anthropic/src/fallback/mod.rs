@@ -62,10 +62,7 @@ use crate::transport::RequestBody;
 /// Most models a chain may hold.
 pub const MAX_CHAIN: usize = 16;
 
-/// How far down its fallback chain a call was answered, in the response's extensions (0: the
-/// requested model).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct FallbackDepth(pub u32);
+pub use crate::extensions::FallbackDepth;
 
 /// Re-issues a failed call to the next model of a chain (see the [module docs](self)).
 #[derive(Debug, Clone, Default)]

@@ -124,7 +124,9 @@ impl Ticket {
             let class = &self.cell.id.class;
             let mut q = self.cell.lock();
             let told = q.state.answered(&answer, &admission, &cost, now);
-            told.log(class, &answer, secs(q.state.allowance.secs()));
+            if told.says_anything() {
+                told.log(class, &answer, secs(q.state.allowance.secs()));
+            }
             if told.gate.is_some() {
                 q.rejudge(now);
             }
@@ -139,6 +141,7 @@ impl Ticket {
         }
         self.input_from_headers = answer
             .headers
+            .as_ref()
             .is_some_and(|h| h.input_tokens.remaining.is_some());
     }
 

@@ -202,6 +202,11 @@ pub(crate) struct Told {
 }
 
 impl Told {
+    /// Whether [`log`](Self::log) has anything to say.
+    pub(crate) fn says_anything(&self) -> bool {
+        self.surprise || self.gate.is_some()
+    }
+
     /// Logs what happened to quota `class` (one line per gate, one per surprise).
     pub(crate) fn log(&self, class: &str, answer: &Answer<'_>, allowance: Duration) {
         if self.surprise {
@@ -448,7 +453,8 @@ impl QuotaState {
         let surprise = wait.is_some() && !drain && self.admitted_with_room(admission);
         let learned = answer
             .headers
-            .is_some_and(|h| self.learn(&h, admission, cost, answer.charged, now));
+            .as_ref()
+            .is_some_and(|h| self.learn(h, admission, cost, answer.charged, now));
         if !learned && answer.success && !self.learned {
             // An answer without rate-limit headers before any with: nothing to pace by.
             self.unmanaged(now);
