@@ -6,13 +6,14 @@ use std::time::Duration;
 
 use http::{HeaderName, HeaderValue, Request, Response};
 use http_body_util::BodyExt;
+use tokio_util::either::Either;
 use tower::util::BoxCloneSyncService;
 use tower::{Layer, ServiceBuilder, ServiceExt};
 
 use crate::body::{DEFAULT_MAX_RESPONSE_BODY, ResponseBody};
 use crate::breaker::{CircuitBreakerLayer, CircuitBreakers};
 use crate::classify::{ClassifyLayer, DEFAULT_MAX_ERROR_BODY};
-use crate::degrade::DegradeLayer;
+use crate::degrade::{Degrade, DegradeLayer, DegradeRequest, ServiceDegrader};
 use crate::error::Error;
 use crate::fallback::FallbackLayer;
 use crate::limit::ConcurrencyLimitLayer;
@@ -79,7 +80,7 @@ struct ClientParts {
     limit: ConcurrencyLimitLayer,
     pacer: Option<Pacer>,
     breakers: Option<CircuitBreakers>,
-    degrade: Option<Degrader>,
+    degrade: Option<Degraded>,
 }
 
 /// The closure of [`ClientBuilder::degrade`].
@@ -92,18 +93,24 @@ struct Degrader {
     when: Arc<dyn Fn(&Error) -> bool + Send + Sync>,
 }
 
+/// The degrader of `create`, as a service (built once, with the client).
+type DegradeService =
+    BoxCloneSyncService<DegradeRequest<CreateMessageRequest>, Option<Message>, Error>;
+
+/// `create` behind [`ClientBuilder::degrade`].
+type Degraded = Degrade<MessagesService<HttpStack>, ServiceDegrader<DegradeService>>;
+
 impl Degrader {
-    /// `create` through a [`DegradeLayer`] over `service`.
-    fn call(
-        &self,
-        service: MessagesService<HttpStack>,
-        req: CreateMessageRequest,
-    ) -> crate::messages::ResponseFuture<ApiResponse<Message>> {
-        let (f, when) = (self.f.clone(), self.when.clone());
-        let svc = DegradeLayer::new(move |r: &CreateMessageRequest, e: &Error| f(r, e))
+    /// The [`DegradeLayer`] over `service`.
+    fn layer(&self, service: MessagesService<HttpStack>) -> Degraded {
+        let f = self.f.clone();
+        let answer = tower::service_fn(move |ask: DegradeRequest<CreateMessageRequest>| {
+            std::future::ready(Ok::<_, Error>(f(&ask.request, &ask.error)))
+        });
+        let when = self.when.clone();
+        DegradeLayer::service(BoxCloneSyncService::new(answer))
             .when(move |e| when(e))
-            .layer(service);
-        Box::pin(svc.oneshot(req))
+            .layer(service)
     }
 }
 
@@ -160,33 +167,6 @@ impl Client {
     }
 }
 
-pin_project_lite::pin_project! {
-    /// One of two futures with the same output (a call's future is not boxed to choose).
-    #[project = OneOfProj]
-    enum OneOf<A, B> {
-        First { #[pin] future: A },
-        Second { #[pin] future: B },
-    }
-}
-
-impl<A, B> Future for OneOf<A, B>
-where
-    A: Future,
-    B: Future<Output = A::Output>,
-{
-    type Output = A::Output;
-
-    fn poll(
-        self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<A::Output> {
-        match self.project() {
-            OneOfProj::First { future } => future.poll(cx),
-            OneOfProj::Second { future } => future.poll(cx),
-        }
-    }
-}
-
 /// The Messages API of a [`Client`].
 #[derive(Debug, Clone, Copy)]
 pub struct Messages<'a> {
@@ -203,12 +183,8 @@ impl Messages<'_> {
     ) -> impl Future<Output = Result<ApiResponse<Message>, Error>> + Send + 'static + use<> {
         let parts = &self.client.parts;
         match &parts.degrade {
-            Some(d) => OneOf::First {
-                future: d.call(parts.service.clone(), req),
-            },
-            None => OneOf::Second {
-                future: parts.service.create(req),
-            },
+            Some(d) => Either::Left(d.clone().oneshot(req)),
+            None => Either::Right(parts.service.create(req)),
         }
     }
 
@@ -257,6 +233,16 @@ pub enum ConfigError {
     InvalidHttp2Connections(usize),
 }
 
+/// A switch of [`ClientBuilder`] that is on unless turned off.
+#[derive(Clone, Copy, Debug)]
+struct OnByDefault(bool);
+
+impl Default for OnByDefault {
+    fn default() -> Self {
+        Self(true)
+    }
+}
+
 /// Builds a [`Client`].
 ///
 /// | setting | default |
@@ -294,8 +280,8 @@ pub struct ClientBuilder {
     stream_idle_timeout: Option<Duration>,
     concurrency_limit: Option<usize>,
     load_shed: bool,
-    no_stream_retry: bool,
-    no_pacing: bool,
+    stream_retry: OnByDefault,
+    pacing_on: OnByDefault,
     pacer: Option<Pacer>,
     breakers: Option<CircuitBreakers>,
     fallback: Option<FallbackLayer>,
@@ -502,14 +488,14 @@ impl ClientBuilder {
     /// Whether attempts are paced to the quota the API's rate-limit headers describe (default:
     /// yes; it acts only under pressure). See [`crate::pacing`].
     pub fn pacing(mut self, on: bool) -> Self {
-        self.no_pacing = !on;
+        self.pacing_on = OnByDefault(on);
         self
     }
 
     /// The pacer to use (to configure it, or to share one quota's state with other clients).
     pub fn pacer(mut self, pacer: Pacer) -> Self {
         self.pacer = Some(pacer);
-        self.no_pacing = false;
+        self.pacing_on = OnByDefault(true);
         self
     }
 
@@ -519,7 +505,7 @@ impl ClientBuilder {
     #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
     pub fn shared_pacer(mut self, pacer: crate::shared::SharedPacer) -> Self {
         self.shared_pacer = Some(pacer);
-        self.no_pacing = false;
+        self.pacing_on = OnByDefault(true);
         self
     }
 
@@ -583,7 +569,7 @@ impl ClientBuilder {
 
     /// Whether a stream that fails before its first content is re-sent (default: yes).
     pub fn retry_streams_before_content(mut self, on: bool) -> Self {
-        self.no_stream_retry = !on;
+        self.stream_retry = OnByDefault(on);
         self
     }
 
@@ -631,7 +617,7 @@ impl ClientBuilder {
         let shared = self
             .shared_pacer
             .clone()
-            .filter(|_| !self.no_pacing)
+            .filter(|_| self.pacing_on.0)
             .map(|mut p| {
                 // The client's breakers and retry budget are shared through the same Redis.
                 if let Some(b) = &breakers {
@@ -645,7 +631,7 @@ impl ClientBuilder {
         #[cfg(not(feature = "redis"))]
         let shared: Option<tower::layer::util::Identity> = None;
         let pacer =
-            (!self.no_pacing && shared.is_none()).then(|| self.pacer.clone().unwrap_or_default());
+            (self.pacing_on.0 && shared.is_none()).then(|| self.pacer.clone().unwrap_or_default());
         let stack = ServiceBuilder::new()
             .option_layer(self.deadline.map(OverallDeadlineLayer::new))
             .option_layer(self.fallback.clone())
@@ -673,18 +659,19 @@ impl ClientBuilder {
         let service = MessagesService::new(BoxCloneSyncService::new(stack), endpoint)
             .max_response_body(max_body)
             .long_request_guard(self.timeout.is_none())
-            .resend_streams_before_content(!self.no_stream_retry)
+            .resend_streams_before_content(self.stream_retry.0)
             .first_content_timeout(Some(
                 self.stream_idle_timeout
                     .unwrap_or(DEFAULT_STREAM_IDLE_TIMEOUT),
             ));
+        let degrade = self.degrade.as_ref().map(|d| d.layer(service.clone()));
         Ok(Client {
             parts: Arc::new(ClientParts {
                 service,
                 limit,
                 pacer,
                 breakers,
-                degrade: self.degrade,
+                degrade,
             }),
         })
     }

@@ -391,6 +391,19 @@ impl Endpoint {
     }
 }
 
+/// The same request again: method, URI, version, headers, extensions and body (a body of
+/// shared bytes, as [`RequestBody`] is, copies no JSON). What the retry and fallback layers
+/// send for another attempt.
+pub(crate) fn copy_request<B: Clone>(req: &http::Request<B>) -> http::Request<B> {
+    let mut next = http::Request::new(req.body().clone());
+    *next.method_mut() = req.method().clone();
+    *next.uri_mut() = req.uri().clone();
+    *next.version_mut() = req.version();
+    *next.headers_mut() = req.headers().clone();
+    *next.extensions_mut() = req.extensions().clone();
+    next
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

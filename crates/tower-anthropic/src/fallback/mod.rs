@@ -56,8 +56,8 @@ use tower::{Layer, Service, ServiceExt};
 
 use crate::error::{BoxError, Error};
 use crate::extensions::RequestCost;
-use crate::messages::copy_request;
 use crate::transport::RequestBody;
+use crate::transport::copy_request;
 
 /// Most models a chain may hold.
 pub const MAX_CHAIN: usize = 16;

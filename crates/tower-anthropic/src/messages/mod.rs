@@ -5,7 +5,7 @@ mod service;
 mod types;
 
 pub use service::{ApiRequest, ApiResponse, MessagesService, ResponseFuture, StreamRequest};
-pub(crate) use service::{MAX_EVENT_JSON_VALUES, copy_request, decode};
+pub(crate) use service::{MAX_EVENT_JSON_VALUES, decode};
 pub use types::{
     Content, ContentBlock, CountTokensRequest, CreateMessageRequest, Message, MessageParam,
     Metadata, Role, StopReason, TokenCount, Tool, ToolChoice, Usage,

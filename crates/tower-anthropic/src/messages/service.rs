@@ -720,17 +720,6 @@ where
     }
 }
 
-/// The same request again (the body is shared bytes, so this copies no JSON).
-pub(crate) fn copy_request(req: &Request<RequestBody>) -> Request<RequestBody> {
-    let mut next = Request::new(req.body().clone());
-    *next.method_mut() = req.method().clone();
-    *next.uri_mut() = req.uri().clone();
-    *next.version_mut() = req.version();
-    *next.headers_mut() = req.headers().clone();
-    *next.extensions_mut() = req.extensions().clone();
-    next
-}
-
 /// A response future of any stack, its body boxed, so one [`MessageStream`] type serves every
 /// stack (a user stores it, passes it between tasks, without naming the stack's types).
 fn erase<F, RB, E>(

@@ -92,31 +92,24 @@ impl Ticket {
         let cost = self.cost;
         let share = self.pacer.shared.config.share;
         let scaled = |h: RateLimitHeaders| if share < 1.0 { h.scaled(share) } else { h };
-        let answer = match result {
-            Ok(resp) => Answer {
-                headers: Some(scaled(RateLimitHeaders::counts_from_headers(
-                    resp.headers(),
-                ))),
-                charged: true,
-                success: true,
-                rate_limited: None,
-                request_id: None,
-            },
-            Err(Error::Api(api)) => Answer {
-                headers: Some(scaled(*api.rate_limits())),
-                charged: false,
-                success: false,
-                rate_limited: RateLimited::of(api),
-                request_id: api.request_id(),
-            },
+        let headers = match result {
+            Ok(resp) => Some(scaled(RateLimitHeaders::counts_from_headers(
+                resp.headers(),
+            ))),
+            Err(Error::Api(api)) => Some(scaled(*api.rate_limits())),
             // No answer: the server may have charged it; keep the reservation until settled.
-            Err(_) => Answer {
-                headers: None,
-                charged: true,
-                success: false,
-                rate_limited: None,
-                request_id: None,
-            },
+            Err(_) => None,
+        };
+        let api = match result {
+            Err(Error::Api(api)) => Some(api),
+            _ => None,
+        };
+        let answer = Answer {
+            headers: headers.as_ref(),
+            charged: api.is_none(),
+            success: result.is_ok(),
+            rate_limited: api.and_then(|a| RateLimited::of(a)),
+            request_id: api.and_then(|a| a.request_id()),
         };
         let charged = answer.charged;
         let headroom;
@@ -141,7 +134,6 @@ impl Ticket {
         }
         self.input_from_headers = answer
             .headers
-            .as_ref()
             .is_some_and(|h| h.input_tokens.remaining.is_some());
     }
 

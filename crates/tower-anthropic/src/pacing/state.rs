@@ -177,7 +177,7 @@ pub(crate) fn sane_counts(bucket: usize, limit: u64, remaining: u64) -> Option<(
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Answer<'a> {
     /// The answer's rate-limit headers (scaled to the pacer's share); `None`: no answer.
-    pub(crate) headers: Option<RateLimitHeaders>,
+    pub(crate) headers: Option<&'a RateLimitHeaders>,
     /// The server charged the call (a success, or no answer: it may have); an error status
     /// is not charged.
     pub(crate) charged: bool,
@@ -453,7 +453,6 @@ impl QuotaState {
         let surprise = wait.is_some() && !drain && self.admitted_with_room(admission);
         let learned = answer
             .headers
-            .as_ref()
             .is_some_and(|h| self.learn(h, admission, cost, answer.charged, now));
         if !learned && answer.success && !self.learned {
             // An answer without rate-limit headers before any with: nothing to pace by.

@@ -342,13 +342,7 @@ impl<B: Clone, RB> tower::retry::Policy<Request<B>, Response<RB>, Error> for Ret
                 b.deposit();
             }
         }
-        let mut next = Request::new(req.body().clone());
-        *next.method_mut() = req.method().clone();
-        *next.uri_mut() = req.uri().clone();
-        *next.version_mut() = req.version();
-        *next.headers_mut() = req.headers().clone();
-        *next.extensions_mut() = req.extensions().clone();
-        Some(next)
+        Some(crate::transport::copy_request(req))
     }
 }
 

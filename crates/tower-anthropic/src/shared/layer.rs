@@ -152,17 +152,19 @@ impl SharedPacer {
         at: Instant,
         settle: Option<Cost>,
     ) -> Option<Told> {
+        let headers = answer.headers.copied();
         let request_id = answer.request_id.map(str::to_owned);
-        let answer = Answer {
-            request_id: None,
-            ..answer
-        };
+        let (charged, success, rate_limited) =
+            (answer.charged, answer.success, answer.rate_limited);
         let r = self
             .change(&key, true, move |st, _now| {
                 let cold = !st.learned && st.first_sent.is_some();
                 let answer = Answer {
+                    headers: headers.as_ref(),
+                    charged,
+                    success,
+                    rate_limited,
                     request_id: request_id.as_deref(),
-                    ..answer
                 };
                 let told = st.answered(&answer, &admission, &cost, at);
                 if let Some(refund) = settle {
@@ -223,7 +225,7 @@ impl SharedReservation {
         if let Ok(rt) = tokio::runtime::Handle::try_current() {
             rt.spawn(async move {
                 let answer = Answer {
-                    headers: Some(headers),
+                    headers: Some(&headers),
                     charged: true,
                     success: true,
                     rate_limited: None,
@@ -450,7 +452,7 @@ impl SharedPacer {
                 // Not charged: the whole reservation comes back. Awaited, so the next call
                 // of this task already sees a gate.
                 let answer = Answer {
-                    headers: Some(*api.rate_limits()),
+                    headers: Some(api.rate_limits()),
                     charged: false,
                     success: false,
                     rate_limited: RateLimited::of(api),

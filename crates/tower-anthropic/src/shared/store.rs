@@ -610,7 +610,7 @@ mod tests {
                         }
                         let kind = next() % 4;
                         let answer = Answer {
-                            headers: (kind != 3).then_some(h),
+                            headers: (kind != 3).then_some(&h),
                             charged: kind != 1,
                             success: kind == 0,
                             rate_limited: (kind == 1).then(|| RateLimited {

@@ -76,7 +76,7 @@ fn headers(limits: [u64; 3], remaining: [u64; 3]) -> RateLimitHeaders {
 
 fn success(h: RateLimitHeaders) -> Answer<'static> {
     Answer {
-        headers: Some(h),
+        headers: Some(Box::leak(Box::new(h))),
         charged: true,
         success: true,
         rate_limited: None,
@@ -86,7 +86,7 @@ fn success(h: RateLimitHeaders) -> Answer<'static> {
 
 fn refused(h: RateLimitHeaders, told: RateLimited) -> Answer<'static> {
     Answer {
-        headers: Some(h),
+        headers: Some(Box::leak(Box::new(h))),
         charged: false,
         success: false,
         rate_limited: Some(told),
