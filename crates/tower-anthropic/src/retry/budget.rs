@@ -55,6 +55,13 @@ impl Default for RetryBudget {
     }
 }
 
+impl Shared {
+    /// `balance` after `secs` of the floor's earnings, at most the most banked.
+    fn earned(&self, balance: f64, secs: f64) -> f64 {
+        (balance + secs * self.floor_per_sec).min(self.max_balance)
+    }
+}
+
 impl RetryBudget {
     /// A budget allowing retries for `ratio` of requests, plus `floor_per_sec` retries a
     /// second, banking at most `max_balance` (at least 1).
@@ -92,7 +99,7 @@ impl RetryBudget {
         let now = Instant::now();
         let dt = now.saturating_duration_since(st.updated).as_secs_f64();
         if !st.shared {
-            st.balance = (st.balance + dt * self.shared.floor_per_sec).min(self.shared.max_balance);
+            st.balance = self.shared.earned(st.balance, dt);
         }
         st.updated = now;
         f(&mut st, &self.shared)
@@ -121,15 +128,23 @@ impl RetryBudget {
         })
     }
 
-    /// The settings a store shared by processes refills with: (floor per second, most
-    /// banked).
+    /// The balance a store shared by processes holds after `elapsed` more and this process's
+    /// `delta` ([`take_unsent`](Self::take_unsent)): what the floor earned meanwhile (as this
+    /// budget earns it alone), then `delta`, within 0 and the most banked. `stored` is `None`
+    /// when the store holds nothing yet (a full budget).
     ///
     /// Sharing a budget between processes: a store (the `redis` feature's
-    /// `shared::SharedPacer::share_retry_budget` does, every 250 ms) adds what
-    /// [`take_unsent`](Self::take_unsent) returns to one balance it refills by the floor, and
-    /// hands that balance back with [`set_shared`](Self::set_shared).
-    pub fn settings(&self) -> (f64, f64) {
-        (self.shared.floor_per_sec, self.shared.max_balance)
+    /// `shared::SharedPacer::share_retry_budget` does, every 250 ms) keeps one balance,
+    /// changes it with this rule, and hands it back with [`set_shared`](Self::set_shared).
+    pub fn shared_balance(&self, stored: Option<f64>, elapsed: Duration, delta: f64) -> f64 {
+        let sh = &self.shared;
+        let stored = stored.filter(|b| b.is_finite()).unwrap_or(sh.max_balance);
+        let earned = sh.earned(stored.clamp(0.0, sh.max_balance), elapsed.as_secs_f64());
+        if delta.is_finite() {
+            (earned + delta).clamp(0.0, sh.max_balance)
+        } else {
+            earned
+        }
     }
 
     /// The deposits less the withdrawals since the last call (reset to none), for a shared
@@ -198,5 +213,34 @@ mod tests {
         let clone = b.clone();
         assert!(clone.withdraw());
         assert_eq!(b.balance(), 2.0, "clones share the bucket");
+    }
+
+    #[test]
+    fn a_shared_balance_earns_and_spends_by_the_local_rule() {
+        let b = RetryBudget::new(0.1, 2.0, 10.0);
+        let s = Duration::from_secs;
+        assert_eq!(
+            b.shared_balance(None, s(0), 0.0),
+            10.0,
+            "nothing stored: full"
+        );
+        assert_eq!(
+            b.shared_balance(Some(4.0), s(1), 0.0),
+            6.0,
+            "the floor earned 2"
+        );
+        assert_eq!(
+            b.shared_balance(Some(4.0), s(60), 0.0),
+            10.0,
+            "at most the most banked"
+        );
+        assert_eq!(
+            b.shared_balance(Some(4.0), s(0), -7.0),
+            0.0,
+            "never below zero"
+        );
+        assert_eq!(b.shared_balance(Some(4.0), s(0), 0.5), 4.5);
+        assert_eq!(b.shared_balance(Some(f64::NAN), s(0), f64::NAN), 10.0);
+        assert_eq!(b.shared_balance(Some(-5.0), s(1), 0.0), 2.0);
     }
 }

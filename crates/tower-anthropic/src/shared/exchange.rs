@@ -8,24 +8,13 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use serde::{Deserialize, Serialize};
+
 use super::{KEY_TTL, SharedPacer, lock};
+use crate::retry::RetryBudget;
 
 /// How often breaker and budget state is exchanged.
 pub(super) const SYNC_EVERY: Duration = Duration::from_millis(250);
-
-pub(super) const BUDGET: &str = r"
-local t0 = redis.call('TIME')
-local now = tonumber(t0[1]) * 1000 + math.floor(tonumber(t0[2]) / 1000)
-local h = redis.call('HMGET', KEYS[1], 'b', 't')
-local max = tonumber(ARGV[3])
-local b = tonumber(h[1]) or max
-local t = tonumber(h[2]) or now
-if now > t then b = b + (now - t) * tonumber(ARGV[2]) / 1000 end
-b = math.max(0, math.min(max, b + tonumber(ARGV[1])))
-redis.call('HSET', KEYS[1], 'b', string.format('%.4f', b), 't', math.max(t, now))
-redis.call('PEXPIRE', KEYS[1], ARGV[4])
-return tostring(b)
-";
 
 impl SharedPacer {
     /// Starts the exchange of breaker and budget state (once, from a runtime).
@@ -94,21 +83,72 @@ impl SharedPacer {
             }
         }
         if let Some(b) = budget {
-            let (floor, max) = b.settings();
             let delta = b.take_unsent();
-            let mut inv = self
-                .inner
-                .budget_script
-                .key(format!("{}:retry-budget", self.inner.prefix));
-            inv.arg(delta)
-                .arg(floor)
-                .arg(max)
-                .arg(KEY_TTL.as_millis() as u64);
-            let call = inv.invoke_async::<f64>(&mut con);
-            match tokio::time::timeout(self.inner.timeout, call).await {
-                Ok(Ok(balance)) => b.set_shared(Some(balance)),
-                _ => b.set_shared(None),
-            }
+            let key = format!("{}:retry-budget", self.inner.prefix);
+            let balance = self.exchange_budget(&mut con, &key, &b, delta).await;
+            b.set_shared(balance);
         }
+    }
+}
+
+/// The retry budget as Redis keeps it (its times on the Redis clock).
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StoredBudget {
+    balance: f64,
+    updated_ms: f64,
+}
+
+impl SharedPacer {
+    /// Adds this process's `delta` to the shared balance at `key`, by the budget's own rule
+    /// ([`RetryBudget::shared_balance`]) and the quotas' compare-and-set; the balance after,
+    /// or `None` when Redis did not answer (the budget then refills on its own).
+    async fn exchange_budget(
+        &self,
+        con: &mut redis::aio::ConnectionManager,
+        key: &str,
+        budget: &RetryBudget,
+        delta: f64,
+    ) -> Option<f64> {
+        let mut version = String::new();
+        let mut state: Option<Vec<String>> = None;
+        for _ in 0..8 {
+            let new_version = self.inner.store.next_version();
+            let (write, balance) = match &state {
+                None => (String::new(), 0.0),
+                Some(out) => {
+                    let num = |i: usize| out.get(i).and_then(|s| s.parse::<f64>().ok());
+                    let now_ms = num(1)? * 1000.0 + num(2)? / 1000.0;
+                    let stored = out
+                        .get(4)
+                        .and_then(|s| serde_json::from_str::<StoredBudget>(s).ok())
+                        .filter(|s| s.updated_ms.is_finite() && s.updated_ms <= now_ms);
+                    let elapsed = stored.as_ref().map_or(0.0, |s| now_ms - s.updated_ms);
+                    let elapsed = Duration::from_secs_f64((elapsed / 1000.0).min(86_400.0));
+                    let balance = budget.shared_balance(stored.map(|s| s.balance), elapsed, delta);
+                    let doc = StoredBudget {
+                        balance,
+                        updated_ms: now_ms,
+                    };
+                    (serde_json::to_string(&doc).ok()?, balance)
+                }
+            };
+            let mut inv = self.inner.cas.key(key);
+            inv.arg(&version)
+                .arg(&write)
+                .arg(&new_version)
+                .arg(KEY_TTL.as_millis() as u64);
+            let call = inv.invoke_async::<Vec<String>>(con);
+            let out = tokio::time::timeout(self.inner.timeout, call)
+                .await
+                .ok()?
+                .ok()?;
+            if out.first().is_some_and(|s| s == "1") {
+                return Some(balance);
+            }
+            version = out.get(3).cloned().unwrap_or_default();
+            state = Some(out);
+        }
+        None
     }
 }

@@ -78,7 +78,6 @@ use crate::pacing::Pacer;
 use crate::pacing::allowance::Allowance;
 use crate::pacing::state::{BUCKETS, secs};
 use crate::retry::RetryBudget;
-use exchange::BUDGET;
 use store::QuotaStore;
 
 /// How long a quota's key lives in Redis after its last use.
@@ -127,7 +126,8 @@ struct Inner {
     breakers: Mutex<Option<CircuitBreakers>>,
     budget: Mutex<Option<RetryBudget>>,
     syncing: std::sync::atomic::AtomicBool,
-    budget_script: Script,
+    /// The compare-and-set script (the retry budget's changes).
+    cas: Script,
     /// This process's dispatch allowance (as the local pacer's, one for all its quotas).
     allowance: Mutex<Allowance>,
     /// Woken when an answer teaches this process a quota's limits, or a 429 of this process
@@ -180,7 +180,7 @@ impl SharedPacer {
                 breakers: Mutex::default(),
                 budget: Mutex::default(),
                 syncing: std::sync::atomic::AtomicBool::new(false),
-                budget_script: Script::new(BUDGET),
+                cas: Script::new(store::CAS),
                 allowance: Mutex::default(),
                 changed: tokio::sync::Notify::new(),
                 shift_ms: AtomicI64::new(0),
@@ -203,7 +203,7 @@ impl SharedPacer {
             breakers: Mutex::new(lock(&shared.breakers).clone()),
             budget: Mutex::new(lock(&shared.budget).clone()),
             syncing: std::sync::atomic::AtomicBool::new(false),
-            budget_script: Script::new(BUDGET),
+            cas: Script::new(store::CAS),
             allowance: Mutex::default(),
             changed: tokio::sync::Notify::new(),
             shift_ms: AtomicI64::new(shared.shift_ms.load(Ordering::Relaxed)),

@@ -305,6 +305,15 @@ impl QuotaStore {
         }
     }
 
+    /// A version no other write has (this process's seed and a count).
+    pub(super) fn next_version(&self) -> String {
+        format!(
+            "{:016x}{:08x}",
+            self.seed,
+            self.count.fetch_add(1, Ordering::Relaxed)
+        )
+    }
+
     fn quota(&self, key: &str) -> Arc<Quota> {
         let mut quotas = lock(&self.quotas);
         if let Some(q) = quotas.get(key) {
@@ -435,11 +444,7 @@ impl QuotaStore {
     ) -> Result<bool, String> {
         let timeout = cx.timeout;
         let version = match &state {
-            Some(_) => format!(
-                "{:016x}{:08x}",
-                self.seed,
-                self.count.fetch_add(1, Ordering::Relaxed)
-            ),
+            Some(_) => self.next_version(),
             None => String::new(),
         };
         let mut inv = self.script.key(key);
