@@ -176,7 +176,7 @@ impl Quota {
         Some(crate::metrics::Headroom {
             quota: class.to_owned(),
             remaining: self.state.levels(),
-            limits: [0, 1, 2].map(|i| b[i].limit.filter(|l| l.is_finite())),
+            limits: b.each_ref().map(|b| b.limit.filter(|l| l.is_finite())),
             waiting: self.queue.len(),
         })
     }

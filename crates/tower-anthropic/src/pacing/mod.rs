@@ -616,9 +616,9 @@ impl Pacer {
             let part = |n: f64| (n * share).floor().max(1.0) as u64;
             pacer = pacer
                 .limits(QuotaLimits {
-                    requests_per_minute: part(l[0]),
-                    input_tokens_per_minute: part(l[1]),
-                    output_tokens_per_minute: part(l[2]),
+                    requests_per_minute: part(l[state::REQUESTS]),
+                    input_tokens_per_minute: part(l[state::INPUT]),
+                    output_tokens_per_minute: part(l[state::OUTPUT]),
                 })
                 .configure(|c| c.start_empty = true);
         }

@@ -10,7 +10,7 @@ use http::Response;
 use tokio::time::Instant;
 
 use super::line::{Quota, Waiter};
-use super::state::{Admission, Answer, BUCKETS, Cost, secs};
+use super::state::{Admission, Answer, BUCKETS, Cost, secs, settlement};
 use super::{Pacer, QuotaCell, RateLimited, lock};
 use crate::error::Error;
 use crate::rate_limit::RateLimitHeaders;
@@ -145,15 +145,9 @@ impl Ticket {
         self.finished = true;
         let cost = self.cost;
         self.pacer.learn_input(self.raw_input, input as f64);
-        let input_refund = if self.input_from_headers {
-            0.0
-        } else {
-            cost[1] - input as f64
-        };
-        let refund = [0.0, input_refund, cost[2] - output as f64];
-        let release = [cost[0], cost[1], cost[2]];
+        let refund = settlement(&cost, input, output, self.input_from_headers);
         self.with_quota(|q| {
-            q.state.refund(&refund, &release);
+            q.state.refund(&refund, &cost);
             q.settled(Instant::now);
         });
     }

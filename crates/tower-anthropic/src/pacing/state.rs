@@ -23,6 +23,25 @@ pub(crate) const NAMES: [&str; BUCKETS] = ["requests", "input tokens", "output t
 /// What one attempt costs, per bucket.
 pub(crate) type Cost = [f64; BUCKETS];
 
+/// The buckets by name, as indexes of a [`Cost`] (and of every per-bucket array).
+pub(crate) const REQUESTS: usize = 0;
+/// See [`REQUESTS`].
+pub(crate) const INPUT: usize = 1;
+/// See [`REQUESTS`].
+pub(crate) const OUTPUT: usize = 2;
+
+/// What comes back of a call's reservation `cost` when its answer reports `input` and
+/// `output` tokens: the output under `max_tokens`, and the input overestimate unless the
+/// answer's own headers already corrected the input level (`input_from_headers`).
+pub(crate) fn settlement(cost: &Cost, input: u64, output: u64, input_from_headers: bool) -> Cost {
+    let mut refund = [0.0; BUCKETS];
+    if !input_from_headers {
+        refund[INPUT] = cost[INPUT] - input as f64;
+    }
+    refund[OUTPUT] = cost[OUTPUT] - output as f64;
+    refund
+}
+
 /// The most a bucket of `limit` per minute holds in this pacer's accounting: `hold` seconds
 /// of refill less than the limit (the dispatch allowance: see [`Allowance`]).
 pub(crate) fn capacity(limit: f64, hold: f64) -> f64 {
@@ -390,7 +409,7 @@ impl QuotaState {
         if unpaced && self.first_sent.is_none() {
             self.first_sent = Some(now);
         }
-        let ahead = [0, 1, 2].map(|i| self.buckets[i].reserved);
+        let ahead = self.buckets.each_ref().map(|b| b.reserved);
         for (i, (b, c)) in self.buckets.iter_mut().zip(cost).enumerate() {
             b.level -= c;
             b.reserved += c;
@@ -408,11 +427,7 @@ impl QuotaState {
 
     /// The levels, as of the last refill.
     pub(crate) fn levels(&self) -> [f64; BUCKETS] {
-        [
-            self.buckets[0].level,
-            self.buckets[1].level,
-            self.buckets[2].level,
-        ]
+        self.buckets.each_ref().map(|b| b.level)
     }
 
     /// Gives back part of a reservation (what the API did not charge, or will not) and

@@ -18,7 +18,9 @@ use crate::error::{BoxError, Error, PacedError};
 use crate::extensions::RequestCost;
 use crate::pacing::Pacer;
 use crate::pacing::reservation::{Reservation, Settle};
-use crate::pacing::state::{Admission, Answer, BUCKETS, Cost, NAMES, QuotaState, Ready, Told};
+use crate::pacing::state::{
+    Admission, Answer, BUCKETS, Cost, NAMES, QuotaState, Ready, Told, settlement,
+};
 use crate::pacing::{PacingLayer, RateLimited, longest_wait};
 use crate::rate_limit::RateLimitHeaders;
 
@@ -255,13 +257,8 @@ impl SharedReservation {
             .inner
             .local
             .learn_input(self.raw_input, input as f64);
-        // The answer's own headers corrected the input level: only the output comes back.
-        let input_refund = if self.headers.input_tokens.remaining.is_some() {
-            0.0
-        } else {
-            self.cost[1] - input as f64
-        };
-        self.send([0.0, input_refund, self.cost[2] - output as f64]);
+        let from_headers = self.headers.input_tokens.remaining.is_some();
+        self.send(settlement(&self.cost, input, output, from_headers));
     }
 }
 
