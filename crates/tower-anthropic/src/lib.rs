@@ -78,6 +78,9 @@ mod macros;
 mod text;
 
 pub use builder::ServiceBuilderExt;
+/// The `http` crate, whose types this API takes and returns (a user needs no version of their
+/// own to match).
+pub use http;
 
 /// Internals exposed for this workspace's benchmarks only: not part of the API, no stability.
 #[doc(hidden)]
