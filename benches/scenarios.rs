@@ -2,8 +2,9 @@
 //! (on its own runtime) with fixed settings and seeds; prints a table.
 //!
 //! `cargo bench --bench scenarios` (all) or `cargo bench --bench scenarios -- overload`.
-//! Each run's timeline is drawn to `benches/plots/NAME.png` (`BENCH_PLOTS` names another
-//! folder; `BENCH_PLOTS=off` draws none).
+//! Each run's timeline is drawn to `target/plots/NAME.png`, outside the tracked tree
+//! (`BENCH_PLOTS` names another folder: `BENCH_PLOTS=$PWD/benches/plots` from the workspace
+//! refreshes the figures BENCHMARKS.md shows; `BENCH_PLOTS=off` draws none).
 //! The side-by-side with the official Python SDK is `benches/peers/compare.sh`.
 
 use std::time::{Duration, Instant};
@@ -110,7 +111,7 @@ fn main() {
 /// Draws the run's timeline (see `benches::plot`).
 fn plot(s: &benches::Scenario, r: &benches::Report) {
     let dir = std::env::var("BENCH_PLOTS")
-        .unwrap_or_else(|_| concat!(env!("CARGO_MANIFEST_DIR"), "/plots").to_owned());
+        .unwrap_or_else(|_| concat!(env!("CARGO_MANIFEST_DIR"), "/../target/plots").to_owned());
     if dir == "off" {
         return;
     }

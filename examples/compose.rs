@@ -52,6 +52,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     endpoint.set_header("x-mock-key".parse()?, "compose".parse()?);
     let messages = MessagesService::new(stack, endpoint);
 
+    println!(
+        "the mock is scripted: the first call meets a proxy's HTML 502 (retried), then a 400 (not retried: the caller's fault); the next calls go through"
+    );
     for _ in 0..3 {
         let req =
             CreateMessageRequest::new("claude-sonnet-4-6", 32).user("Hello through my own stack");

@@ -6,9 +6,11 @@
 //! - one `Client` for every caller: pacing to the quota, retries with a budget, timeouts, a
 //!   deadline per call (`ClientBuilder::for_request_handlers`), so callers see fewer 429s
 //!   and a fast, typed answer when capacity is short (`429`/`503` with `Retry-After`);
-//! - errors in the API's own shape (`impl IntoResponse for Error`, feature `axum`): the
-//!   caller's fault stays a 4xx with the API's message, the gateway's own key, account or
-//!   spend limit becomes a `502` that leaks nothing;
+//! - answers, streams (`web::sse`: server-sent events with keep-alive, an `event: error` in
+//!   the API's shape when a stream fails) and errors in the API's own shape (`ErrorReply`,
+//!   `impl IntoResponse for Error`, feature `axum`): the caller's fault stays a 4xx with the
+//!   API's message, the gateway's own key, account or spend limit becomes a `502` that
+//!   leaks nothing;
 //! - `tower_http`'s `TraceLayer` (with this crate's classifier), an `x-request-id` per
 //!   request (`SetRequestIdLayer`, echoed by `PropagateRequestIdLayer`), and the upstream's
 //!   `request-id` passed back, so the SDKs' `_request_id` names the API's request;
@@ -27,22 +29,21 @@
 //! Then, for example, with the official Python SDK:
 //! `anthropic.Anthropic(base_url="http://127.0.0.1:8080", api_key="unused")`.
 
-use std::convert::Infallible;
 use std::time::Duration;
 
-use axum::body::{Body, Bytes};
+use axum::Router;
+use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{DefaultBodyLimit, State};
-use axum::http::{HeaderName, HeaderValue, StatusCode, header};
+use axum::http::{HeaderName, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use axum::{Json, Router};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use tower::ServiceBuilder;
 use tower_anthropic::classify::ApiClassifier;
+use tower_anthropic::error::ErrorReply;
 use tower_anthropic::messages::CreateMessageRequest;
-use tower_anthropic::stream::{MessageStream, StreamEvent};
-use tower_anthropic::{Client, ClientBuilder, Error};
+use tower_anthropic::{Client, ClientBuilder, web};
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::trace::{DefaultOnFailure, TraceLayer};
 
@@ -86,13 +87,21 @@ pub(crate) fn app(client: Client, metrics: Option<PrometheusHandle>) -> Router {
         )
 }
 
-/// An error in the API's shape.
-fn api_error(status: StatusCode, kind: &str, message: &str) -> Response {
-    let body = serde_json::json!({"type": "error", "error": {"type": kind, "message": message}});
-    (status, Json(body)).into_response()
+/// An error in the API's shape (the gateway's own: a route it does not have, a body it
+/// cannot read).
+fn api_error(status: StatusCode, error_type: &'static str, message: &str) -> Response {
+    let reply = ErrorReply {
+        status,
+        error_type,
+        message: message.to_owned(),
+        retry_after: None,
+    };
+    reply.into_response()
 }
 
 /// `POST /v1/messages`: a whole answer, or a stream when the body says `"stream": true`.
+/// The answer, the stream (`web::sse`) and the errors (`ErrorReply`) are this library's
+/// responses as they are: the API's shape, its `request-id` passed back, nothing leaked.
 async fn messages(State(gw): State<Gateway>, body: Result<Bytes, BytesRejection>) -> Response {
     let body = match body {
         Ok(b) => b,
@@ -120,68 +129,12 @@ async fn messages(State(gw): State<Gateway>, body: Result<Bytes, BytesRejection>
     };
     if req.stream.take() == Some(true) {
         match gw.client.messages().stream(req).await {
-            Ok(stream) => sse_response(stream),
+            Ok(stream) => web::sse(stream).into_response(),
             Err(e) => e.into_response(),
         }
     } else {
-        match gw.client.messages().create(req).await {
-            Ok(answer) => {
-                let upstream_id = answer.request_id().map(str::to_owned);
-                let mut resp = Json(answer.into_inner()).into_response();
-                set_request_id(&mut resp, upstream_id.as_deref());
-                resp
-            }
-            Err(e) => e.into_response(),
-        }
+        gw.client.messages().create(req).await.into_response()
     }
-}
-
-/// Passes the API's `request-id` back (what the SDKs report as the request's id).
-fn set_request_id(resp: &mut Response, id: Option<&str>) {
-    if let Some(v) = id.and_then(|id| HeaderValue::from_str(id).ok()) {
-        resp.headers_mut().insert("request-id", v);
-    }
-}
-
-/// The stream as server-sent events, one frame per event as it arrives (read only as fast
-/// as the caller reads). An error after the head (a stream cut, stalled or ended by an
-/// `error` event) becomes an `error` event in the API's shape, and the stream ends.
-fn sse_response(stream: MessageStream) -> Response {
-    let upstream_id = stream.request_id().map(str::to_owned);
-    let frames = futures_util::stream::unfold(Some(stream), |state| async move {
-        let mut stream = state?;
-        match stream.next().await {
-            None => None,
-            Some(Ok(event)) => Some((Ok::<_, Infallible>(sse_frame(&event)), Some(stream))),
-            Some(Err(e)) => Some((Ok(error_frame(e).await), None)),
-        }
-    });
-    let mut resp = Response::new(Body::from_stream(frames));
-    let h = resp.headers_mut();
-    h.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/event-stream"),
-    );
-    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
-    set_request_id(&mut resp, upstream_id.as_deref());
-    resp
-}
-
-/// `event: {type}\ndata: {json}\n\n`.
-fn sse_frame(event: &StreamEvent) -> Bytes {
-    let data = serde_json::to_value(event).unwrap_or_default();
-    let name = data["type"].as_str().unwrap_or("unknown").to_owned();
-    Bytes::from(format!("event: {name}\ndata: {data}\n\n"))
-}
-
-/// The error's API-shaped body (as its `IntoResponse` writes it) as an `error` event.
-async fn error_frame(e: Error) -> Bytes {
-    let body = e.into_response().into_body();
-    let json = axum::body::to_bytes(body, 64 * 1024)
-        .await
-        .unwrap_or_default();
-    let json = String::from_utf8_lossy(&json);
-    Bytes::from(format!("event: error\ndata: {json}\n\n"))
 }
 
 /// `GET /metrics`: the Prometheus text format.

@@ -71,6 +71,9 @@ pub mod shared;
 pub mod stream;
 pub mod timeout;
 pub mod transport;
+#[cfg(feature = "axum")]
+#[cfg_attr(docsrs, doc(cfg(feature = "axum")))]
+pub mod web;
 
 mod builder;
 mod fuzz;

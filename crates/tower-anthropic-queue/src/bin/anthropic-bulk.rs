@@ -45,6 +45,8 @@ INPUT LINES (one JSON object each):
 OUTPUT LINES:
     {\"status\": \"done\", \"id\": ..., \"message\": {...}, \"request_id\": ..., \"attempts\": ..., \"runs\": ...}
     {\"status\": \"dead\", \"id\": ..., \"error\": {\"class\", \"status\", \"error_type\", ...}, \"reason\": ...}
+    {\"status\": \"dead\", \"id\": ..., \"line\": N, \"error\": {\"class\": \"invalid_input\", \"message\": ...},
+     \"reason\": \"invalid_input\", \"runs\": 0}   (an input line that is no request; id: its own, else line-N)
 
 OPTIONS:
     --out PATH            the output file (run; required)
@@ -55,6 +57,9 @@ OPTIONS:
     --max-attempts N      failed runs before a job is a dead letter [default: 5]
     --lease SECONDS       a running job's lease: a worker that dies has its jobs run
                           again this long after its last renewal [default: 60]
+    --invalid dead|abort  an input line that is no request (not JSON, not a Messages
+                          request): a dead letter in the output, the run goes on (dead),
+                          or stop the run before anything is sent (abort) [default: dead]
     -h, --help            print this help
 
 The API key is read from ANTHROPIC_API_KEY (and ANTHROPIC_BASE_URL); without a key the
@@ -62,9 +67,10 @@ embedded mock API is started and used instead, and the command says so.
 
 EXIT CODES:
     0     every request answered
-    1     an error stopped the run (a bad input line, an unusable output, a store error)
+    1     an error stopped the run (a bad input line with --invalid abort, an id twice, an
+          unusable output, a store error)
     2     a usage error
-    3     finished, with dead letters in the output
+    3     finished, with dead letters in the output (invalid input lines included)
     130   interrupted (Ctrl-C) before the end: run the same command again to resume
 ";
 
@@ -78,6 +84,8 @@ struct Args {
     workers: bool,
     max_attempts: u32,
     lease: Duration,
+    /// Invalid input lines become dead letters (`--invalid dead`) or stop the run.
+    invalid_dead: bool,
 }
 
 fn parse(args: Vec<String>) -> Result<Option<Args>, String> {
@@ -92,6 +100,7 @@ fn parse(args: Vec<String>) -> Result<Option<Args>, String> {
         workers: true,
         max_attempts: 5,
         lease: Duration::from_secs(60),
+        invalid_dead: true,
     };
     let mut positional = Vec::new();
     while let Some(arg) = it.next() {
@@ -108,6 +117,13 @@ fn parse(args: Vec<String>) -> Result<Option<Args>, String> {
                     .ok_or_else(|| format!("--concurrency {v}: expected 1 to 10000"))?;
             }
             "--redis" => a.redis = Some(value("--redis")?),
+            "--invalid" => {
+                a.invalid_dead = match value("--invalid")?.as_str() {
+                    "dead" => true,
+                    "abort" => false,
+                    other => return Err(format!("--invalid {other}: expected dead or abort")),
+                }
+            }
             "--queue" => a.queue = value("--queue")?,
             "--no-workers" => a.workers = false,
             "--max-attempts" => {
@@ -175,6 +191,31 @@ fn job_of(line: &str, n: usize) -> Result<Job, String> {
     let mut job = Job::new(id, request);
     job.metadata = metadata;
     Ok(job)
+}
+
+/// The id an invalid line names, if it names one (a JSON object with a string `id` or
+/// `custom_id`), else `line-N`: the id of its dead letter.
+fn invalid_id(line: &str, n: usize) -> String {
+    serde_json::from_str::<Value>(line)
+        .ok()
+        .and_then(|v| {
+            let id = v.get("id").or_else(|| v.get("custom_id"))?;
+            id.as_str().map(str::to_owned)
+        })
+        .filter(|id| id.len() <= tower_anthropic_queue::MAX_ID_LEN)
+        .unwrap_or_else(|| format!("line-{n}"))
+}
+
+/// The output line of an invalid input line (a dead letter that never ran).
+fn invalid_line(id: &str, n: usize, error: &str) -> Value {
+    serde_json::json!({
+        "status": "dead",
+        "id": id,
+        "line": n,
+        "error": {"class": "invalid_input", "message": error},
+        "reason": "invalid_input",
+        "runs": 0,
+    })
 }
 
 /// Takes the output's advisory lock (`OUT.lock`, holding this process's id), so a second run
@@ -349,20 +390,65 @@ async fn go<B: Backend>(backend: B, args: &Args) -> Result<ExitCode, String> {
     let mut written = done_ids(out)?;
     let file = std::fs::File::open(input).map_err(|e| format!("{}: {e}", input.display()))?;
     let mut jobs = Vec::new();
+    let mut invalid = Vec::new();
     let mut seen = HashSet::new();
     for (i, line) in std::io::BufReader::new(file).lines().enumerate() {
         let line = line.map_err(|e| format!("{}: {e}", input.display()))?;
         if line.trim().is_empty() {
             continue;
         }
-        let job = job_of(&line, i + 1)?;
-        if !seen.insert(job.id.clone()) {
-            return Err(format!("line {}: id {:?} appears twice", i + 1, job.id));
+        let (id, job) = match job_of(&line, i + 1) {
+            Ok(job) => (job.id.clone(), Some(job)),
+            Err(e) if args.invalid_dead => {
+                let id = invalid_id(&line, i + 1);
+                invalid.push(invalid_line(&id, i + 1, &e));
+                (id, None)
+            }
+            Err(e) => {
+                return Err(format!(
+                    "{e} (--invalid dead to write it as a dead letter and go on)"
+                ));
+            }
+        };
+        if !seen.insert(id.clone()) {
+            return Err(format!("line {}: id {id:?} appears twice", i + 1));
         }
-        jobs.push(job);
+        jobs.extend(job);
     }
-    let total = jobs.len();
-    let skipped = jobs.iter().filter(|j| written.contains(&j.id)).count();
+    let total = jobs.len() + invalid.len();
+    let skipped = jobs.iter().filter(|j| written.contains(&j.id)).count()
+        + invalid
+            .iter()
+            .filter(|v| v["id"].as_str().is_some_and(|id| written.contains(id)))
+            .count();
+    // Invalid lines go to the output at once, as dead letters (once: not again on resume).
+    let invalid_now: Vec<&Value> = invalid
+        .iter()
+        .filter(|v| v["id"].as_str().is_some_and(|id| !written.contains(id)))
+        .collect();
+    if !invalid_now.is_empty() {
+        let mut buf = Vec::new();
+        for v in &invalid_now {
+            serde_json::to_writer(&mut buf, v).map_err(|e| e.to_string())?;
+            buf.push(b'\n');
+            if let Some(id) = v["id"].as_str() {
+                written.insert(id.to_owned());
+            }
+        }
+        let mut f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(out)
+            .map_err(|e| format!("{}: {e}", out.display()))?;
+        f.write_all(&buf)
+            .and_then(|()| f.flush())
+            .map_err(|e| format!("{}: {e}", out.display()))?;
+        eprintln!(
+            "{} input lines are no request: written to {} as dead letters (reason invalid_input); --invalid abort stops at the first instead",
+            invalid_now.len(),
+            out.display()
+        );
+    }
     let mut wanted: HashSet<String> = jobs
         .iter()
         .filter(|j| !written.contains(&j.id))
@@ -403,9 +489,9 @@ async fn go<B: Backend>(backend: B, args: &Args) -> Result<ExitCode, String> {
         .open(out)
         .map_err(|e| format!("{}: {e}", out.display()))?;
     let started = Instant::now();
-    let mut progress = Progress::new(wanted.len());
+    let mut progress = Progress::new(wanted.len() + invalid_now.len());
     let mut cursor = String::new();
-    let (mut done, mut dead, mut retried) = (0usize, 0usize, 0usize);
+    let (mut done, mut dead, mut retried) = (0usize, invalid_now.len(), 0usize);
     let mut store_errors = 0u32;
     while !wanted.is_empty() {
         let (batch, next) = match backend.outcomes_after(&cursor, 1000).await {
@@ -609,7 +695,11 @@ mod tests {
         let a = p("run in.jsonl --out o.jsonl --concurrency 4")
             .unwrap()
             .unwrap();
-        assert_eq!((a.concurrency, a.workers), (4, true));
+        assert_eq!((a.concurrency, a.workers, a.invalid_dead), (4, true, true));
+        let a = p("run in.jsonl --out o.jsonl --invalid abort")
+            .unwrap()
+            .unwrap();
+        assert!(!a.invalid_dead);
         assert!(p("--help").unwrap().is_none());
         for (bad, needle) in [
             ("run in.jsonl", "--out"),
@@ -617,6 +707,7 @@ mod tests {
             ("run a --out b --concurrency 0", "1 to 10000"),
             ("fly", "unknown command"),
             ("run a --out b --bogus", "unknown option"),
+            ("run a --out b --invalid skip", "dead or abort"),
         ] {
             let e = p(bad).err().unwrap();
             assert!(e.contains(needle), "{bad}: {e}");

@@ -40,6 +40,21 @@ impl Error {
                 "overloaded_error",
                 "the model service is unavailable right now; retry later",
             ),
+            // A stream that broke after its head with an error event: its type, when it is
+            // one of capacity.
+            Error::Stream(s) => match s.kind() {
+                Some(ApiErrorKind::RateLimit) => capacity(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "rate_limit_error",
+                    "too many requests for the model service right now; retry later",
+                ),
+                Some(ApiErrorKind::Overloaded | ApiErrorKind::ServiceUnavailable) => capacity(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "overloaded_error",
+                    "the model service is overloaded right now; retry later",
+                ),
+                _ => upstream(),
+            },
             Error::Timeout(_) => (
                 StatusCode::GATEWAY_TIMEOUT,
                 "timeout_error",
@@ -84,20 +99,64 @@ impl Error {
     }
 }
 
-impl IntoResponse for Error {
+/// What an [`Error`] answers a web caller with: the status, the API's error shape and a
+/// `Retry-After`, and nothing of the key, the account or the upstream's own message where
+/// the caller is not at fault (the table in the [`error`](super) module docs). One mapping
+/// for `IntoResponse for Error`, the `event: error` of [`web::sse`](crate::web::sse), and a
+/// handler of your own that answers in another shape.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ErrorReply {
+    /// The HTTP status.
+    pub status: StatusCode,
+    /// The API's `error.type` (`rate_limit_error`, `overloaded_error`, `api_error`, ...).
+    pub error_type: &'static str,
+    /// A message that is safe to show the caller.
+    pub message: String,
+    /// Seconds for `Retry-After`, when waiting helps.
+    pub retry_after: Option<u64>,
+}
+
+impl ErrorReply {
+    /// The reply to `error`.
+    pub fn of(error: &Error) -> Self {
+        let (status, error_type, message, retry_after) = error.public_view();
+        Self {
+            status,
+            error_type,
+            message,
+            retry_after,
+        }
+    }
+
+    /// The body in the API's shape: `{"type": "error", "error": {"type", "message"}}`.
+    pub fn body(&self) -> serde_json::Value {
+        serde_json::json!({"type": "error", "error": {"type": self.error_type, "message": self.message}})
+    }
+}
+
+impl From<&Error> for ErrorReply {
+    fn from(e: &Error) -> Self {
+        Self::of(e)
+    }
+}
+
+impl IntoResponse for ErrorReply {
     fn into_response(self) -> Response {
-        let (status, kind, message, retry) = self.public_view();
-        let body =
-            serde_json::json!({"type": "error", "error": {"type": kind, "message": message}});
-        let mut resp = (status, body.to_string()).into_response();
+        let mut resp = (self.status, self.body().to_string()).into_response();
         let h = resp.headers_mut();
         h.insert(
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/json"),
         );
-        if let Some(secs) = retry {
+        if let Some(secs) = self.retry_after {
             h.insert(header::RETRY_AFTER, HeaderValue::from(secs));
         }
         resp
+    }
+}
+
+impl IntoResponse for Error {
+    fn into_response(self) -> Response {
+        ErrorReply::of(&self).into_response()
     }
 }

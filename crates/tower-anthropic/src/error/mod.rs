@@ -24,13 +24,14 @@
 //!
 //! `x-should-retry: true` or `false` on the response overrides the table, as in the SDKs.
 //!
-//! With the `axum` feature, `Error` is an `axum` response. What a handler's caller gets:
+//! With the `axum` feature, `Error` is an `axum` response (`error::ErrorReply` is the same mapping
+//! as a value, and `web::sse` sends it as an `event: error`). What a handler's caller gets:
 //!
 //! | the error | status | `error.type` | message |
 //! |---|---|---|---|
 //! | refused before sending; upstream 400, 404, 413, 422 | the same 4xx (400 for a local refusal) | `invalid_request_error`, `not_found_error`, `request_too_large` | the request's fault, as described |
-//! | upstream 429, the pacer's refusal, shed load | 429 with `Retry-After` when known | `rate_limit_error` | generic |
-//! | 529, upstream 503, an open circuit | 503 with `Retry-After` when known | `overloaded_error` | generic |
+//! | upstream 429, the pacer's refusal, shed load; a stream's `rate_limit_error` event | 429 with `Retry-After` when known | `rate_limit_error` | generic |
+//! | 529, upstream 503, an open circuit; a stream's `overloaded_error` event | 503 with `Retry-After` when known | `overloaded_error` | generic |
 //! | every timeout | 504 | `timeout_error` | generic |
 //! | our key or account (401, 402, 403, a spend limit) | 502 | `api_error` | generic: nothing about the key or the account |
 //! | other upstream failures | 502 | `api_error` | generic |
@@ -48,6 +49,9 @@ mod other;
 mod timeout;
 
 pub use api::{ApiError, ApiErrorKind, SPEND_LIMIT_CODES};
+#[cfg(feature = "axum")]
+#[cfg_attr(docsrs, doc(cfg(feature = "axum")))]
+pub use axum::ErrorReply;
 pub use connection::ConnectionError;
 pub(crate) use other::StreamFailure;
 pub use other::{CircuitOpenError, DecodeError, InvalidRequestError, PacedError, StreamError};

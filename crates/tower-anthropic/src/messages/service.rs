@@ -47,6 +47,13 @@ pub struct ApiResponse<T> {
     degraded: Option<Error>,
 }
 
+/// Serializes as the answer itself (a `Message` as the API's JSON): what a handler returns.
+impl<T: serde::Serialize> serde::Serialize for ApiResponse<T> {
+    fn serialize<Ser: serde::Serializer>(&self, s: Ser) -> Result<Ser::Ok, Ser::Error> {
+        self.value.serialize(s)
+    }
+}
+
 impl<T> ApiResponse<T> {
     /// A stand-in answer for a call that failed with `error`: a cached or canned value, as
     /// [`DegradeLayer`](crate::degrade::DegradeLayer) makes it. [`is_degraded`](Self::is_degraded)

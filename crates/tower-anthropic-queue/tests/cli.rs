@@ -1,0 +1,106 @@
+//! `anthropic-bulk` as a user runs it: the binary, on the embedded mock (no API key).
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+fn bulk(args: &[&str], dir: &Path) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_anthropic-bulk"))
+        .args(args)
+        .current_dir(dir)
+        .env_remove("ANTHROPIC_API_KEY")
+        .env_remove("ANTHROPIC_BASE_URL")
+        .output()
+        .expect("anthropic-bulk runs")
+}
+
+fn lines(path: &Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("each output line is JSON"))
+        .collect()
+}
+
+#[test]
+fn an_invalid_line_is_a_dead_letter_and_the_run_goes_on_or_stops_when_asked() {
+    let dir = std::env::temp_dir().join(format!("bulk-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let input = dir.join("in.jsonl");
+    let good = |id: &str| {
+        format!(
+            r#"{{"id": "{id}", "request": {{"model": "claude-sonnet-4-6", "max_tokens": 8, "messages": [{{"role": "user", "content": "hi"}}]}}}}"#
+        )
+    };
+    let body = [
+        good("a"),
+        "this is not JSON".to_owned(),
+        r#"{"id": "b", "request": {"model": "claude-sonnet-4-6"}}"#.to_owned(),
+        good("c"),
+    ]
+    .join("\n");
+    std::fs::write(&input, body).unwrap();
+
+    // --invalid abort: nothing is sent, the line is named, exit 1.
+    let out = dir.join("abort.jsonl");
+    let o = bulk(
+        &[
+            "run",
+            "in.jsonl",
+            "--out",
+            "abort.jsonl",
+            "--invalid",
+            "abort",
+        ],
+        &dir,
+    );
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(err.contains("line 2: not JSON"), "{err}");
+    assert!(lines(&out).is_empty());
+
+    // The default: two dead letters (their line, the parse error), two answers, exit 3.
+    let out = dir.join("out.jsonl");
+    let o = bulk(&["run", "in.jsonl", "--out", "out.jsonl"], &dir);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(3), "{err}");
+    let got = lines(&out);
+    assert_eq!(got.len(), 4, "{got:?}");
+    let by_id = |id: &str| got.iter().find(|v| v["id"] == id).unwrap().clone();
+    for id in ["a", "c"] {
+        assert_eq!(by_id(id)["status"], "done");
+    }
+    let bad = by_id("line-2");
+    assert_eq!(
+        (bad["status"].as_str(), bad["line"].as_u64()),
+        (Some("dead"), Some(2))
+    );
+    assert_eq!(bad["reason"], "invalid_input");
+    assert!(
+        bad["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("not JSON")
+    );
+    let b = by_id("b");
+    assert_eq!(
+        (b["line"].as_u64(), b["error"]["class"].as_str()),
+        (Some(3), Some("invalid_input"))
+    );
+    assert!(
+        b["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("not a Messages request")
+    );
+
+    // Run again: everything is in the output already, nothing is written twice.
+    let o = bulk(&["run", "in.jsonl", "--out", "out.jsonl"], &dir);
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert_eq!(lines(&out).len(), 4);
+    let _ = std::fs::remove_dir_all(&dir);
+}
