@@ -14,6 +14,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use anthropic_mock::{MockConfig, MockServer};
+use clap::{CommandFactory, Parser, Subcommand};
 use serde_json::Value;
 use tower_anthropic::Client;
 use tower_anthropic::messages::CreateMessageRequest;
@@ -21,21 +22,8 @@ use tower_anthropic_queue::{
     Backend, Counts, Job, MemoryBackend, Outcome, RedisBackend, WorkerConfig, WorkerPool,
 };
 
-const HELP: &str = "\
-anthropic-bulk: run a JSONL file of Messages API requests through a work queue
-
-USAGE:
-    anthropic-bulk run INPUT.jsonl --out OUTPUT.jsonl [OPTIONS]
-    anthropic-bulk worker --redis URL [OPTIONS]
-
-run reads one request per line and writes one outcome per line (JSON, in the order they
-finish). It is resumable: ids already in OUTPUT are skipped, so after a crash or Ctrl-C the
-same command carries on, and a SIGKILL loses nothing already written. Ctrl-C stops taking
-jobs; those running finish (a second Ctrl-C quits at once). One run writes an OUTPUT at a
-time: a second one on it refuses, naming the first (OUTPUT.lock holds its process id).
-
-worker runs jobs of a Redis queue until Ctrl-C (start as many as you like, anywhere).
-
+/// What `--help` adds after the options.
+const AFTER_HELP: &str = "\
 INPUT LINES (one JSON object each):
     {\"id\": \"a1\", \"request\": {\"model\": ..., \"max_tokens\": ..., \"messages\": [...]}}
     {\"custom_id\": \"a1\", \"params\": {...}}           (the Message Batches format)
@@ -48,22 +36,8 @@ OUTPUT LINES:
     {\"status\": \"dead\", \"id\": ..., \"line\": N, \"error\": {\"class\": \"invalid_input\", \"message\": ...},
      \"reason\": \"invalid_input\", \"runs\": 0}   (an input line that is no request; id: its own, else line-N)
 
-OPTIONS:
-    --out PATH            the output file (run; required)
-    --concurrency N       jobs running at once in this process [default: 16]
-    --redis URL           keep the queue in Redis (shared with `worker` processes)
-    --queue NAME          the queue's key prefix in Redis [default: anthropic-bulk]
-    --no-workers          run: only enqueue and collect (workers run elsewhere)
-    --max-attempts N      failed runs before a job is a dead letter [default: 5]
-    --lease SECONDS       a running job's lease: a worker that dies has its jobs run
-                          again this long after its last renewal [default: 60]
-    --invalid dead|abort  an input line that is no request (not JSON, not a Messages
-                          request): a dead letter in the output, the run goes on (dead),
-                          or stop the run before anything is sent (abort) [default: dead]
-    -h, --help            print this help
-
-The API key is read from ANTHROPIC_API_KEY (and ANTHROPIC_BASE_URL); without a key the
-embedded mock API is started and used instead, and the command says so.
+Without an API key (--api-key or ANTHROPIC_API_KEY) the embedded mock API is started and used
+instead, and the command says so.
 
 EXIT CODES:
     0     every request answered
@@ -74,8 +48,97 @@ EXIT CODES:
     130   interrupted (Ctrl-C) before the end: run the same command again to resume
 ";
 
+/// Run a JSONL file of Messages API requests through a work queue, resumably.
+#[derive(Debug, Parser)]
+#[command(name = "anthropic-bulk", version, after_long_help = AFTER_HELP)]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+    /// The API key [default: the embedded mock API]
+    #[arg(long, env = "ANTHROPIC_API_KEY", hide_env_values = true, global = true)]
+    api_key: Option<String>,
+    /// The API's base URL
+    #[arg(long, env = "ANTHROPIC_BASE_URL", hide_env_values = true, global = true)]
+    base_url: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Cmd {
+    /// Read one request per line of INPUT, write one outcome per line to --out
+    ///
+    /// Outcomes are JSON lines, in the order they finish. A run is resumable: ids already in
+    /// OUTPUT are skipped, so after a crash or Ctrl-C the same command carries on, and a
+    /// SIGKILL loses nothing already written. Ctrl-C stops taking jobs; those running finish
+    /// (a second Ctrl-C quits at once). One run writes an OUTPUT at a time: a second one on it
+    /// refuses, naming the first (OUTPUT.lock holds its process id).
+    Run(RunArgs),
+    /// Run the jobs of a Redis queue until Ctrl-C (start as many as you like, anywhere)
+    Worker(WorkerArgs),
+    /// Print a completion script for a shell
+    Completions {
+        /// The shell
+        shell: clap_complete::Shell,
+    },
+}
+
+#[derive(Debug, clap::Args)]
+struct RunArgs {
+    /// The requests, one JSON object per line
+    input: PathBuf,
+    /// The output file (JSON lines; appended to, and read on resume)
+    #[arg(long)]
+    out: PathBuf,
+    /// Keep the queue in Redis, shared with `worker` processes
+    #[arg(long, env = "ANTHROPIC_BULK_REDIS", hide_env_values = true)]
+    redis: Option<String>,
+    /// Only enqueue and collect: the workers run elsewhere
+    #[arg(long, requires = "redis")]
+    no_workers: bool,
+    /// What an input line that is no request (not JSON, not a Messages request) becomes
+    #[arg(long, value_enum, default_value_t = Invalid::Dead)]
+    invalid: Invalid,
+    #[command(flatten)]
+    work: WorkArgs,
+}
+
+#[derive(Debug, clap::Args)]
+struct WorkerArgs {
+    /// The Redis holding the queue
+    #[arg(long, env = "ANTHROPIC_BULK_REDIS", hide_env_values = true)]
+    redis: String,
+    #[command(flatten)]
+    work: WorkArgs,
+}
+
+#[derive(Debug, clap::Args)]
+struct WorkArgs {
+    /// Jobs running at once in this process
+    #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u16).range(1..=10_000))]
+    concurrency: u16,
+    /// The queue's key prefix in Redis
+    #[arg(long, default_value = "anthropic-bulk")]
+    queue: String,
+    /// Failed runs before a job is a dead letter
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..))]
+    max_attempts: u32,
+    /// A running job's lease, in seconds: a worker that dies has its jobs run again this long
+    /// after its last renewal
+    #[arg(long, default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    lease: u64,
+}
+
+/// What an invalid input line becomes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Invalid {
+    /// A dead letter in the output (its line and the error); the run goes on
+    Dead,
+    /// The run stops before anything is sent
+    Abort,
+}
+
+/// What a run or a worker does, from the command line.
 struct Args {
-    command: String,
+    command: &'static str,
     input: Option<PathBuf>,
     out: Option<PathBuf>,
     concurrency: usize,
@@ -86,87 +149,40 @@ struct Args {
     lease: Duration,
     /// Invalid input lines become dead letters (`--invalid dead`) or stop the run.
     invalid_dead: bool,
+    api_key: Option<String>,
+    base_url: Option<String>,
 }
 
-fn parse(args: Vec<String>) -> Result<Option<Args>, String> {
-    let mut it = args.into_iter();
-    let mut a = Args {
-        command: String::new(),
-        input: None,
-        out: None,
-        concurrency: 16,
-        redis: None,
-        queue: "anthropic-bulk".to_owned(),
-        workers: true,
-        max_attempts: 5,
-        lease: Duration::from_secs(60),
-        invalid_dead: true,
-    };
-    let mut positional = Vec::new();
-    while let Some(arg) = it.next() {
-        let mut value = |name: &str| it.next().ok_or_else(|| format!("{name} needs a value"));
-        match arg.as_str() {
-            "-h" | "--help" => return Ok(None),
-            "--out" => a.out = Some(PathBuf::from(value("--out")?)),
-            "--concurrency" => {
-                let v = value("--concurrency")?;
-                a.concurrency = v
-                    .parse::<usize>()
-                    .ok()
-                    .filter(|n| (1..=10_000).contains(n))
-                    .ok_or_else(|| format!("--concurrency {v}: expected 1 to 10000"))?;
-            }
-            "--redis" => a.redis = Some(value("--redis")?),
-            "--invalid" => {
-                a.invalid_dead = match value("--invalid")?.as_str() {
-                    "dead" => true,
-                    "abort" => false,
-                    other => return Err(format!("--invalid {other}: expected dead or abort")),
-                }
-            }
-            "--queue" => a.queue = value("--queue")?,
-            "--no-workers" => a.workers = false,
-            "--max-attempts" => {
-                let v = value("--max-attempts")?;
-                a.max_attempts = v
-                    .parse::<u32>()
-                    .ok()
-                    .filter(|n| *n >= 1)
-                    .ok_or_else(|| format!("--max-attempts {v}: expected a number from 1"))?;
-            }
-            "--lease" => {
-                let v = value("--lease")?;
-                let secs = v
-                    .parse::<u64>()
-                    .ok()
-                    .filter(|n| (1..=86_400).contains(n))
-                    .ok_or_else(|| format!("--lease {v}: expected 1 to 86400 seconds"))?;
-                a.lease = Duration::from_secs(secs);
-            }
-            s if s.starts_with('-') => return Err(format!("unknown option {s}")),
-            _ => positional.push(arg),
-        }
+impl Args {
+    fn of(cli: Cli) -> Option<Self> {
+        let (command, input, out, redis, workers, invalid_dead, work) = match cli.command {
+            Cmd::Run(r) => (
+                "run",
+                Some(r.input),
+                Some(r.out),
+                r.redis,
+                !r.no_workers,
+                r.invalid == Invalid::Dead,
+                r.work,
+            ),
+            Cmd::Worker(w) => ("worker", None, None, Some(w.redis), true, true, w.work),
+            Cmd::Completions { .. } => return None,
+        };
+        Some(Self {
+            command,
+            input,
+            out,
+            concurrency: usize::from(work.concurrency),
+            redis,
+            queue: work.queue,
+            workers,
+            max_attempts: work.max_attempts,
+            lease: Duration::from_secs(work.lease),
+            invalid_dead,
+            api_key: cli.api_key.filter(|k| !k.trim().is_empty()),
+            base_url: cli.base_url.filter(|u| !u.trim().is_empty()),
+        })
     }
-    let mut pos = positional.into_iter();
-    a.command = pos.next().ok_or("missing command: run or worker")?;
-    match a.command.as_str() {
-        "run" => {
-            a.input = Some(PathBuf::from(pos.next().ok_or("run needs an INPUT file")?));
-            if a.out.is_none() {
-                return Err("run needs --out OUTPUT".into());
-            }
-        }
-        "worker" => {
-            if a.redis.is_none() {
-                return Err("worker needs --redis URL".into());
-            }
-        }
-        other => return Err(format!("unknown command {other}: run or worker")),
-    }
-    if let Some(extra) = pos.next() {
-        return Err(format!("unexpected argument {extra}"));
-    }
-    Ok(Some(a))
 }
 
 /// One input line as a job (`n` is its 1-based line number).
@@ -291,15 +307,19 @@ fn done_ids(out: &Path) -> Result<HashSet<String>, String> {
 }
 
 /// The client, and the embedded mock it talks to when no key is set.
-async fn client() -> Result<(Client, Option<MockServer>), String> {
-    if std::env::var("ANTHROPIC_API_KEY").is_ok_and(|k| !k.trim().is_empty()) {
-        return Ok((Client::from_env().map_err(|e| e.to_string())?, None));
+async fn client(args: &Args) -> Result<(Client, Option<MockServer>), String> {
+    if let Some(key) = &args.api_key {
+        let mut b = Client::builder().api_key(key.clone());
+        if let Some(url) = &args.base_url {
+            b = b.base_url(url.clone());
+        }
+        return Ok((b.build().map_err(|e| e.to_string())?, None));
     }
     let mock = MockServer::start(MockConfig::default())
         .await
         .map_err(|e| format!("cannot start the embedded mock: {e}"))?;
     eprintln!(
-        "ANTHROPIC_API_KEY is not set: using the embedded mock API at {} (answers are made up)",
+        "no API key (--api-key, ANTHROPIC_API_KEY): using the embedded mock API at {} (answers are made up)",
         mock.url()
     );
     let c = Client::builder()
@@ -311,16 +331,14 @@ async fn client() -> Result<(Client, Option<MockServer>), String> {
 }
 
 fn main() -> ExitCode {
-    let args = match parse(std::env::args().skip(1).collect()) {
-        Ok(Some(a)) => a,
-        Ok(None) => {
-            print!("{HELP}");
-            return ExitCode::SUCCESS;
-        }
-        Err(e) => {
-            eprintln!("anthropic-bulk: {e}\n(anthropic-bulk --help for usage)");
-            return ExitCode::from(2);
-        }
+    let cli = Cli::parse();
+    if let Cmd::Completions { shell } = cli.command {
+        let mut cmd = Cli::command();
+        clap_complete::generate(shell, &mut cmd, "anthropic-bulk", &mut std::io::stdout());
+        return ExitCode::SUCCESS;
+    }
+    let Some(args) = Args::of(cli) else {
+        return ExitCode::SUCCESS;
     };
     let rt = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
@@ -330,7 +348,7 @@ fn main() -> ExitCode {
         }
     };
     let r = rt.block_on(async move {
-        match (&args.redis, args.command.as_str()) {
+        match (&args.redis, args.command) {
             (Some(url), _) => {
                 let b = RedisBackend::connect(url, &args.queue)
                     .await
@@ -365,7 +383,7 @@ async fn interrupted(flag: Arc<AtomicBool>, what: &'static str) {
 }
 
 async fn go<B: Backend>(backend: B, args: &Args) -> Result<ExitCode, String> {
-    let (client, _mock) = client().await?;
+    let (client, _mock) = client(args).await?;
     let config = WorkerConfig::new()
         .concurrency(args.concurrency)
         .max_attempts(args.max_attempts)
@@ -570,32 +588,43 @@ async fn go<B: Backend>(backend: B, args: &Args) -> Result<ExitCode, String> {
     })
 }
 
-/// A progress line: redrawn in place on a terminal, a plain line every 5 s otherwise.
+/// The run's progress on stderr: a bar (indicatif: counts, rate, ETA) on a terminal, a plain
+/// line every 5 s otherwise (a log, a pipe).
 struct Progress {
     total: usize,
-    tty: bool,
+    bar: Option<indicatif::ProgressBar>,
     last: Option<Instant>,
     history: std::collections::VecDeque<(Instant, usize)>,
 }
 
 impl Progress {
     fn new(total: usize) -> Self {
+        let bar = std::io::stderr().is_terminal().then(|| {
+            let bar = indicatif::ProgressBar::with_draw_target(
+                Some(total as u64),
+                indicatif::ProgressDrawTarget::stderr_with_hz(5),
+            );
+            let style = indicatif::ProgressStyle::with_template(
+                "{bar:30.cyan/blue} {pos}/{len} ({percent}%) {per_sec} ETA {eta}  {msg}",
+            )
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar());
+            bar.set_style(style.progress_chars("=> "));
+            bar
+        });
         Self {
             total,
-            tty: std::io::stderr().is_terminal(),
+            bar,
             last: None,
             history: Default::default(),
         }
     }
 
     fn show(&mut self, done: usize, dead: usize, retried: usize, c: &Counts, elapsed: Duration) {
-        let now = Instant::now();
-        let every = if self.tty {
-            Duration::from_millis(200)
-        } else {
-            Duration::from_secs(5)
-        };
-        if self.last.is_some_and(|t| now - t < every) {
+        if self.bar.is_none()
+            && self
+                .last
+                .is_some_and(|t| Instant::now() - t < Duration::from_secs(5))
+        {
             return;
         }
         self.draw(done, dead, retried, c, elapsed);
@@ -603,9 +632,18 @@ impl Progress {
 
     /// Draws the line now (the last one whatever the time since the previous).
     fn draw(&mut self, done: usize, dead: usize, retried: usize, c: &Counts, elapsed: Duration) {
+        let finished = done + dead;
+        let counts = format!(
+            "done {done}  dead {dead}  retried in the client {retried}  rescheduled {}  running {}",
+            c.rescheduled, c.in_flight
+        );
+        if let Some(bar) = &self.bar {
+            bar.set_position(finished as u64);
+            bar.set_message(counts);
+            return;
+        }
         let now = Instant::now();
         self.last = Some(now);
-        let finished = done + dead;
         self.history.push_back((now, finished));
         while self
             .history
@@ -624,27 +662,18 @@ impl Progress {
             _ => "-".to_owned(),
         };
         let pct = 100.0 * finished as f64 / self.total.max(1) as f64;
-        let line = format!(
-            "{finished}/{} ({pct:.0}%)  done {done}  dead {dead}  retried in the client {retried}  rescheduled {}  running {}  ETA {eta}  [{:.0} s]",
+        eprintln!(
+            "{finished}/{} ({pct:.0}%)  {counts}  ETA {eta}  [{:.0} s]",
             self.total,
-            c.rescheduled,
-            c.in_flight,
             elapsed.as_secs_f64()
         );
-        let mut err = std::io::stderr();
-        if self.tty {
-            let _ = write!(err, "\r\x1b[2K{line}");
-        } else {
-            let _ = writeln!(err, "{line}");
-        }
-        let _ = err.flush();
     }
 
     /// The last line, drawn whatever the time since the one before (so it shows the end).
     fn finish(&mut self, done: usize, dead: usize, retried: usize, c: &Counts, elapsed: Duration) {
         self.draw(done, dead, retried, c, elapsed);
-        if self.tty {
-            eprintln!();
+        if let Some(bar) = &self.bar {
+            bar.abandon();
         }
     }
 }
@@ -691,27 +720,46 @@ mod tests {
 
     #[test]
     fn parses_arguments() {
-        let p = |s: &str| parse(s.split_whitespace().map(str::to_owned).collect());
-        let a = p("run in.jsonl --out o.jsonl --concurrency 4")
-            .unwrap()
-            .unwrap();
+        Cli::command().debug_assert();
+        let p = |s: &str| {
+            Cli::try_parse_from(std::iter::once("anthropic-bulk").chain(s.split_whitespace()))
+                .map_err(|e| e.to_string())
+        };
+        let a = Args::of(p("run in.jsonl --out o.jsonl --concurrency 4").unwrap()).unwrap();
         assert_eq!((a.concurrency, a.workers, a.invalid_dead), (4, true, true));
-        let a = p("run in.jsonl --out o.jsonl --invalid abort")
-            .unwrap()
-            .unwrap();
+        assert_eq!((a.command, a.lease), ("run", Duration::from_secs(60)));
+        let a = Args::of(p("run in.jsonl --out o.jsonl --invalid abort").unwrap()).unwrap();
         assert!(!a.invalid_dead);
-        assert!(p("--help").unwrap().is_none());
+        let a = Args::of(p("worker --redis redis://x --max-attempts 2").unwrap()).unwrap();
+        assert_eq!((a.command, a.max_attempts), ("worker", 2));
+        assert!(Args::of(p("completions bash").unwrap()).is_none());
         for (bad, needle) in [
             ("run in.jsonl", "--out"),
             ("worker", "--redis"),
-            ("run a --out b --concurrency 0", "1 to 10000"),
-            ("fly", "unknown command"),
-            ("run a --out b --bogus", "unknown option"),
-            ("run a --out b --invalid skip", "dead or abort"),
+            ("run a --out b --concurrency 0", "--concurrency"),
+            ("run a --out b --lease 0", "--lease"),
+            ("fly", "fly"),
+            ("run a --out b --bogus", "--bogus"),
+            ("run a --out b --invalid skip", "--invalid"),
+            ("run a --out b --no-workers", "--redis"),
         ] {
-            let e = p(bad).err().unwrap();
+            let e = p(bad).err().unwrap_or_else(|| panic!("{bad}: accepted"));
             assert!(e.contains(needle), "{bad}: {e}");
         }
+    }
+
+    #[test]
+    fn a_completion_script_names_the_commands() {
+        let mut out = Vec::new();
+        let mut cmd = Cli::command();
+        clap_complete::generate(
+            clap_complete::Shell::Bash,
+            &mut cmd,
+            "anthropic-bulk",
+            &mut out,
+        );
+        let script = String::from_utf8(out).unwrap();
+        assert!(script.contains("anthropic-bulk") && script.contains("worker"));
     }
 
     #[test]
