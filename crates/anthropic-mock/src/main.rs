@@ -4,63 +4,10 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anthropic_mock::{MockConfig, MockServer, Outage, OutageKind};
+use clap::{CommandFactory, Parser};
 
-const HELP: &str = "\
-anthropic-mock: a faithful, fault-injecting mock of the Anthropic Messages API.
-
-Serves POST /v1/messages and POST /v1/messages/count_tokens (HTTP/1.1 and h2c) and prints
-`listening on http://ADDR` as its first line. Stops cleanly on SIGINT or SIGTERM.
-
-USAGE:
-    anthropic-mock [OPTIONS]
-
-SERVER:
-    --addr ADDR             address to bind [default: 127.0.0.1:0]
-    --key KEY               accept only this API key (repeatable) [default: any non-empty key]
-    --threads N             worker threads [default: number of cores]
-    --log-capacity N        requests kept by /_mock/log [default: 1024]
-    --path-prefix PATH      serve the API under PATH, as a gateway would (e.g.
-                            /gateway/anthropic) [default: the root, as the API]
-    --h2-max-streams N      HTTP/2 streams a connection may have open at once
-                            (SETTINGS_MAX_CONCURRENT_STREAMS) [default: 200]
-
-RATE LIMITS (token buckets per API key and model, refilled continuously; output tokens are
-reserved from max_tokens at admission and the unused part given back when the answer ends):
-    --rpm N                 requests per minute [default: 100000000]
-    --itpm N                input tokens per minute [default: 100000000000]
-    --otpm N                output tokens per minute [default: 100000000000]
-    --accel-burst N         acceleration limit: at most N requests in a second that starts
-                            from idle; more get a 429 ramp_limit_exceeded [default: none]
-
-ANSWERS AND LATENCY:
-    --output-tokens N       output tokens per answer, capped by max_tokens [default: 48]
-    --ttfb DURATION         delay before the response headers [default: 0ms]
-    --tps N                 output tokens per second, 0 for instant [default: 0]
-    --ping-every N          a ping event every N content deltas [default: 16]
-    --batch-speed N         Message Batches requests processed per second [default: 200]
-    --known-models-only     answer only the models GET /v1/models lists (otherwise any
-                            claude-* id is accepted too); other models get a 404
-
-RANDOM FAULTS (probabilities per request, adding up to at most 1):
-    --seed N                seed of the random source [default: 0]
-    --p529 P                529 overloaded_error
-    --p500 P                500 api_error
-    --p503 P                503 api_error
-    --p502 P                502 with an HTML body
-    --p-reset P             connection reset before any byte
-    --p-stall P             stall (no byte for --stall), then reset
-    --stall DURATION        how long a stall lasts [default: 30s]
-
-OUTAGES (every API request gets a 529, or a reset):
-    --outage START+LEN[@MODEL]
-                            an outage window from START after start-up, lasting LEN
-                            (repeatable), e.g. --outage 10s+5s; with @MODEL only requests
-                            for that model are hit, e.g. --outage 5s+15s@claude-sonnet-4-6
-    --outage-every PERIOD   repeat every outage window with this period
-    --outage-kind KIND      overloaded (529) or reset [default: overloaded]
-
-DURATIONS are a number with a unit: 250ms, 10s, 2m.
-
+/// What `--help` adds after the options: the control endpoints and what they take.
+const AFTER_HELP: &str = "\
 CONTROL ENDPOINTS:
     GET  /_mock/stats       counters (requests, by status, by fault, tokens, connections, streams)
     GET  /_mock/log         recent requests with selected headers
@@ -94,15 +41,127 @@ MODELS: GET /v1/models (paged: limit, before_id, after_id) and GET /v1/models/{i
     claude-opus-4-6, claude-sonnet-4-6, claude-haiku-4-5, claude-opus-4-1, claude-sonnet-4-5,
     claude-3-5-haiku-latest. Any path other than the API's is a 404 not_found_error.
 
-    -h, --help              print this help
+DURATIONS are a number with a unit: 250ms, 10s, 2m.
 ";
 
-struct Args {
-    config: MockConfig,
-    threads: Option<usize>,
+/// A faithful, fault-injecting mock of the Anthropic Messages API.
+///
+/// Serves POST /v1/messages and POST /v1/messages/count_tokens (HTTP/1.1 and h2c), the
+/// Message Batches and Models APIs, and prints `listening on http://ADDR` as its first line.
+/// Stops cleanly on SIGINT or SIGTERM.
+#[derive(Debug, Parser)]
+#[command(name = "anthropic-mock", version, after_long_help = AFTER_HELP)]
+struct Cli {
+    /// Address to bind
+    #[arg(long, default_value = "127.0.0.1:0", help_heading = "Server")]
+    addr: std::net::SocketAddr,
+    /// Accept only this API key (repeatable) [default: any non-empty key]
+    #[arg(long = "key", value_parser = non_empty, help_heading = "Server")]
+    keys: Vec<String>,
+    /// Worker threads [default: the number of cores]
+    #[arg(long, value_parser = clap::value_parser!(u16).range(1..), help_heading = "Server")]
+    threads: Option<u16>,
+    /// Requests kept by /_mock/log
+    #[arg(long, default_value_t = 1024, help_heading = "Server")]
+    log_capacity: usize,
+    /// Serve the API under PATH, as a gateway would (e.g. /gateway/anthropic) [default: the
+    /// root, as the API]
+    #[arg(long, value_parser = path_prefix, help_heading = "Server")]
+    path_prefix: Option<String>,
+    /// HTTP/2 streams a connection may have open at once (SETTINGS_MAX_CONCURRENT_STREAMS)
+    #[arg(long = "h2-max-streams", default_value_t = 200,
+          value_parser = clap::value_parser!(u32).range(1..), help_heading = "Server")]
+    h2_max_streams: u32,
+
+    /// Requests per minute (token buckets per API key and model, refilled continuously)
+    #[arg(long, default_value_t = 100_000_000,
+          value_parser = clap::value_parser!(u64).range(1..), help_heading = "Rate limits")]
+    rpm: u64,
+    /// Input tokens per minute
+    #[arg(long, default_value_t = 100_000_000_000,
+          value_parser = clap::value_parser!(u64).range(1..), help_heading = "Rate limits")]
+    itpm: u64,
+    /// Output tokens per minute (reserved from max_tokens at admission, the unused part
+    /// given back when the answer ends)
+    #[arg(long, default_value_t = 100_000_000_000,
+          value_parser = clap::value_parser!(u64).range(1..), help_heading = "Rate limits")]
+    otpm: u64,
+    /// Acceleration limit: at most N requests in a second that starts from idle; more get a
+    /// 429 ramp_limit_exceeded [default: none]
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..), help_heading = "Rate limits")]
+    accel_burst: Option<u32>,
+
+    /// Output tokens per answer, capped by max_tokens
+    #[arg(long, default_value_t = 48,
+          value_parser = clap::value_parser!(u32).range(1..), help_heading = "Answers and latency")]
+    output_tokens: u32,
+    /// Delay before the response headers
+    #[arg(long, default_value = "0ms", value_parser = duration, help_heading = "Answers and latency")]
+    ttfb: Duration,
+    /// Output tokens per second, 0 for instant
+    #[arg(long, default_value_t = 0, help_heading = "Answers and latency")]
+    tps: u32,
+    /// A ping event every N content deltas
+    #[arg(long, default_value_t = 16, help_heading = "Answers and latency")]
+    ping_every: u32,
+    /// Message Batches requests processed per second
+    #[arg(long, default_value_t = 200.0, value_parser = positive, help_heading = "Answers and latency")]
+    batch_speed: f64,
+    /// Answer only the models GET /v1/models lists (otherwise any claude-* id is accepted
+    /// too); other models get a 404
+    #[arg(long, help_heading = "Answers and latency")]
+    known_models_only: bool,
+
+    /// Seed of the random source (faults are probabilities per request, adding up to at
+    /// most 1)
+    #[arg(long, default_value_t = 0, help_heading = "Random faults")]
+    seed: u64,
+    /// 529 overloaded_error
+    #[arg(long, default_value_t = 0.0, value_parser = probability, help_heading = "Random faults")]
+    p529: f64,
+    /// 500 api_error
+    #[arg(long, default_value_t = 0.0, value_parser = probability, help_heading = "Random faults")]
+    p500: f64,
+    /// 503 api_error
+    #[arg(long, default_value_t = 0.0, value_parser = probability, help_heading = "Random faults")]
+    p503: f64,
+    /// 502 with an HTML body
+    #[arg(long, default_value_t = 0.0, value_parser = probability, help_heading = "Random faults")]
+    p502: f64,
+    /// Connection reset before any byte
+    #[arg(long = "p-reset", default_value_t = 0.0, value_parser = probability, help_heading = "Random faults")]
+    p_reset: f64,
+    /// Stall (no byte for --stall), then reset
+    #[arg(long = "p-stall", default_value_t = 0.0, value_parser = probability, help_heading = "Random faults")]
+    p_stall: f64,
+    /// How long a stall lasts
+    #[arg(long, default_value = "30s", value_parser = duration, help_heading = "Random faults")]
+    stall: Duration,
+
+    /// An outage window (every API request gets a 529, or a reset) from START after start-up,
+    /// lasting LEN (repeatable), e.g. 10s+5s; with @MODEL only requests for that model, e.g.
+    /// 5s+15s@claude-sonnet-4-6
+    #[arg(long, value_name = "START+LEN[@MODEL]", value_parser = outage, help_heading = "Outages")]
+    outage: Vec<(Duration, Duration, Option<String>)>,
+    /// Repeat every outage window with this period
+    #[arg(long, value_parser = duration, requires = "outage", help_heading = "Outages")]
+    outage_every: Option<Duration>,
+    /// What an outage does
+    #[arg(long, value_enum, default_value_t = Kind::Overloaded, help_heading = "Outages")]
+    outage_kind: Kind,
 }
 
-fn parse_duration(s: &str) -> Result<Duration, String> {
+/// What an outage does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Kind {
+    /// A 529 overloaded_error
+    #[value(alias = "529")]
+    Overloaded,
+    /// The connection is reset
+    Reset,
+}
+
+fn duration(s: &str) -> Result<Duration, String> {
     let bad =
         || format!("invalid duration `{s}`: expected a number with a unit, like 250ms, 10s or 2m");
     let (num, unit) = match s.find(|c: char| !(c.is_ascii_digit() || c == '.')) {
@@ -119,187 +178,119 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
     Duration::try_from_secs_f64(secs).map_err(|_| bad())
 }
 
-fn parse_num<T: std::str::FromStr>(flag: &str, v: &str) -> Result<T, String> {
-    v.parse()
-        .map_err(|_| format!("invalid value `{v}` for {flag}"))
-}
-
-fn parse_prob(flag: &str, v: &str) -> Result<f64, String> {
-    let p: f64 = parse_num(flag, v)?;
+fn probability(s: &str) -> Result<f64, String> {
+    let p: f64 = s.parse().map_err(|_| format!("`{s}` is not a number"))?;
     if (0.0..=1.0).contains(&p) {
         Ok(p)
     } else {
-        Err(format!("{flag} must be between 0 and 1, got {v}"))
+        Err(format!("a probability is between 0 and 1, got {s}"))
     }
 }
 
-fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Option<Args>, String> {
-    let mut c = MockConfig::default();
-    let mut threads = None;
-    let mut every = None;
-    let mut kind = OutageKind::Overloaded;
-    let mut windows = Vec::new();
-    let mut it = args.into_iter();
-    while let Some(flag) = it.next() {
-        if flag == "-h" || flag == "--help" {
-            return Ok(None);
-        }
-        let (flag, inline) = match flag.split_once('=') {
-            Some((f, v)) => (f.to_owned(), Some(v.to_owned())),
-            None => (flag, None),
+fn positive(s: &str) -> Result<f64, String> {
+    s.parse::<f64>()
+        .ok()
+        .filter(|n| n.is_finite() && *n > 0.0)
+        .ok_or_else(|| format!("`{s}` is not a positive number"))
+}
+
+fn non_empty(s: &str) -> Result<String, String> {
+    if s.is_empty() {
+        Err("must not be empty".into())
+    } else {
+        Ok(s.to_owned())
+    }
+}
+
+fn path_prefix(s: &str) -> Result<String, String> {
+    if s.starts_with('/') {
+        Ok(s.to_owned())
+    } else {
+        Err(format!("`{s}` does not start with /"))
+    }
+}
+
+fn outage(v: &str) -> Result<(Duration, Duration, Option<String>), String> {
+    let (window, model) = match v.split_once('@') {
+        Some((w, m)) if !m.is_empty() => (w, Some(m.to_owned())),
+        Some(_) => return Err(format!("invalid outage `{v}`: empty model after @")),
+        None => (v, None),
+    };
+    let (start, len) = window
+        .split_once('+')
+        .ok_or_else(|| format!("invalid outage `{v}`: expected START+LEN, like 10s+5s"))?;
+    Ok((duration(start)?, duration(len)?, model))
+}
+
+/// The server's settings, and its threads.
+struct Args {
+    config: MockConfig,
+    threads: Option<usize>,
+}
+
+impl Args {
+    fn of(cli: Cli) -> Result<Self, String> {
+        let mut c = MockConfig {
+            addr: cli.addr,
+            log_capacity: cli.log_capacity,
+            path_prefix: cli.path_prefix,
+            http2_max_concurrent_streams: cli.h2_max_streams,
+            output_tokens: cli.output_tokens,
+            ping_every: cli.ping_every,
+            batch_speed: cli.batch_speed,
+            accept_any_claude_model: !cli.known_models_only,
+            ..MockConfig::default()
         };
-        let known = [
-            "--addr",
-            "--key",
-            "--threads",
-            "--rpm",
-            "--itpm",
-            "--otpm",
-            "--accel-burst",
-            "--output-tokens",
-            "--ttfb",
-            "--tps",
-            "--ping-every",
-            "--seed",
-            "--p529",
-            "--p500",
-            "--p503",
-            "--p502",
-            "--p-reset",
-            "--p-stall",
-            "--stall",
-            "--outage",
-            "--outage-every",
-            "--outage-kind",
-            "--log-capacity",
-            "--path-prefix",
-            "--batch-speed",
-            "--h2-max-streams",
-        ];
-        if flag == "--known-models-only" {
-            c.accept_any_claude_model = false;
-            continue;
+        c.api_keys = cli.keys;
+        c.limits.requests_per_minute = cli.rpm;
+        c.limits.input_tokens_per_minute = cli.itpm;
+        c.limits.output_tokens_per_minute = cli.otpm;
+        c.limits.max_burst_from_idle = cli.accel_burst;
+        c.latency.time_to_first_byte = cli.ttfb;
+        c.latency.tokens_per_second = cli.tps;
+        c.faults.seed = cli.seed;
+        c.faults.p529 = cli.p529;
+        c.faults.p500 = cli.p500;
+        c.faults.p503 = cli.p503;
+        c.faults.p502_html = cli.p502;
+        c.faults.p_reset = cli.p_reset;
+        c.faults.p_stall = cli.p_stall;
+        c.faults.stall = cli.stall;
+        if c.faults.total() > 1.0 + 1e-9 {
+            return Err(format!(
+                "fault probabilities add up to {}, more than 1",
+                c.faults.total()
+            ));
         }
-        if !known.contains(&flag.as_str()) {
-            return Err(format!("unknown option `{flag}` (see --help)"));
-        }
-        let v = match inline.or_else(|| it.next()) {
-            Some(v) => v,
-            None => return Err(format!("{flag} needs a value (see --help)")),
+        let kind = match cli.outage_kind {
+            Kind::Overloaded => OutageKind::Overloaded,
+            Kind::Reset => OutageKind::Reset,
         };
-        let f = flag.as_str();
-        match f {
-            "--addr" => {
-                c.addr = v
-                    .parse()
-                    .map_err(|_| format!("invalid address `{v}` for --addr"))?
-            }
-            "--key" if v.is_empty() => return Err("--key must not be empty".into()),
-            "--key" => c.api_keys.push(v),
-            "--threads" => threads = Some(parse_num::<usize>(f, &v)?.max(1)),
-            "--log-capacity" => c.log_capacity = parse_num(f, &v)?,
-            "--h2-max-streams" => {
-                c.http2_max_concurrent_streams = parse_num::<u32>(f, &v)?;
-                if c.http2_max_concurrent_streams == 0 {
-                    return Err("--h2-max-streams must be at least 1".into());
-                }
-            }
-            "--batch-speed" => {
-                let n: f64 = v
-                    .parse()
-                    .ok()
-                    .filter(|n: &f64| n.is_finite() && *n > 0.0)
-                    .ok_or_else(|| format!("invalid --batch-speed `{v}`: a positive number"))?;
-                c.batch_speed = n;
-            }
-            "--path-prefix" => {
-                if !v.starts_with('/') {
-                    return Err(format!("invalid --path-prefix `{v}`: it starts with /"));
-                }
-                c.path_prefix = Some(v);
-            }
-            "--rpm" | "--itpm" | "--otpm" => {
-                let n: u64 = parse_num(f, &v)?;
-                if n == 0 {
-                    return Err(format!("{f} must be at least 1"));
-                }
-                match f {
-                    "--rpm" => c.limits.requests_per_minute = n,
-                    "--itpm" => c.limits.input_tokens_per_minute = n,
-                    _ => c.limits.output_tokens_per_minute = n,
-                }
-            }
-            "--accel-burst" => c.limits.max_burst_from_idle = Some(parse_num::<u32>(f, &v)?.max(1)),
-            "--output-tokens" => c.output_tokens = parse_num::<u32>(f, &v)?.max(1),
-            "--ttfb" => c.latency.time_to_first_byte = parse_duration(&v)?,
-            "--tps" => c.latency.tokens_per_second = parse_num(f, &v)?,
-            "--ping-every" => c.ping_every = parse_num(f, &v)?,
-            "--seed" => c.faults.seed = parse_num(f, &v)?,
-            "--p529" => c.faults.p529 = parse_prob(f, &v)?,
-            "--p500" => c.faults.p500 = parse_prob(f, &v)?,
-            "--p503" => c.faults.p503 = parse_prob(f, &v)?,
-            "--p502" => c.faults.p502_html = parse_prob(f, &v)?,
-            "--p-reset" => c.faults.p_reset = parse_prob(f, &v)?,
-            "--p-stall" => c.faults.p_stall = parse_prob(f, &v)?,
-            "--stall" => c.faults.stall = parse_duration(&v)?,
-            "--outage" => {
-                let (window, model) = match v.split_once('@') {
-                    Some((w, m)) if !m.is_empty() => (w, Some(m.to_owned())),
-                    Some(_) => return Err(format!("invalid outage `{v}`: empty model after @")),
-                    None => (v.as_str(), None),
-                };
-                let (start, len) = window.split_once('+').ok_or_else(|| {
-                    format!("invalid outage `{v}`: expected START+LEN, like 10s+5s")
-                })?;
-                windows.push((parse_duration(start)?, parse_duration(len)?, model));
-            }
-            "--outage-every" => every = Some(parse_duration(&v)?),
-            "--outage-kind" => {
-                kind = match v.as_str() {
-                    "overloaded" | "529" => OutageKind::Overloaded,
-                    "reset" => OutageKind::Reset,
-                    _ => {
-                        return Err(format!(
-                            "invalid --outage-kind `{v}`: expected overloaded or reset"
-                        ));
-                    }
-                }
-            }
-            _ => unreachable!("every known flag is matched"),
-        }
-    }
-    if c.faults.total() > 1.0 + 1e-9 {
-        return Err(format!(
-            "fault probabilities add up to {}, more than 1",
-            c.faults.total()
-        ));
-    }
-    if every.is_some() && windows.is_empty() {
-        return Err("--outage-every needs at least one --outage window".into());
-    }
-    c.outages = windows
-        .into_iter()
-        .map(|(start, duration, model)| Outage {
-            start,
-            duration,
-            every,
-            model,
-            kind,
+        c.outages = cli
+            .outage
+            .into_iter()
+            .map(|(start, duration, model)| Outage {
+                start,
+                duration,
+                every: cli.outage_every,
+                model,
+                kind,
+            })
+            .collect();
+        Ok(Args {
+            config: c,
+            threads: cli.threads.map(usize::from),
         })
-        .collect();
-    Ok(Some(Args { config: c, threads }))
+    }
 }
 
 fn main() -> ExitCode {
-    let args = match parse_args(std::env::args().skip(1)) {
-        Ok(Some(a)) => a,
-        Ok(None) => {
-            print!("{HELP}");
-            return ExitCode::SUCCESS;
-        }
+    let args = match Args::of(Cli::parse()) {
+        Ok(a) => a,
         Err(e) => {
-            eprintln!("anthropic-mock: {e}");
-            return ExitCode::from(2);
+            Cli::command()
+                .error(clap::error::ErrorKind::ArgumentConflict, e)
+                .exit();
         }
     };
     let mut rt = tokio::runtime::Builder::new_multi_thread();
@@ -356,14 +347,17 @@ async fn wait_for_signal() {
 mod tests {
     use super::*;
 
-    fn parse(s: &str) -> Result<Option<Args>, String> {
-        parse_args(s.split_whitespace().map(str::to_owned))
+    fn parse(s: &str) -> Result<Args, String> {
+        let cli =
+            Cli::try_parse_from(std::iter::once("anthropic-mock").chain(s.split_whitespace()))
+                .map_err(|e| e.to_string())?;
+        Args::of(cli)
     }
 
     #[test]
     fn parses_the_documented_example() {
+        Cli::command().debug_assert();
         let a = parse("--rpm 50 --itpm 20000 --otpm 8000 --p529 0.2 --seed 7 --outage 10s+5s --outage-every 1m")
-            .unwrap()
             .unwrap();
         assert_eq!(a.config.limits.requests_per_minute, 50);
         assert_eq!(a.config.faults.p529, 0.2);
@@ -371,27 +365,40 @@ mod tests {
         assert_eq!(a.config.outages[0].start, Duration::from_secs(10));
         assert_eq!(a.config.outages[0].every, Some(Duration::from_secs(60)));
         assert_eq!(a.config.outages[0].model, None);
-        let m = parse("--outage 5s+15s@claude-sonnet-4-6").unwrap().unwrap();
+        let m = parse("--outage 5s+15s@claude-sonnet-4-6 --outage-kind 529").unwrap();
         assert_eq!(
             m.config.outages[0].model.as_deref(),
             Some("claude-sonnet-4-6")
         );
         assert_eq!(m.config.outages[0].duration, Duration::from_secs(15));
-        assert!(parse("--help").unwrap().is_none());
+        assert_eq!(m.config.outages[0].kind, OutageKind::Overloaded);
+        // The defaults are the library's.
+        let d = parse("").unwrap().config;
+        let lib = MockConfig::default();
+        assert_eq!(d.limits, lib.limits);
+        assert_eq!(
+            (d.output_tokens, d.ping_every, d.log_capacity),
+            (lib.output_tokens, lib.ping_every, lib.log_capacity)
+        );
+        assert_eq!(d.faults.stall, lib.faults.stall);
     }
 
     #[test]
     fn rejects_bad_input_with_a_message() {
         for (args, needle) in [
-            ("--rpm", "needs a value"),
-            ("--rpm x", "invalid value"),
+            ("--rpm", "--rpm"),
+            ("--rpm x", "--rpm"),
+            ("--rpm 0", "--rpm"),
             ("--p529 1.5", "between 0 and 1"),
             ("--p529 0.6 --p500 0.6", "add up"),
             ("--ttfb 200", "with a unit"),
-            ("--bogus 1", "unknown option"),
+            ("--bogus 1", "--bogus"),
             ("--outage 10s", "START+LEN"),
             ("--outage 1s+2s@", "empty model"),
-            ("--outage-kind boom", "overloaded or reset"),
+            ("--outage-kind boom", "--outage-kind"),
+            ("--outage-every 1m", "--outage"),
+            ("--key=", "--key"),
+            ("--path-prefix api", "start with /"),
         ] {
             let e = parse(args)
                 .err()

@@ -93,7 +93,8 @@ fn bad_flags_exit_non_zero_with_a_message() {
         let out = Command::new(BIN).args(args).output().unwrap();
         assert_eq!(out.status.code(), Some(2), "{args:?}");
         let err = String::from_utf8(out.stderr).unwrap();
-        assert!(err.starts_with("anthropic-mock: "), "{err}");
+        // The error names the flag it is about.
+        assert!(err.starts_with("error: ") && err.contains(args[0]), "{err}");
         assert!(out.stdout.is_empty());
     }
 }

@@ -24,7 +24,6 @@
 //! attempt without a call; see [`breaker`] for why it sits below retry). What the layers
 //! tell each other travels in the requests' and responses' extensions, listed in
 //! [`extensions`].
-//! ```
 //!
 //! Quick start:
 //!

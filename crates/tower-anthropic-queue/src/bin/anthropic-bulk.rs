@@ -58,7 +58,12 @@ struct Cli {
     #[arg(long, env = "ANTHROPIC_API_KEY", hide_env_values = true, global = true)]
     api_key: Option<String>,
     /// The API's base URL
-    #[arg(long, env = "ANTHROPIC_BASE_URL", hide_env_values = true, global = true)]
+    #[arg(
+        long,
+        env = "ANTHROPIC_BASE_URL",
+        hide_env_values = true,
+        global = true
+    )]
     base_url: Option<String>,
 }
 

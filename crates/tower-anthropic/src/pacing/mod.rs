@@ -47,11 +47,11 @@
 //!   the refill rate). [`QuotaSnapshot::gate`] shows a closed gate and the 429 that closed it
 //!   (its `request-id`); the log says so once per gate. While a long gate is closed, every
 //!   call on that quota whose deadline or [`Pacer::max_wait`] cannot cover the wait fails at
-//!   once with [`Error::Paced`] (its `retry_after()` the rest of the gate), and calls that
+//!   once with [`Error::Paced`](crate::Error::Paced) (its `retry_after()` the rest of the gate), and calls that
 //!   can wait, wait.
 //! - **Bounded waiting.** Calls wait in FIFO order; dropping a waiting call frees its place.
 //!   A call whose predicted start lies past its [`Deadline`] or past [`Pacer::max_wait`]
-//!   (default 60 s) fails at once with [`Error::Paced`], its `retry_after()` set to the
+//!   (default 60 s) fails at once with [`Error::Paced`](crate::Error::Paced), its `retry_after()` set to the
 //!   predicted wait: a local refusal a caller can tell from a server 429.
 //!
 //! Place it **below retry and above the attempt timeout**: every attempt (retries included)
@@ -370,7 +370,7 @@ impl Pacer {
         Self::with_config(config)
     }
 
-    /// A call predicted to wait longer than this fails at once with [`Error::Paced`].
+    /// A call predicted to wait longer than this fails at once with [`Error::Paced`](crate::Error::Paced).
     /// (Configure before sharing: setting it makes a fresh pacer.)
     pub fn max_wait(self, max_wait: Duration) -> Self {
         self.configure(|c| c.max_wait = max_wait)

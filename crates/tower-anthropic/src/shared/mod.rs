@@ -226,7 +226,7 @@ impl SharedPacer {
         self.configure(|i| i.timeout = d)
     }
 
-    /// Refuse calls while Redis is unreachable, with [`Error::Paced`] (bucket
+    /// Refuse calls while Redis is unreachable, with [`Error::Paced`](crate::Error::Paced) (bucket
     /// `shared store`), instead of pacing locally.
     pub fn fail_closed(self) -> Self {
         self.configure(|i| i.fail_open = false)
