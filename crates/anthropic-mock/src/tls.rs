@@ -48,6 +48,9 @@ impl TlsIdentity {
 
     pub(crate) fn acceptor(&self) -> Result<tokio_rustls::TlsAcceptor, String> {
         use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+        // Deprecated from rustls 0.23.48 (no post-quantum key exchange), the only ring
+        // constructor: a test server needs no more.
+        #[allow(deprecated)]
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let mut config = rustls::ServerConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()

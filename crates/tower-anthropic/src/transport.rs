@@ -144,7 +144,22 @@ pub struct InvalidRootCertificate {
     reason: String,
 }
 
-/// The TLS settings: the webpki roots plus any extra roots, with the ring provider.
+/// The TLS provider: the process default when the application installed one (to use
+/// aws-lc-rs, with its post-quantum key exchange, install it with
+/// `CryptoProvider::install_default` before building a client), else ring's.
+fn tls_provider() -> std::sync::Arc<rustls::crypto::CryptoProvider> {
+    if let Some(p) = rustls::crypto::CryptoProvider::get_default() {
+        return p.clone();
+    }
+    // From rustls 0.23.48 this constructor is deprecated (ring has no post-quantum key
+    // exchange), and ring has no other: allowed here, in this one place, so no user build
+    // warns. CI checks the newest compatible versions to see the next change first.
+    #[allow(deprecated)]
+    let ring = rustls::crypto::ring::default_provider();
+    std::sync::Arc::new(ring)
+}
+
+/// The TLS settings: the webpki roots plus any extra roots, with [`tls_provider`].
 fn tls_config(config: &TransportConfig) -> Result<rustls::ClientConfig, InvalidRootCertificate> {
     let mut roots = rustls::RootCertStore::empty();
     roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
@@ -155,8 +170,7 @@ fn tls_config(config: &TransportConfig) -> Result<rustls::ClientConfig, InvalidR
             reason: e.to_string(),
         })?;
     }
-    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
-    let tls = rustls::ClientConfig::builder_with_provider(provider)
+    let tls = rustls::ClientConfig::builder_with_provider(tls_provider())
         .with_safe_default_protocol_versions()
         .map_err(|e| InvalidRootCertificate {
             index: 0,
