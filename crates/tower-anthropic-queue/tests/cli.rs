@@ -104,3 +104,63 @@ fn an_invalid_line_is_a_dead_letter_and_the_run_goes_on_or_stops_when_asked() {
     assert_eq!(lines(&out).len(), 4);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Runs `anthropic-bulk ARGS` in `dir` under a pseudo-terminal (util-linux `script`), and
+/// returns what the terminal showed; `None` (with a message) where `script` is missing.
+fn on_a_terminal(args: &str, dir: &Path) -> Option<(i32, String)> {
+    let cmd = format!("{} {args}", env!("CARGO_BIN_EXE_anthropic-bulk"));
+    let out = match Command::new("script")
+        .args(["-qefc", &cmd, "/dev/null"])
+        .current_dir(dir)
+        .env_remove("ANTHROPIC_API_KEY")
+        .env_remove("ANTHROPIC_BASE_URL")
+        .env("COLUMNS", "120")
+        .stdin(std::process::Stdio::null())
+        .output()
+    {
+        Ok(out) => out,
+        Err(e) => {
+            eprintln!("SKIPPED: no `script` to make a pseudo-terminal ({e})");
+            return None;
+        }
+    };
+    Some((
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+    ))
+}
+
+#[test]
+fn the_progress_is_a_bar_on_a_terminal_and_plain_lines_elsewhere() {
+    let dir = std::env::temp_dir().join(format!("bulk-cli-tty-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let line = |i: usize| {
+        format!(
+            r#"{{"id": "p{i}", "request": {{"model": "claude-sonnet-4-6", "max_tokens": 8, "messages": [{{"role": "user", "content": "hi"}}]}}}}"#
+        )
+    };
+    let body: Vec<String> = (0..20).map(line).collect();
+    std::fs::write(dir.join("in.jsonl"), body.join("\n")).unwrap();
+
+    // Not a terminal (the test's pipe): plain lines, the last one at 100%, no escapes.
+    let o = bulk(&["run", "in.jsonl", "--out", "plain.jsonl"], &dir);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(0), "{err}");
+    assert!(err.contains("20/20 (100%)  done 20"), "{err}");
+    assert!(!err.contains('\x1b'), "no terminal codes in a log: {err:?}");
+
+    // A terminal: the bar, its rate and ETA, drawn over itself, ending at 100%.
+    let Some((code, shown)) = on_a_terminal("run in.jsonl --out tty.jsonl", &dir) else {
+        return;
+    };
+    assert_eq!(code, 0, "{shown}");
+    assert!(
+        shown.contains("\x1b["),
+        "drawn with terminal codes: {shown:?}"
+    );
+    assert!(shown.contains("20/20 (100%)"), "{shown:?}");
+    assert!(shown.contains("/s ETA "), "{shown:?}");
+    assert!(shown.contains("done 20"), "{shown:?}");
+    assert_eq!(lines(&dir.join("tty.jsonl")).len(), 20);
+    let _ = std::fs::remove_dir_all(&dir);
+}

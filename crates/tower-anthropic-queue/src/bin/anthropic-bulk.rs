@@ -609,10 +609,18 @@ impl Progress {
                 Some(total as u64),
                 indicatif::ProgressDrawTarget::stderr_with_hz(5),
             );
+            // The counts take what the terminal's width leaves (`wide_msg` cuts them to fit:
+            // a wrapped line would be drawn again below itself).
             let style = indicatif::ProgressStyle::with_template(
-                "{bar:30.cyan/blue} {pos}/{len} ({percent}%) {per_sec} ETA {eta}  {msg}",
+                "{bar:20.cyan/blue} {pos}/{len} ({percent}%) {rate} ETA {eta}  {wide_msg}",
             )
-            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar());
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+            .with_key(
+                "rate",
+                |s: &indicatif::ProgressState, w: &mut dyn std::fmt::Write| {
+                    let _ = write!(w, "{:.1}/s", s.per_sec());
+                },
+            );
             bar.set_style(style.progress_chars("=> "));
             bar
         });
