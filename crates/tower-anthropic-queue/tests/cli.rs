@@ -164,3 +164,75 @@ fn the_progress_is_a_bar_on_a_terminal_and_plain_lines_elsewhere() {
     assert_eq!(lines(&dir.join("tty.jsonl")).len(), 20);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn ctrl_c_stops_with_130_and_the_same_command_resumes() {
+    let dir = std::env::temp_dir().join(format!("bulk-cli-int-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let n = 3000;
+    let body: Vec<String> = (0..n)
+        .map(|i| {
+            format!(
+                r#"{{"id": "c{i}", "request": {{"model": "claude-sonnet-4-6", "max_tokens": 8, "messages": [{{"role": "user", "content": "hi"}}]}}}}"#
+            )
+        })
+        .collect();
+    std::fs::write(dir.join("in.jsonl"), body.join("\n")).unwrap();
+    let out = dir.join("out.jsonl");
+    let args = [
+        "run",
+        "in.jsonl",
+        "--out",
+        "out.jsonl",
+        "--concurrency",
+        "1",
+    ];
+    let mut child = Command::new(env!("CARGO_BIN_EXE_anthropic-bulk"))
+        .args(args)
+        .current_dir(&dir)
+        .env_remove("ANTHROPIC_API_KEY")
+        .env_remove("ANTHROPIC_BASE_URL")
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Interrupted once the first outcomes are written (a process is waited on, not timed).
+    let started = std::time::Instant::now();
+    while lines(&out).is_empty() {
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(60),
+            "no outcome written"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    let sent = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(sent.success());
+    let o = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    let first = lines(&out).len();
+    if first == n {
+        eprintln!("SKIPPED: the run finished before Ctrl-C reached it");
+        return;
+    }
+    assert_eq!(o.status.code(), Some(130), "{err}");
+    assert!(err.contains("interrupted"), "{err}");
+    assert!(
+        err.contains("run the same command again to resume"),
+        "{err}"
+    );
+    // The same command carries on from there: every id once.
+    let o = bulk(&args, &dir);
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let all = lines(&out);
+    let ids: std::collections::HashSet<_> = all.iter().map(|v| v["id"].to_string()).collect();
+    assert_eq!((all.len(), ids.len()), (n, n));
+    assert!(String::from_utf8_lossy(&o.stderr).contains(&format!("resuming: {first} of {n}")));
+    let _ = std::fs::remove_dir_all(&dir);
+}
