@@ -187,7 +187,7 @@ fn ctrl_c_stops_with_130_and_the_same_command_resumes() {
         "--concurrency",
         "1",
     ];
-    let mut child = Command::new(env!("CARGO_BIN_EXE_anthropic-bulk"))
+    let child = Command::new(env!("CARGO_BIN_EXE_anthropic-bulk"))
         .args(args)
         .current_dir(&dir)
         .env_remove("ANTHROPIC_API_KEY")
