@@ -1,4 +1,5 @@
 //! `anthropic-bulk` as a user runs it: the binary, on the embedded mock (no API key).
+#![cfg(all(feature = "cli", feature = "redis"))]
 
 use std::path::Path;
 use std::process::{Command, Output};
@@ -234,5 +235,82 @@ fn ctrl_c_stops_with_130_and_the_same_command_resumes() {
     let ids: std::collections::HashSet<_> = all.iter().map(|v| v["id"].to_string()).collect();
     assert_eq!((all.len(), ids.len()), (n, n));
     assert!(String::from_utf8_lossy(&o.stderr).contains(&format!("resuming: {first} of {n}")));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn ctrl_c_while_only_collecting_leaves_the_jobs_queued_and_says_so() {
+    use std::io::BufRead;
+    let url = std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
+    let reachable = std::net::TcpStream::connect_timeout(
+        &url.trim_start_matches("redis://")
+            .trim_end_matches('/')
+            .parse()
+            .unwrap_or_else(|_| "127.0.0.1:6379".parse().unwrap()),
+        std::time::Duration::from_secs(2),
+    )
+    .is_ok();
+    if !reachable {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "Redis at {url} is required under CI=true"
+        );
+        eprintln!("SKIPPED: Redis at {url} is unreachable; set REDIS_URL to run this test");
+        return;
+    }
+    let dir = std::env::temp_dir().join(format!("bulk-cli-nw-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let body: Vec<String> = (0..3)
+        .map(|i| {
+            format!(
+                r#"{{"id": "w{i}", "request": {{"model": "claude-sonnet-4-6", "max_tokens": 8, "messages": [{{"role": "user", "content": "hi"}}]}}}}"#
+            )
+        })
+        .collect();
+    std::fs::write(dir.join("in.jsonl"), body.join("\n")).unwrap();
+    let queue = format!("bulk-cli-test-{}", std::process::id());
+    let mut child = Command::new(env!("CARGO_BIN_EXE_anthropic-bulk"))
+        .args([
+            "run",
+            "in.jsonl",
+            "--out",
+            "out.jsonl",
+            "--redis",
+            &url,
+            "--queue",
+            &queue,
+            "--no-workers",
+        ])
+        .current_dir(&dir)
+        .env_remove("ANTHROPIC_API_KEY")
+        .env_remove("ANTHROPIC_BASE_URL")
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Collecting (its first progress line): nothing runs the jobs, so it would wait for ever.
+    let mut err = std::io::BufReader::new(child.stderr.take().unwrap());
+    let mut seen = String::new();
+    while !seen.contains("0/3") {
+        let mut line = String::new();
+        assert!(err.read_line(&mut line).unwrap() > 0, "ended early: {seen}");
+        seen.push_str(&line);
+    }
+    let sent = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(sent.success());
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut err, &mut rest).unwrap();
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(130), "{seen}{rest}");
+    assert!(
+        rest.contains("the jobs stay queued for the workers"),
+        "{rest}"
+    );
+    assert!(
+        rest.contains("run the same command again to resume"),
+        "{rest}"
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }
