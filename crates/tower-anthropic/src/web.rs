@@ -86,13 +86,10 @@ impl Sse {
 impl IntoResponse for Sse {
     fn into_response(self) -> Response {
         let request_id = self.stream.request_id().map(str::to_owned);
-        let tick = self
-            .keep_alive
-            .map(|every| Box::pin(tokio::time::sleep(every)));
         let frames = Frames {
             stream: Some(self.stream),
             every: self.keep_alive,
-            tick,
+            tick: None,
         };
         let mut resp = Response::new(Body::from_stream(frames));
         let h = resp.headers_mut();
@@ -111,6 +108,8 @@ struct Frames {
     /// `None` once it ended (after its last event, or the `error` event).
     stream: Option<MessageStream>,
     every: Option<Duration>,
+    /// The keep-alive's timer, made at the first poll (in the runtime that serves the body,
+    /// so making the response needs none).
     tick: Option<Pin<Box<Sleep>>>,
 }
 
@@ -133,9 +132,12 @@ impl futures_core::Stream for Frames {
                 return Poll::Ready(None);
             }
             Poll::Pending => {
-                let (Some(tick), Some(every)) = (this.tick.as_mut(), this.every) else {
+                let Some(every) = this.every else {
                     return Poll::Pending;
                 };
+                let tick = this
+                    .tick
+                    .get_or_insert_with(|| Box::pin(tokio::time::sleep(every)));
                 if tick.as_mut().poll(cx).is_pending() {
                     return Poll::Pending;
                 }
