@@ -4,14 +4,18 @@
 use std::path::Path;
 use std::process::{Command, Output};
 
-fn bulk(args: &[&str], dir: &Path) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_anthropic-bulk"))
-        .args(args)
+/// `anthropic-bulk ARGS` in `dir`, without an API key (the embedded mock).
+fn command(args: &[&str], dir: &Path) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_anthropic-bulk"));
+    c.args(args)
         .current_dir(dir)
         .env_remove("ANTHROPIC_API_KEY")
-        .env_remove("ANTHROPIC_BASE_URL")
-        .output()
-        .expect("anthropic-bulk runs")
+        .env_remove("ANTHROPIC_BASE_URL");
+    c
+}
+
+fn bulk(args: &[&str], dir: &Path) -> Output {
+    command(args, dir).output().expect("anthropic-bulk runs")
 }
 
 fn lines(path: &Path) -> Vec<serde_json::Value> {
@@ -188,11 +192,7 @@ fn ctrl_c_stops_with_130_and_the_same_command_resumes() {
         "--concurrency",
         "1",
     ];
-    let child = Command::new(env!("CARGO_BIN_EXE_anthropic-bulk"))
-        .args(args)
-        .current_dir(&dir)
-        .env_remove("ANTHROPIC_API_KEY")
-        .env_remove("ANTHROPIC_BASE_URL")
+    let child = command(&args, &dir)
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
@@ -269,21 +269,18 @@ fn ctrl_c_while_only_collecting_leaves_the_jobs_queued_and_says_so() {
         .collect();
     std::fs::write(dir.join("in.jsonl"), body.join("\n")).unwrap();
     let queue = format!("bulk-cli-test-{}", std::process::id());
-    let mut child = Command::new(env!("CARGO_BIN_EXE_anthropic-bulk"))
-        .args([
-            "run",
-            "in.jsonl",
-            "--out",
-            "out.jsonl",
-            "--redis",
-            &url,
-            "--queue",
-            &queue,
-            "--no-workers",
-        ])
-        .current_dir(&dir)
-        .env_remove("ANTHROPIC_API_KEY")
-        .env_remove("ANTHROPIC_BASE_URL")
+    let args = [
+        "run",
+        "in.jsonl",
+        "--out",
+        "out.jsonl",
+        "--redis",
+        &url,
+        "--queue",
+        &queue,
+        "--no-workers",
+    ];
+    let mut child = command(&args, &dir)
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();

@@ -92,17 +92,16 @@ impl Ticket {
         let cost = self.cost;
         let share = self.pacer.shared.config.share;
         let scaled = |h: RateLimitHeaders| if share < 1.0 { h.scaled(share) } else { h };
-        let headers = match result {
-            Ok(resp) => Some(scaled(RateLimitHeaders::counts_from_headers(
-                resp.headers(),
-            ))),
-            Err(Error::Api(api)) => Some(scaled(*api.rate_limits())),
+        let (headers, api) = match result {
+            Ok(resp) => (
+                Some(scaled(RateLimitHeaders::counts_from_headers(
+                    resp.headers(),
+                ))),
+                None,
+            ),
+            Err(Error::Api(api)) => (Some(scaled(*api.rate_limits())), Some(api)),
             // No answer: the server may have charged it; keep the reservation until settled.
-            Err(_) => None,
-        };
-        let api = match result {
-            Err(Error::Api(api)) => Some(api),
-            _ => None,
+            Err(_) => (None, None),
         };
         let answer = Answer {
             headers: headers.as_ref(),

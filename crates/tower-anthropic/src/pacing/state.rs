@@ -211,8 +211,6 @@ pub(crate) struct Answer<'a> {
 /// What [`QuotaState::answered`] did, for the logs.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub(crate) struct Told {
-    /// The answer taught limits or levels.
-    pub(crate) learned: bool,
     /// A 429 for a call admitted with room: the dispatch allowance grew.
     pub(crate) surprise: bool,
     /// A 429 named a wait: `Some(true)` when it closed the quota, `Some(false)` when it was
@@ -492,11 +490,7 @@ impl QuotaState {
             };
             self.close_gate(gate, cost, now)
         });
-        Told {
-            learned,
-            surprise,
-            gate,
-        }
+        Told { surprise, gate }
     }
 
     /// A reservation settled: with no gate, the slow start (if any) is over.
