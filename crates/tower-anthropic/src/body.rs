@@ -24,9 +24,11 @@ pub const DEFAULT_MAX_RESPONSE_BODY: usize = 64 * 1024 * 1024;
 pub(crate) struct Buffered;
 
 /// Whether a request's response is read whole inside the attempt (the default) or handed
-/// on as a stream. Set as a request extension by the streaming call.
+/// on as a stream: a request extension, set by the streaming call, and by a caller that
+/// forwards a response as it arrives (a large `results` file, say); see
+/// [`crate::extensions`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub(crate) enum ResponseMode {
+pub enum ResponseMode {
     /// Read the body to the end inside the attempt (so a stall or reset mid-body is a
     /// retryable attempt failure).
     #[default]
@@ -37,7 +39,7 @@ pub(crate) enum ResponseMode {
 
 impl ResponseMode {
     /// The mode a request asks for.
-    pub(crate) fn of<B>(req: &http::Request<B>) -> Self {
+    pub fn of<B>(req: &http::Request<B>) -> Self {
         req.extensions()
             .get::<ResponseMode>()
             .copied()

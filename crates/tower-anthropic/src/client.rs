@@ -534,7 +534,29 @@ impl ClientBuilder {
         I: IntoIterator<Item = M>,
         M: AsRef<str>,
     {
-        self.fallback = Some(FallbackLayer::new(models));
+        self.fallback = Some(
+            self.fallback
+                .take()
+                .unwrap_or_default()
+                .with_default(models),
+        );
+        self
+    }
+
+    /// A fallback chain of `model`'s own: calls that request `model` try these in turn
+    /// instead of the chain of [`fallback_models`](Self::fallback_models) (see
+    /// [`FallbackLayer::for_model`]). Turns on per-model breakers as `fallback_models` does.
+    pub fn fallback_chain<I, M>(mut self, model: impl AsRef<str>, models: I) -> Self
+    where
+        I: IntoIterator<Item = M>,
+        M: AsRef<str>,
+    {
+        self.fallback = Some(
+            self.fallback
+                .take()
+                .unwrap_or_default()
+                .for_model(model, models),
+        );
         self
     }
 

@@ -9,6 +9,7 @@
 //! | [`RequestCost`] | request | [`MessagesService`], [`FallbackLayer`] (for each model it tries) | [`PacingLayer`], `SharedPacingLayer`: the quota and its cost; [`CircuitBreakerLayer`]: the circuit's key (the model) | the pacer lets the call through unpaced (and logs a warning once per pacer); the circuit key is `"default"` |
 //! | [`Deadline`] | request | [`OverallDeadlineLayer`] | the pacers (a wait past it is refused at once), [`RetryLayer`] (no retry past it), the attempt timeout | no overall bound |
 //! | [`CircuitKey`] | request | the caller (e.g. with `map_request`) | [`CircuitBreakerLayer`] | the key is the model |
+//! | [`ResponseMode`] | request | [`MessagesService`] for a stream; a caller forwarding a body as it arrives | the attempt timeout (reads a `Buffered` body whole, under its bound, inside the attempt), retry and the breaker (a `Streaming` answer's end is the stream's) | `Buffered` |
 //! | [`FallbackDepth`] | response | [`FallbackLayer`] | the caller: how far down the chain the answer came from | the requested model answered |
 //!
 //! Inside the crate two more travel that a caller neither writes nor reads: the pacer's
@@ -27,6 +28,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
+pub use crate::body::ResponseMode;
 pub use crate::timeout::Deadline;
 
 /// What a Messages request costs: its model (whose quota it is paced on, and whose circuit

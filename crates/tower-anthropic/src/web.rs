@@ -64,14 +64,40 @@ pub fn sse(stream: MessageStream) -> Sse {
     Sse {
         stream,
         keep_alive: Some(DEFAULT_KEEP_ALIVE),
+        on_end: None,
     }
 }
 
-/// The response of [`sse`].
+/// What [`Sse::on_end`] is called with.
+type OnEnd = Box<dyn FnOnce(&MessageStream, SseEnd<'_>) + Send>;
+
+/// How an [`Sse`] response ended, for [`Sse::on_end`].
 #[derive(Debug)]
+#[non_exhaustive]
+pub enum SseEnd<'a> {
+    /// The stream's last event was sent.
+    Complete,
+    /// The stream failed after its head; an `event: error` was sent.
+    Failed(&'a crate::Error),
+    /// The body was dropped before the end: the caller hung up (or the server shut down).
+    Dropped,
+}
+
+/// The response of [`sse`].
 pub struct Sse {
     stream: MessageStream,
     keep_alive: Option<Duration>,
+    on_end: Option<OnEnd>,
+}
+
+impl std::fmt::Debug for Sse {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Sse")
+            .field("stream", &self.stream)
+            .field("keep_alive", &self.keep_alive)
+            .field("on_end", &self.on_end.is_some())
+            .finish()
+    }
 }
 
 impl Sse {
@@ -79,6 +105,15 @@ impl Sse {
     /// zero is taken as one millisecond).
     pub fn keep_alive(mut self, every: Option<Duration>) -> Self {
         self.keep_alive = every.map(|d| d.max(Duration::from_millis(1)));
+        self
+    }
+
+    /// Calls `f` once when the response ends: after its last event, after a failure's
+    /// `error` event, or when its body is dropped first (the caller hung up). `f` sees the
+    /// stream as it ended ([`MessageStream::message`]: the usage the events reported so far),
+    /// for accounting and access logs.
+    pub fn on_end(mut self, f: impl FnOnce(&MessageStream, SseEnd<'_>) + Send + 'static) -> Self {
+        self.on_end = Some(Box::new(f));
         self
     }
 }
@@ -90,6 +125,7 @@ impl IntoResponse for Sse {
             stream: Some(self.stream),
             every: self.keep_alive,
             tick: None,
+            on_end: self.on_end,
         };
         let mut resp = Response::new(Body::from_stream(frames));
         let h = resp.headers_mut();
@@ -111,6 +147,23 @@ struct Frames {
     /// The keep-alive's timer, made at the first poll (in the runtime that serves the body,
     /// so making the response needs none).
     tick: Option<Pin<Box<Sleep>>>,
+    on_end: Option<OnEnd>,
+}
+
+impl Frames {
+    /// The stream ended (`how`): [`Sse::on_end`] is told, the stream dropped.
+    fn end(&mut self, how: SseEnd<'_>) {
+        if let (Some(stream), Some(f)) = (self.stream.as_ref(), self.on_end.take()) {
+            f(stream, how);
+        }
+        self.stream = None;
+    }
+}
+
+impl Drop for Frames {
+    fn drop(&mut self) {
+        self.end(SseEnd::Dropped);
+    }
 }
 
 impl futures_core::Stream for Frames {
@@ -124,11 +177,11 @@ impl futures_core::Stream for Frames {
         let frame = match Pin::new(stream).poll_next(cx) {
             Poll::Ready(Some(Ok(event))) => event_frame(&event),
             Poll::Ready(Some(Err(e))) => {
-                this.stream = None;
+                this.end(SseEnd::Failed(&e));
                 error_frame(&ErrorReply::of(&e))
             }
             Poll::Ready(None) => {
-                this.stream = None;
+                this.end(SseEnd::Complete);
                 return Poll::Ready(None);
             }
             Poll::Pending => {

@@ -67,7 +67,41 @@ pub use crate::extensions::FallbackDepth;
 /// Re-issues a failed call to the next model of a chain (see the [module docs](self)).
 #[derive(Debug, Clone, Default)]
 pub struct FallbackLayer {
-    chain: Arc<[Arc<str>]>,
+    chains: Chains,
+}
+
+/// The default chain, and the chains of models that have their own.
+#[derive(Debug, Clone, Default)]
+struct Chains {
+    default: Arc<[Arc<str>]>,
+    by_model: Arc<[(Arc<str>, Arc<[Arc<str>]>)]>,
+}
+
+impl Chains {
+    /// The chain of `model` (its own, else the default), when it has one.
+    fn of(&self, model: &str) -> Option<Arc<[Arc<str>]>> {
+        let chain = self
+            .by_model
+            .iter()
+            .find(|(m, _)| &**m == model)
+            .map_or(&self.default, |(_, c)| c);
+        (!chain.is_empty()).then(|| chain.clone())
+    }
+}
+
+/// At most [`MAX_CHAIN`] non-empty names.
+fn chain_of<I, M>(models: I) -> Arc<[Arc<str>]>
+where
+    I: IntoIterator<Item = M>,
+    M: AsRef<str>,
+{
+    let chain: Vec<Arc<str>> = models
+        .into_iter()
+        .filter(|m| !m.as_ref().is_empty())
+        .map(|m| Arc::from(m.as_ref()))
+        .take(MAX_CHAIN)
+        .collect();
+    chain.into()
 }
 
 impl FallbackLayer {
@@ -78,19 +112,76 @@ impl FallbackLayer {
         I: IntoIterator<Item = M>,
         M: AsRef<str>,
     {
-        let chain: Vec<Arc<str>> = models
-            .into_iter()
-            .filter(|m| !m.as_ref().is_empty())
-            .map(|m| Arc::from(m.as_ref()))
-            .take(MAX_CHAIN)
-            .collect();
         Self {
-            chain: chain.into(),
+            chains: Chains {
+                default: chain_of(models),
+                by_model: Arc::new([]),
+            },
         }
     }
-    /// The chain.
+
+    /// A chain of `model`'s own, used instead of the default one (from [`new`](Self::new))
+    /// for calls that request `model`; an empty chain means `model` never falls back. Setting
+    /// one for the same model again replaces it.
+    ///
+    /// ```
+    /// use tower_anthropic::fallback::FallbackLayer;
+    /// let layer = FallbackLayer::default()
+    ///     .for_model("claude-opus-4-1", ["claude-sonnet-4-6", "claude-haiku-4-5"])
+    ///     .for_model("claude-sonnet-4-6", ["claude-haiku-4-5"]);
+    /// assert_eq!(layer.models_for("claude-opus-4-1").count(), 2);
+    /// assert_eq!(layer.models_for("claude-haiku-4-5").count(), 0);
+    /// ```
+    pub fn for_model<I, M>(self, model: impl AsRef<str>, models: I) -> Self
+    where
+        I: IntoIterator<Item = M>,
+        M: AsRef<str>,
+    {
+        let model: Arc<str> = Arc::from(model.as_ref());
+        let mut by_model: Vec<_> = self
+            .chains
+            .by_model
+            .iter()
+            .filter(|(m, _)| *m != model)
+            .cloned()
+            .collect();
+        by_model.push((model, chain_of(models)));
+        Self {
+            chains: Chains {
+                default: self.chains.default,
+                by_model: by_model.into(),
+            },
+        }
+    }
+
+    /// The same per-model chains with `models` as the default chain.
+    pub(crate) fn with_default<I, M>(self, models: I) -> Self
+    where
+        I: IntoIterator<Item = M>,
+        M: AsRef<str>,
+    {
+        Self {
+            chains: Chains {
+                default: chain_of(models),
+                by_model: self.chains.by_model,
+            },
+        }
+    }
+
+    /// The default chain.
     pub fn models(&self) -> impl Iterator<Item = &str> {
-        self.chain.iter().map(|m| &**m)
+        self.chains.default.iter().map(|m| &**m)
+    }
+
+    /// The chain of calls that request `model`.
+    pub fn models_for(&self, model: &str) -> impl Iterator<Item = &str> {
+        let chain = self
+            .chains
+            .by_model
+            .iter()
+            .find(|(m, _)| &**m == model)
+            .map_or(&self.chains.default, |(_, c)| c);
+        chain.iter().map(|m| &**m)
     }
 }
 
@@ -99,7 +190,7 @@ impl<S> Layer<S> for FallbackLayer {
     fn layer(&self, inner: S) -> Fallback<S> {
         Fallback {
             inner,
-            chain: self.chain.clone(),
+            chains: self.chains.clone(),
         }
     }
 }
@@ -108,7 +199,7 @@ impl<S> Layer<S> for FallbackLayer {
 #[derive(Debug, Clone)]
 pub struct Fallback<S> {
     inner: S,
-    chain: Arc<[Arc<str>]>,
+    chains: Chains,
 }
 
 impl<S> Fallback<S> {
@@ -161,8 +252,9 @@ where
     }
 
     fn call(&mut self, req: Request<RequestBody>) -> Self::Future {
-        let target = model_and_body(&req).filter(|_| !self.chain.is_empty());
-        let Some((requested, body)) = target else {
+        let target = model_and_body(&req)
+            .and_then(|(model, body)| Some((self.chains.of(&model)?, model, body)));
+        let Some((chain, requested, body)) = target else {
             let fut = self.inner.call(req);
             return Box::pin(async move { fut.await.map_err(Error::from_service_error) });
         };
@@ -170,7 +262,6 @@ where
         let first = self.inner.call(req);
         // The inner service is ready for one call only: the rest go through clones.
         let inner = self.inner.clone();
-        let chain = self.chain.clone();
         Box::pin(async move {
             let mut error = match first.await.map_err(Error::from_service_error) {
                 Ok(resp) => return Ok(resp),

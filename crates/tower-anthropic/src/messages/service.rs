@@ -213,6 +213,20 @@ impl<S> MessagesService<S> {
         &self.endpoint
     }
 
+    /// The same calls (endpoint and settings) over `f(inner)`: a layer added under the typed
+    /// calls, for example one that puts a shorter [`Deadline`](crate::extensions::Deadline)
+    /// in each request of one caller.
+    pub fn map_inner<T>(self, f: impl FnOnce(S) -> T) -> MessagesService<T> {
+        MessagesService {
+            inner: f(self.inner),
+            endpoint: self.endpoint,
+            max_body: self.max_body,
+            long_request_guard: self.long_request_guard,
+            resend_streams: self.resend_streams,
+            first_content: self.first_content,
+        }
+    }
+
     /// The bound on a successful body read here.
     pub(crate) fn max_body(&self) -> usize {
         self.max_body
