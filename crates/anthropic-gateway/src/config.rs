@@ -137,6 +137,8 @@ pub struct Upstream {
     pub deadline_secs: Secs,
     /// The longest a stream may go without an event, in seconds.
     pub stream_idle_secs: Secs,
+    /// Headers sent with every call upstream (a proxy's, say); never the caller's.
+    pub headers: BTreeMap<String, String>,
 }
 
 impl Default for Upstream {
@@ -150,6 +152,7 @@ impl Default for Upstream {
             concurrency: NonZeroU32::new(256).expect("not zero"),
             deadline_secs: Secs(600.0),
             stream_idle_secs: Secs(90.0),
+            headers: BTreeMap::new(),
         }
     }
 }
@@ -168,6 +171,7 @@ impl fmt::Debug for Upstream {
             .field("concurrency", &self.concurrency)
             .field("deadline_secs", &self.deadline_secs)
             .field("stream_idle_secs", &self.stream_idle_secs)
+            .field("headers", &self.headers.keys().collect::<Vec<_>>())
             .finish()
     }
 }
@@ -722,9 +726,12 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("line 2") && e.contains("stroe"), "{e}");
-        let text = "[[key]]\nname = \"a b\"\nhash = \"sha256:00\"\n";
+        let text = "[[key]]\nname = \"a b\"\n";
         let e = parse(text, &[]).unwrap_err().to_string();
         assert!(e.contains("line 2") && e.contains("key name"), "{e}");
+        let text = "[[key]]\nname = \"a\"\nhash = \"sha256:00\"\n";
+        let e = parse(text, &[]).unwrap_err().to_string();
+        assert!(e.contains("line 3") && e.contains("64 hex digits"), "{e}");
         let e = parse("[pacing]\nstore = \"redis\"\n", &[])
             .unwrap_err()
             .to_string();

@@ -126,6 +126,9 @@ pub fn client(
     if let Some(url) = base {
         builder = builder.base_url(url);
     }
+    for (name, value) in &up.headers {
+        builder = builder.default_header(name, value);
+    }
     let breakers = (config.breaker.enabled || !config.fallbacks.is_empty()).then(|| {
         CircuitBreakers::new(
             CircuitBreakerConfig::new()

@@ -50,6 +50,7 @@ pub struct LogEntry {
     /// Arrival, in milliseconds since the server started.
     pub at_ms: u64,
     /// Selected request headers: `x-stainless-retry-count`, `x-mock-key`, `anthropic-version`,
+    /// `anthropic-beta`,
     /// `user-agent`, `content-type`, and whether a key was sent (never its value).
     pub headers: BTreeMap<String, String>,
     /// Response status, or `None` for a reset or stall.
@@ -68,6 +69,7 @@ const LOGGED_HEADERS: &[&str] = &[
     "x-stainless-retry-count",
     "x-mock-key",
     "anthropic-version",
+    "anthropic-beta",
     "user-agent",
     "content-type",
 ];
