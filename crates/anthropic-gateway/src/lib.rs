@@ -56,6 +56,7 @@ use redis::aio::ConnectionManager;
 use tower_anthropic::Client;
 use tower_anthropic::breaker::{CircuitBreakerConfig, CircuitBreakers};
 use tower_anthropic::pacing::{Pacer, QuotaLimits};
+use tower_anthropic::retry::RetryPolicy;
 use tower_anthropic::shared::SharedPacer;
 
 use crate::config::{Config, Store, redact_url_userinfo};
@@ -119,6 +120,11 @@ pub fn client(
     let mut builder = Client::builder()
         .api_key(key.unwrap_or("sk-ant-embedded-mock"))
         .for_request_handlers(up.deadline_secs.duration())
+        // A 429 or 529 that names a wait past what a request may wait for the quota is
+        // answered at once (with its retry-after), as a full quota is.
+        .retry_policy(
+            RetryPolicy::default().max_retry_after(config.pacing.max_wait_secs.duration()),
+        )
         .max_retries(up.max_retries)
         .concurrency_limit(up.concurrency.get() as usize)
         .stream_idle_timeout(up.stream_idle_secs.duration());
