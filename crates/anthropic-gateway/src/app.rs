@@ -19,6 +19,10 @@
 //! API's shape with its `request-id`; this gateway's own id is `x-request-id` (the caller's,
 //! when it sent one).
 
+// Each step of a request answers its refusal as the response itself (axum's way); the
+// response is large, and made once per refused request.
+#![allow(clippy::result_large_err)]
+
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
@@ -360,7 +364,7 @@ impl Gateway {
         if let Some(m) = models.iter().find(|m| !caller.may_use(m)) {
             let msg = format!("this key may not use the model {m:?}");
             let r = reply(StatusCode::FORBIDDEN, "permission_error", &msg, None);
-            return Err(self.end(&record, r, "model_not_allowed"));
+            return Err(self.end(record, r, "model_not_allowed"));
         }
         match self.inner.accounts.admit(caller).await {
             Ok(()) => Ok(()),
@@ -371,7 +375,7 @@ impl Gateway {
                     "this key has spent its budget",
                     None,
                 );
-                Err(self.end(&record, r, "budget_spent"))
+                Err(self.end(record, r, "budget_spent"))
             }
             Err(Refusal::Rate { what, retry_after }) => {
                 let msg = format!("this key has used its {what} for this minute");
@@ -381,7 +385,7 @@ impl Gateway {
                     &msg,
                     Some(retry_after),
                 );
-                Err(self.end(&record, r, "key_rate_limited"))
+                Err(self.end(record, r, "key_rate_limited"))
             }
         }
     }

@@ -99,10 +99,13 @@ impl std::fmt::Debug for Keys {
     }
 }
 
+/// A key read from Redis (`None`: found nowhere) and when.
+type Cached = (Instant, Option<Arc<Caller>>);
+
 struct RedisKeys {
     con: ConnectionManager,
     hash: String,
-    cache: Mutex<HashMap<KeyHash, (Instant, Option<Arc<Caller>>)>>,
+    cache: Mutex<HashMap<KeyHash, Cached>>,
 }
 
 impl Keys {
@@ -149,10 +152,10 @@ impl Keys {
             return Lookup::Unknown;
         };
         let now = Instant::now();
-        if let Some((at, cached)) = lock(&r.cache).get(&hash) {
-            if now.duration_since(*at) < CACHE_FOR {
-                return cached.clone().map_or(Lookup::Unknown, Lookup::Found);
-            }
+        if let Some((at, cached)) = lock(&r.cache).get(&hash)
+            && now.duration_since(*at) < CACHE_FOR
+        {
+            return cached.clone().map_or(Lookup::Unknown, Lookup::Found);
         }
         let mut con = r.con.clone();
         let read = tokio::time::timeout(
@@ -392,15 +395,15 @@ impl Accounts {
         }
         if let Some(rpm) = caller.requests_per_minute {
             let key = format!("rpm:{name}:{minute}");
-            if let Some(n) = self.add(&key, 1, Some(Duration::from_secs(120))).await {
-                if n > rpm as i64 {
-                    // Refused requests do not count: the minute holds `rpm` of them.
-                    self.add(&key, -1, Some(Duration::from_secs(120))).await;
-                    return Err(Refusal::Rate {
-                        what: "requests",
-                        retry_after,
-                    });
-                }
+            if let Some(n) = self.add(&key, 1, Some(Duration::from_secs(120))).await
+                && n > rpm as i64
+            {
+                // Refused requests do not count: the minute holds `rpm` of them.
+                self.add(&key, -1, Some(Duration::from_secs(120))).await;
+                return Err(Refusal::Rate {
+                    what: "requests",
+                    retry_after,
+                });
             }
         }
         Ok(())

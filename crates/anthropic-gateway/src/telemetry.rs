@@ -28,7 +28,7 @@ use tower_anthropic::Client;
 /// Models named in metric labels at most.
 const MAX_MODEL_LABELS: usize = 64;
 
-/// The label of a model: its name for the first [`MAX_MODEL_LABELS`], else `other`.
+/// The label of a model: its name for the first 64 models seen, else `other`.
 #[derive(Debug, Default)]
 pub struct ModelLabels(Mutex<HashSet<String>>);
 

@@ -70,16 +70,19 @@ pub struct FallbackLayer {
     chains: Chains,
 }
 
+/// A chain of models.
+type Chain = Arc<[Arc<str>]>;
+
 /// The default chain, and the chains of models that have their own.
 #[derive(Debug, Clone, Default)]
 struct Chains {
-    default: Arc<[Arc<str>]>,
-    by_model: Arc<[(Arc<str>, Arc<[Arc<str>]>)]>,
+    default: Chain,
+    by_model: Arc<[(Arc<str>, Chain)]>,
 }
 
 impl Chains {
     /// The chain of `model` (its own, else the default), when it has one.
-    fn of(&self, model: &str) -> Option<Arc<[Arc<str>]>> {
+    fn of(&self, model: &str) -> Option<Chain> {
         let chain = self
             .by_model
             .iter()
@@ -90,7 +93,7 @@ impl Chains {
 }
 
 /// At most [`MAX_CHAIN`] non-empty names.
-fn chain_of<I, M>(models: I) -> Arc<[Arc<str>]>
+fn chain_of<I, M>(models: I) -> Chain
 where
     I: IntoIterator<Item = M>,
     M: AsRef<str>,
