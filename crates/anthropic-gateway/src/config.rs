@@ -709,6 +709,36 @@ mod tests {
     }
 
     #[test]
+    fn the_example_file_is_valid_and_says_the_defaults() {
+        let text = include_str!("../anthropic-gateway.example.toml");
+        let example = parse(text, &[]).unwrap();
+        let defaults = parse("", &[]).unwrap();
+        assert_eq!(example.listen, defaults.listen);
+        assert_eq!(
+            format!("{:?}", example.upstream),
+            format!("{:?}", defaults.upstream)
+        );
+        assert_eq!(
+            format!("{:?}", example.breaker),
+            format!("{:?}", defaults.breaker)
+        );
+        assert_eq!(
+            format!("{:?}", example.pacing),
+            format!("{:?}", defaults.pacing)
+        );
+        assert_eq!(
+            format!("{:?}", example.limits),
+            format!("{:?}", defaults.limits)
+        );
+        assert_eq!(
+            format!("{:?}", example.telemetry),
+            format!("{:?}", defaults.telemetry)
+        );
+        assert_eq!(example.key.len(), 1);
+        assert_eq!(example.prices.len(), 2);
+    }
+
+    #[test]
     fn defaults_from_an_empty_file() {
         let c = parse("", &[]).unwrap();
         assert_eq!(c.listen, default_listen());
