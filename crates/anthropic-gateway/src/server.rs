@@ -130,6 +130,13 @@ pub async fn serve(
         let header_timeout = options.header_timeout;
         tokio::spawn(async move {
             let _permit = permit;
+            // A caller that connects and sends nothing has the header timeout to begin (hyper's
+            // own timer starts at the first byte).
+            let mut first = [0u8; 1];
+            match tokio::time::timeout(header_timeout, stream.peek(&mut first)).await {
+                Ok(Ok(n)) if n > 0 => {}
+                _ => return,
+            }
             match tls {
                 None => {
                     let conn = builder.serve_connection(TokioIo::new(stream), service);

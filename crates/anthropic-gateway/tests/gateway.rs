@@ -428,6 +428,18 @@ async fn read_all(s: &mut tokio::net::TcpStream) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
+/// Whether the gateway closes `s` (within a minute of paused time), whatever it sends first.
+async fn closed(s: &mut tokio::net::TcpStream) -> bool {
+    let mut buf = [0u8; 4096];
+    loop {
+        match tokio::time::timeout(Duration::from_secs(60), s.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => return true,
+            Ok(Ok(_)) => continue,
+            Err(_) => return false,
+        }
+    }
+}
+
 #[tokio::test(start_paused = true)]
 async fn hostile_callers_get_nothing() {
     let toml = format!(
@@ -487,6 +499,18 @@ async fn hostile_callers_get_nothing() {
         matches!(s.read(&mut buf).await, Ok(0) | Err(_)),
         "still open"
     );
+
+    // A connection that sends nothing, and one idle after its answer: closed (they would
+    // otherwise hold a place among `limits.max_connections`).
+    let mut silent = raw(&gw).await;
+    assert!(closed(&mut silent).await, "a silent connection stays open");
+    let mut idle = raw(&gw).await;
+    idle.write_all(b"GET /healthz HTTP/1.1\r\nhost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let answer = read_all(&mut idle).await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(closed(&mut idle).await, "an idle connection stays open");
 
     // Garbage: a 400 from the HTTP layer, nothing upstream.
     let mut s = raw(&gw).await;
