@@ -138,3 +138,50 @@ async fn a_quiet_stream_sends_keep_alives_and_a_caller_who_leaves_frees_the_perm
     tokio::task::yield_now().await;
     assert_eq!(c.available_permits(), 1);
 }
+
+#[tokio::test(start_paused = true)]
+async fn on_end_is_told_once_how_the_response_ended() {
+    use std::sync::{Arc, Mutex};
+    let s = MockServer::start(MockConfig::default()).await.unwrap();
+    let c = client(&s, "end");
+    let ends: Arc<Mutex<Vec<(String, u64)>>> = Arc::default();
+    let record = |ends: &Arc<Mutex<Vec<(String, u64)>>>| {
+        let ends = ends.clone();
+        move |stream: &tower_anthropic::stream::MessageStream, end: web::SseEnd<'_>| {
+            let how = match end {
+                web::SseEnd::Complete => "complete".to_owned(),
+                web::SseEnd::Failed(e) => format!("failed: {e}"),
+                _ => "dropped".to_owned(),
+            };
+            let output = stream.message().map_or(0, |m| m.usage.output_tokens);
+            ends.lock().unwrap().push((how, output));
+        }
+    };
+
+    // Read to the end: `Complete`, with the usage the events reported.
+    let stream = c.messages().stream(support::req(16)).await.unwrap();
+    let resp = web::sse(stream).on_end(record(&ends)).into_response();
+    frames(resp).await;
+    // Failed after content: `Failed`, once (the body then ends without another call).
+    s.script(
+        "end",
+        [ScriptEntry::StreamError {
+            after: 5,
+            error_type: None,
+        }],
+    );
+    let stream = c.messages().stream(support::req(16)).await.unwrap();
+    let resp = web::sse(stream).on_end(record(&ends)).into_response();
+    frames(resp).await;
+    // Dropped before the end: `Dropped`.
+    let stream = c.messages().stream(support::req(16)).await.unwrap();
+    let resp = web::sse(stream).on_end(record(&ends)).into_response();
+    drop(resp);
+
+    let ends = ends.lock().unwrap().clone();
+    assert_eq!(ends.len(), 3, "{ends:?}");
+    assert_eq!(ends[0].0, "complete");
+    assert!(ends[0].1 > 0, "{ends:?}");
+    assert!(ends[1].0.starts_with("failed"), "{ends:?}");
+    assert_eq!(ends[2].0, "dropped");
+}
