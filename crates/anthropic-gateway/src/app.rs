@@ -254,6 +254,18 @@ impl Gateway {
         resp
     }
 
+    /// Ends a request whose call failed: its record, and the error in the API's shape.
+    fn failed(&self, record: &Record, e: Error) -> Response {
+        let o = Outcome {
+            status: ErrorReply::of(&e).status.as_u16(),
+            upstream_request_id: e.request_id(),
+            outcome: "error",
+            ..Outcome::default()
+        };
+        self.inner.telemetry.finish(record, &o);
+        e.into_response()
+    }
+
     /// Step 1: the key, from the head alone.
     async fn authenticate(&self, req: Request) -> Result<Incoming, Response> {
         let mut record = record(&req);
@@ -522,18 +534,7 @@ async fn messages(State(gw): State<Gateway>, req: Request) -> Response {
                     .on_end(move |s, end| stream_ended(gw2, caller, record, s, end))
                     .into_response()
             }
-            Err(e) => {
-                let status = ErrorReply::of(&e).status.as_u16();
-                let r = e.into_response();
-                let o = Outcome {
-                    status,
-                    upstream_request_id: None,
-                    outcome: "error",
-                    ..Outcome::default()
-                };
-                gw.inner.telemetry.finish(&inc.record, &o);
-                r
-            }
+            Err(e) => gw.failed(&inc.record, e),
         }
     } else {
         let answer = svc.create(req).await;
@@ -561,16 +562,7 @@ async fn messages(State(gw): State<Gateway>, req: Request) -> Response {
                 gw.inner.telemetry.finish(&inc.record, &o);
                 answer.into_response()
             }
-            Err(e) => {
-                let o = Outcome {
-                    status: ErrorReply::of(&e).status.as_u16(),
-                    upstream_request_id: e.request_id(),
-                    outcome: "error",
-                    ..Outcome::default()
-                };
-                gw.inner.telemetry.finish(&inc.record, &o);
-                e.into_response()
-            }
+            Err(e) => gw.failed(&inc.record, e),
         }
     }
 }
@@ -742,16 +734,7 @@ async fn forward(State(gw): State<Gateway>, req: Request) -> Response {
             }
             out
         }
-        Err(e) => {
-            let o = Outcome {
-                status: ErrorReply::of(&e).status.as_u16(),
-                upstream_request_id: e.request_id(),
-                outcome: "error",
-                ..Outcome::default()
-            };
-            gw.inner.telemetry.finish(&inc.record, &o);
-            e.into_response()
-        }
+        Err(e) => gw.failed(&inc.record, e),
     }
 }
 

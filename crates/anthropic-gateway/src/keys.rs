@@ -299,6 +299,24 @@ impl Accounts {
         }
     }
 
+    /// A Redis call's answer, under the store's bound; `None` (logged) when it failed.
+    async fn in_redis<T>(
+        &self,
+        call: impl std::future::Future<Output = redis::RedisResult<T>>,
+    ) -> Option<T> {
+        match tokio::time::timeout(REDIS_TIMEOUT, call).await {
+            Ok(Ok(v)) => Some(v),
+            Ok(Err(e)) => {
+                self.warn_once("per-key counters: Redis failed", &e.to_string());
+                None
+            }
+            Err(_) => {
+                self.warn_once("per-key counters: Redis timed out", "");
+                None
+            }
+        }
+    }
+
     /// Adds `n` to the counter `name` (kept `ttl` after its last change; `None`: for good)
     /// and returns its new value; `None` when the store failed.
     async fn add(&self, name: &str, n: i64, ttl: Option<Duration>) -> Option<i64> {
@@ -325,19 +343,8 @@ impl Accounts {
                 if let Some(ttl) = ttl {
                     pipe.expire(&key, ttl.as_secs() as i64).ignore();
                 }
-                match tokio::time::timeout(REDIS_TIMEOUT, pipe.query_async::<(i64,)>(&mut con))
-                    .await
-                {
-                    Ok(Ok((v,))) => Some(v),
-                    Ok(Err(e)) => {
-                        self.warn_once("per-key counters: Redis failed", &e.to_string());
-                        None
-                    }
-                    Err(_) => {
-                        self.warn_once("per-key counters: Redis timed out", "");
-                        None
-                    }
-                }
+                let v = self.in_redis(pipe.query_async::<(i64,)>(&mut con)).await?;
+                Some(v.0)
             }
         }
     }
@@ -357,17 +364,8 @@ impl Accounts {
             Counters::Redis { con, prefix } => {
                 let mut con = con.clone();
                 let key = format!("{prefix}:{name}");
-                match tokio::time::timeout(REDIS_TIMEOUT, con.get::<_, Option<i64>>(key)).await {
-                    Ok(Ok(v)) => Some(v.unwrap_or(0)),
-                    Ok(Err(e)) => {
-                        self.warn_once("per-key counters: Redis failed", &e.to_string());
-                        None
-                    }
-                    Err(_) => {
-                        self.warn_once("per-key counters: Redis timed out", "");
-                        None
-                    }
-                }
+                let v = self.in_redis(con.get::<_, Option<i64>>(key)).await?;
+                Some(v.unwrap_or(0))
             }
         }
     }
