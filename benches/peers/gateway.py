@@ -8,6 +8,7 @@ virtualenv of its own (LITELLM_VENV, default /tmp/litellm-venv):
 
     python3 benches/peers/gateway.py overhead [N]  # non-streaming, concurrency 64: calls/s, p50, p99
     python3 benches/peers/gateway.py streams [N]   # N (1,000) streams open at once: memory per stream
+    python3 benches/peers/gateway.py idle [N]      # N (5,000) connections that send nothing
     python3 benches/peers/gateway.py quota         # 4 Python SDK processes on one 600/min quota
     python3 benches/peers/gateway.py replicas      # the same through three gateways on Redis
 
@@ -28,6 +29,7 @@ VENV = os.environ.get("VENV", f"{ROOT}/benches/peers/.venv")
 LITELLM = os.environ.get("LITELLM_VENV", "/tmp/litellm-venv")
 KEY = "sk-gw-bench-caller"
 LITELLM_KEY = "sk-litellm-bench"
+WORKERS = os.environ.get("LITELLM_WORKERS", "1")
 HASH = "sha256:" + __import__("hashlib").sha256(KEY.encode()).hexdigest()
 PROCS, CONC, TOTAL, RPM = 4, 8, 900, 600
 
@@ -69,7 +71,7 @@ def gateway(mock_url, extra=""):
 
 
 def litellm(mock_url):
-    """LiteLLM's proxy (one worker) in front of `mock_url`; (process, url)."""
+    """LiteLLM's proxy (LITELLM_WORKERS workers, default 1) in front of `mock_url`."""
     port = free_port()
     cfg = tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False)
     cfg.write(f"""model_list:
@@ -86,7 +88,7 @@ litellm_settings:
     cfg.close()
     env = dict(os.environ, LITELLM_LOCAL_MODEL_COST_MAP="True", LITELLM_LOG="ERROR")
     p = subprocess.Popen([f"{LITELLM}/bin/litellm", "--config", cfg.name, "--port", str(port),
-                          "--num_workers", "1"], env=env,
+                          "--num_workers", WORKERS], env=env,
                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}"
     for _ in range(600):
@@ -127,7 +129,7 @@ def overhead(n):
     l, lurl = litellm(murl)
     try:
         peers = [("direct (the mock)", murl, "sk-ant-bench"), ("anthropic-gateway", gurl, KEY),
-                 ("LiteLLM proxy (1 worker)", lurl, LITELLM_KEY)]
+                 (f"LiteLLM proxy ({WORKERS} worker(s))", lurl, LITELLM_KEY)]
         for _, url, key in peers:  # warm-up
             load(url, key, 200, 64)
         rows = [(name, load(url, key, n if "LiteLLM" not in name else max(n // 10, 500), 64))
@@ -171,6 +173,44 @@ def streams(n):
     print(f"| streams asked | open at once (upstream) | gateway RSS idle (MiB) | at peak (MiB) | per open stream (KiB) | answered | failed |")
     print("|---|---|---|---|---|---|---|")
     print(f"| {n} | {peak_open} | {idle / 1024:.1f} | {peak_rss / 1024:.1f} | {per:.1f} | {out['ok']} | {out['failed']} |")
+
+
+def idle(n):
+    """N connections that send nothing: the gateway's memory while they are open, and after
+    the header timeout (10 s) has closed them."""
+    m, murl = mock()
+    g, gurl = gateway(murl, "[limits]\nheader_timeout_secs = 10\nmax_connections = 20000")
+    host, port = gurl.removeprefix("http://").rsplit(":", 1)
+    try:
+        load(gurl, KEY, 50, 10)
+        before = rss_kib(g.pid)
+        socks = []
+        t0 = time.time()
+        for _ in range(n):
+            sock = socket.create_connection((host, int(port)))
+            socks.append(sock)
+        time.sleep(1)
+        held = rss_kib(g.pid)
+        opened_in = time.time() - t0
+        time.sleep(12)
+        closed = 0
+        for sock in socks:
+            sock.setblocking(False)
+            try:
+                closed += sock.recv(1) == b""
+            except BlockingIOError:
+                pass
+            except OSError:
+                closed += 1
+        after = rss_kib(g.pid)
+        for sock in socks:
+            sock.close()
+    finally:
+        stop(g, m)
+    print("| idle connections | opened in (s) | RSS before (MiB) | while open (MiB) | per connection (KiB) | closed by the gateway after 12 s | RSS after (MiB) |")
+    print("|---|---|---|---|---|---|---|")
+    print(f"| {n} | {opened_in:.1f} | {before / 1024:.1f} | {held / 1024:.1f} | {(held - before) / n:.2f} | "
+          f"{closed} | {after / 1024:.1f} |")
 
 
 PY = """
@@ -223,7 +263,7 @@ def quota():
     print("| path | answered | lost | requests upstream | 429s upstream | wall (s) | wall / ideal |")
     print("|---|---|---|---|---|---|---|")
     rpm = ["--rpm", str(RPM), "--itpm", "100000000", "--otpm", "100000000"]
-    for name in ["anthropic-gateway", "LiteLLM proxy (1 worker)", "direct"]:
+    for name in ["anthropic-gateway", f"LiteLLM proxy ({WORKERS} worker(s))", "direct"]:
         m, murl = mock(*rpm)
         procs = [m]
         try:
@@ -262,4 +302,5 @@ if __name__ == "__main__":
     what = sys.argv[1] if len(sys.argv) > 1 else "overhead"
     arg = int(sys.argv[2]) if len(sys.argv) > 2 else None
     {"overhead": lambda: overhead(arg or 5000), "streams": lambda: streams(arg or 1000),
+     "idle": lambda: idle(arg or 5000),
      "quota": quota, "replicas": replicas}[what]()
