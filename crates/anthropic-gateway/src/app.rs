@@ -9,7 +9,8 @@
 //! 3. the model: one the key may not use, a 403 `permission_error`;
 //! 4. the key's budget (403) and its requests and tokens per minute (429 with `retry-after`);
 //! 5. the queue: past `pacing.max_queued` requests admitted and not yet answered, a 429 with
-//!    `retry-after` the time the quota needs to take that many;
+//!    `retry-after` the time the requests ahead need to leave (at the rate the queue has been
+//!    emptying, else at the quota's);
 //! 6. the call, through the library's stack: pacing (a request that meets a full quota
 //!    waits, up to `pacing.max_wait_secs` and its deadline; past them, a 429 with an honest
 //!    `retry-after`), retries with a budget, the breakers and fallback chains, timeouts.
@@ -85,6 +86,7 @@ struct Inner {
     settings: RwLock<Settings>,
     deadline: Duration,
     queued: AtomicUsize,
+    drain: Drain,
     metrics: Option<PrometheusHandle>,
     telemetry: Telemetry,
     ready: AtomicBool,
@@ -112,6 +114,7 @@ impl Gateway {
                 settings: RwLock::new(Settings::of(config)),
                 deadline: config.upstream.deadline_secs.duration(),
                 queued: AtomicUsize::new(0),
+                drain: Drain::new(),
                 metrics: metrics.filter(|_| config.telemetry.metrics),
                 telemetry: Telemetry::new(config.telemetry.access_log),
                 ready: AtomicBool::new(true),
@@ -412,16 +415,16 @@ impl Gateway {
             return Ok(slot);
         }
         drop(slot);
-        // The time the quota needs to take the requests ahead, when its rate is known.
-        let per_minute = self.inner.client.pacer().and_then(|p| {
-            p.snapshot()
-                .into_iter()
-                .find(|q| q.id.class == model)
-                .and_then(|q| q.requests.limit)
+        // The time the requests ahead need to leave: at the rate the queue has been emptying,
+        // else at the quota's rate (this process's pacer), else a second.
+        let per_sec = self.inner.drain.per_sec().or_else(|| {
+            let p = self.inner.client.pacer()?;
+            let q = p.snapshot().into_iter().find(|q| q.id.class == model)?;
+            Some(q.requests.limit? as f64 / 60.0)
         });
-        let retry_after = per_minute
-            .filter(|n| *n > 0)
-            .map_or(1, |n| (before as u64 * 60).div_ceil(n).clamp(1, 60));
+        let retry_after = per_sec
+            .filter(|r| *r > 0.0)
+            .map_or(1, |r| (before as f64 / r).ceil().clamp(1.0, 60.0) as u64);
         let r = reply(
             StatusCode::TOO_MANY_REQUESTS,
             "rate_limit_error",
@@ -485,8 +488,52 @@ fn forwarded_headers(headers: &HeaderMap) -> Vec<(HeaderName, HeaderValue)> {
 /// A place in the queue, given back when dropped.
 struct QueueSlot(Gateway);
 
+/// How fast the queue empties: requests leaving it per second, over windows of at least a
+/// second while it is in use (smoothed; a gap of 10 s without one starts afresh).
+#[derive(Debug)]
+struct Drain(std::sync::Mutex<DrainState>);
+
+#[derive(Debug)]
+struct DrainState {
+    since: Instant,
+    left: u64,
+    per_sec: Option<f64>,
+}
+
+impl Drain {
+    fn new() -> Self {
+        Drain(std::sync::Mutex::new(DrainState {
+            since: Instant::now(),
+            left: 0,
+            per_sec: None,
+        }))
+    }
+
+    /// One request left the queue.
+    fn left_one(&self) {
+        let now = Instant::now();
+        let mut s = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let elapsed = now.duration_since(s.since);
+        if elapsed > Duration::from_secs(10) {
+            (s.since, s.left) = (now, 1);
+            return;
+        }
+        s.left += 1;
+        if elapsed >= Duration::from_secs(1) {
+            let rate = s.left as f64 / elapsed.as_secs_f64();
+            s.per_sec = Some(s.per_sec.map_or(rate, |p| 0.5 * p + 0.5 * rate));
+            (s.since, s.left) = (now, 0);
+        }
+    }
+
+    fn per_sec(&self) -> Option<f64> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).per_sec
+    }
+}
+
 impl Drop for QueueSlot {
     fn drop(&mut self) {
+        self.0.inner.drain.left_one();
         let after = self.0.inner.queued.fetch_sub(1, Ordering::SeqCst) - 1;
         metrics::gauge!("anthropic_gateway_queue_depth").set(after as f64);
     }
@@ -778,6 +825,28 @@ async fn render_metrics(State(gw): State<Gateway>) -> Response {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn the_drain_rate_is_measured_over_seconds() {
+        let d = Drain::new();
+        assert_eq!(d.per_sec(), None);
+        for _ in 0..20 {
+            tokio::time::advance(Duration::from_millis(100)).await;
+            d.left_one();
+        }
+        let r = d.per_sec().unwrap();
+        assert!((9.0..=11.0).contains(&r), "{r}");
+        // After a quiet spell the last rate stays until a new window ends.
+        tokio::time::advance(Duration::from_secs(30)).await;
+        d.left_one();
+        assert_eq!(d.per_sec(), Some(r));
+        for _ in 0..8 {
+            tokio::time::advance(Duration::from_millis(250)).await;
+            d.left_one();
+        }
+        let slower = d.per_sec().unwrap();
+        assert!(slower < r, "{slower} after {r}");
+    }
 
     #[test]
     fn keys_are_read_from_either_header() {

@@ -12,7 +12,8 @@
 //! | `anthropic_gateway_pacer_limit` | gauge | `model`, `bucket` |
 //! | `anthropic_gateway_pacer_waiting` | gauge | `model` (calls waiting for the quota) |
 //!
-//! plus the library's own `anthropic.client.*` metrics. Label values are the key's name (never
+//! plus the library's own `anthropic.client.*` metrics. The pacer gauges are this process's
+//! pacer's: with `pacing.store = "redis"` the quota's state lives in Redis and they are absent. Label values are the key's name (never
 //! its secret) and the model, of which the first 64 seen are named and the rest counted as
 //! `other` (a caller chooses the model: it must not grow the metrics without bound).
 
