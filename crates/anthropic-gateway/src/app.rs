@@ -213,7 +213,9 @@ fn record(req: &Request) -> Record {
         .get("x-request-id")
         .and_then(|v| v.to_str().ok())
         .unwrap_or("-")
-        .to_owned();
+        .chars()
+        .take(128)
+        .collect();
     Record {
         start: Instant::now(),
         request_id,
