@@ -5,7 +5,7 @@
 //! `keys.redis = true`, in the Redis hash `{prefix}:keys` (field: the hex hash; value: the
 //! key's settings as JSON, the fields of a `[[key]]` table), which every replica reads. A
 //! key found in Redis is kept for 5 s, a secret found nowhere is remembered as unknown for as
-//! long (at most 10,000 of each), so a caller trying keys costs no Redis call per try.
+//! long (at most 10,000 answers in all), so a caller retrying one key costs no Redis call per try.
 //!
 //! Each key may have requests and tokens per minute and a budget in USD. The rule is written
 //! once ([`Accounts`]) over counters that live in this process or in Redis (shared by every
