@@ -315,9 +315,13 @@ pub struct KeyEntry {
     /// Its tokens (input and output, as answers report them) per minute.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tokens_per_minute: Option<NonZeroU64>,
-    /// What it may spend in all, in USD, at the `[prices]` table's rates.
+    /// What it may spend, in USD, at the `[prices]` table's rates: in all, or per period.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub budget_usd: Option<Usd>,
+    /// The budget's period in days (7: a week), periods counted from the Unix epoch at UTC
+    /// midnight; absent: the budget is a total.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub budget_period_days: Option<NonZeroU32>,
 }
 
 /// `[prices.MODEL]`: USD per million tokens.

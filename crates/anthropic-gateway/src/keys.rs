@@ -15,7 +15,9 @@
 //! - tokens are counted as the answers report them (input and output), after the answer;
 //! - spend is the answers' usage at the `[prices]` of the model that answered (a model
 //!   without a price costs nothing and is logged once), kept in micro-USD; a key that has
-//!   spent its budget is refused with a 403 until the budget is raised.
+//!   spent its budget is refused with a 403 until the budget is raised, or, with
+//!   `budget_period_days`, until the next period (periods of that many days counted from the
+//!   Unix epoch, at UTC midnight) starts afresh.
 //!
 //! When Redis cannot be reached, keys in the file still work, a key only in Redis gets a 503,
 //! and the per-key limits let calls through (each failure logged, at most once a minute):
@@ -51,6 +53,7 @@ pub struct Caller {
     requests_per_minute: Option<u64>,
     tokens_per_minute: Option<u64>,
     budget_micros: Option<u64>,
+    budget_period_days: Option<u32>,
 }
 
 impl Caller {
@@ -64,6 +67,7 @@ impl Caller {
             requests_per_minute: e.requests_per_minute.map(|n| n.get()),
             tokens_per_minute: e.tokens_per_minute.map(|n| n.get()),
             budget_micros: e.budget_usd.map(|b| (b.0 * 1e6).round() as u64),
+            budget_period_days: e.budget_period_days.map(|d| d.get()),
         }
     }
 
@@ -377,7 +381,8 @@ impl Accounts {
         let retry_after = (60.0 - now % 60.0).ceil().max(1.0) as u64;
         let name = &caller.name;
         if let Some(budget) = caller.budget_micros {
-            let spent = self.get(&format!("spend:{name}")).await.unwrap_or(0);
+            let (key, _) = spend_counter(caller, now);
+            let spent = self.get(&key).await.unwrap_or(0);
             if spent >= budget as i64 {
                 return Err(Refusal::Budget);
             }
@@ -422,7 +427,8 @@ impl Accounts {
         }
         let micros = self.cost_micros(model, input, output);
         if micros > 0 {
-            self.add(&format!("spend:{name}"), micros, None).await;
+            let (key, ttl) = spend_counter(caller, unix_now());
+            self.add(&key, micros, ttl).await;
         }
     }
 
@@ -447,10 +453,25 @@ impl Accounts {
         }
     }
 
-    /// What `caller` has spent, in USD (`None` when the store failed).
+    /// What `caller` has spent (this period, when its budget has one), in USD; `None` when
+    /// the store failed.
     pub async fn spent_usd(&self, caller: &Caller) -> Option<f64> {
-        let micros = self.get(&format!("spend:{}", caller.name)).await?;
+        let micros = self.get(&spend_counter(caller, unix_now()).0).await?;
         Some(micros as f64 / 1e6)
+    }
+}
+
+/// The counter of `caller`'s spend at `now` (seconds since the epoch), and how long it is
+/// kept: for good without a budget period, else a period and a day.
+fn spend_counter(caller: &Caller, now: f64) -> (String, Option<Duration>) {
+    let name = &caller.name;
+    match caller.budget_period_days {
+        None => (format!("spend:{name}"), None),
+        Some(days) => {
+            let period = (now / (86_400.0 * f64::from(days))).floor() as u64;
+            let keep = Duration::from_secs(86_400 * (u64::from(days) + 1));
+            (format!("spend:{name}:{days}d:{period}"), Some(keep))
+        }
     }
 }
 
@@ -520,6 +541,22 @@ mod tests {
             assert_eq!(what, "requests");
             assert!((1..=60).contains(&retry_after));
         }
+    }
+
+    #[test]
+    fn a_budget_period_starts_a_new_counter() {
+        let (c, _) = keyed("budget_usd = 1.0\nbudget_period_days = 7");
+        let caller = Caller::from_entry(&c.key[0]);
+        let week = 7.0 * 86_400.0;
+        let (a, keep) = spend_counter(&caller, 3.0 * week + 10.0);
+        let (b, _) = spend_counter(&caller, 4.0 * week - 10.0);
+        let (next, _) = spend_counter(&caller, 4.0 * week + 10.0);
+        assert_eq!(a, b);
+        assert_ne!(a, next);
+        assert_eq!(keep, Some(Duration::from_secs(8 * 86_400)));
+        let (total, _) = keyed("budget_usd = 1.0");
+        let (key, keep) = spend_counter(&Caller::from_entry(&total.key[0]), 0.0);
+        assert_eq!((key.as_str(), keep), ("spend:a", None));
     }
 
     #[tokio::test]

@@ -63,6 +63,9 @@ enum KeyCommand {
         /// Its budget, in USD.
         #[arg(long)]
         budget_usd: Option<f64>,
+        /// The budget's period in days (absent: a total).
+        #[arg(long, requires = "budget_usd")]
+        budget_period_days: Option<std::num::NonZeroU32>,
         /// Store it in this Redis (for `keys.redis = true`) instead of printing its table.
         #[arg(
             long,
@@ -218,6 +221,7 @@ async fn key_command(cmd: KeyCommand) -> Result<(), Box<dyn std::error::Error>> 
             requests_per_minute,
             tokens_per_minute,
             budget_usd,
+            budget_period_days,
             redis,
             prefix,
         } => {
@@ -234,6 +238,7 @@ async fn key_command(cmd: KeyCommand) -> Result<(), Box<dyn std::error::Error>> 
                 requests_per_minute,
                 tokens_per_minute,
                 budget_usd: budget_usd.map(Usd),
+                budget_period_days,
             };
             match redis {
                 Some(url) => {
