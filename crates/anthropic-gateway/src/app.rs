@@ -2,7 +2,8 @@
 //!
 //! For every `/v1/` route, in this order, and nothing sent upstream for a refusal:
 //! 1. the key (`x-api-key`, or `Authorization: Bearer`), before the body is read: missing or
-//!    unknown, a 401 `authentication_error`;
+//!    unknown, a 401 `authentication_error`; an address past `limits.failed_auth_per_minute`
+//!    such requests gets a 429 at once for the rest of its minute (no key looked up);
 //! 2. the body, at most `limits.max_body_bytes` (a larger `Content-Length` is refused at once,
 //!    a body that grows past it stops being read; 413 `request_too_large`) within
 //!    `limits.body_timeout_secs` (408); not JSON of the route's shape: 400;
@@ -49,6 +50,7 @@ use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetReques
 
 use crate::config::Config;
 use crate::keys::{Accounts, Caller, Keys, Lookup, Refusal};
+use crate::server::PeerAddr;
 use crate::telemetry::{Outcome, Record, Telemetry};
 
 /// The header a caller shortens its call's deadline with (seconds).
@@ -60,6 +62,7 @@ struct Settings {
     max_body: u64,
     body_timeout: Duration,
     max_queued: usize,
+    failed_auth_per_minute: u32,
 }
 
 impl Settings {
@@ -68,6 +71,7 @@ impl Settings {
             max_body: config.limits.max_body_bytes.get(),
             body_timeout: config.limits.body_timeout_secs.duration(),
             max_queued: config.pacing.max_queued.get() as usize,
+            failed_auth_per_minute: config.limits.failed_auth_per_minute.get(),
         }
     }
 }
@@ -87,6 +91,7 @@ struct Inner {
     deadline: Duration,
     queued: AtomicUsize,
     drain: Drain,
+    failed_auth: FailedAuth,
     metrics: Option<PrometheusHandle>,
     telemetry: Telemetry,
     ready: AtomicBool,
@@ -115,6 +120,7 @@ impl Gateway {
                 deadline: config.upstream.deadline_secs.duration(),
                 queued: AtomicUsize::new(0),
                 drain: Drain::new(),
+                failed_auth: FailedAuth::default(),
                 metrics: metrics.filter(|_| config.telemetry.metrics),
                 telemetry: Telemetry::new(config.telemetry.access_log),
                 ready: AtomicBool::new(true),
@@ -219,6 +225,10 @@ fn record(req: &Request) -> Record {
     Record {
         start: Instant::now(),
         request_id,
+        client: req
+            .extensions()
+            .get::<PeerAddr>()
+            .map(|p| p.0.ip().to_string()),
         method: req.method().to_string(),
         path: req.uri().path().chars().take(256).collect(),
         key: None,
@@ -274,6 +284,17 @@ impl Gateway {
     /// Step 1: the key, from the head alone.
     async fn authenticate(&self, req: Request) -> Result<Incoming, Response> {
         let mut record = record(&req);
+        let peer = req.extensions().get::<PeerAddr>().map(|p| p.0.ip());
+        let limit = self.settings().failed_auth_per_minute;
+        if let Some(retry_after) = peer.and_then(|ip| self.inner.failed_auth.blocked(ip, limit)) {
+            let r = reply(
+                StatusCode::TOO_MANY_REQUESTS,
+                "rate_limit_error",
+                "too many requests without a valid key from this address",
+                Some(retry_after),
+            );
+            return Err(self.end(&record, r, "auth_throttled"));
+        }
         let lookup = match presented_key(req.headers()) {
             None => None,
             Some(secret) => Some(self.inner.keys.lookup(secret).await),
@@ -290,6 +311,9 @@ impl Gateway {
                 return Err(self.end(&record, r, "key_store_down"));
             }
             Some(Lookup::Unknown) => {
+                if let Some(ip) = peer {
+                    self.inner.failed_auth.failed(ip);
+                }
                 let r = reply(
                     StatusCode::UNAUTHORIZED,
                     "authentication_error",
@@ -299,6 +323,9 @@ impl Gateway {
                 return Err(self.end(&record, r, "unauthenticated"));
             }
             None => {
+                if let Some(ip) = peer {
+                    self.inner.failed_auth.failed(ip);
+                }
                 let r = reply(
                     StatusCode::UNAUTHORIZED,
                     "authentication_error",
@@ -485,6 +512,43 @@ fn forwarded_headers(headers: &HeaderMap) -> Vec<(HeaderName, HeaderValue)> {
             Some((HeaderName::from_static(name), v.clone()))
         })
         .collect()
+}
+
+/// Requests without a valid key, by address, in windows of a minute (at most 10,000
+/// addresses: when full, past windows go, then all).
+#[derive(Debug, Default)]
+struct FailedAuth(std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, (Instant, u32)>>);
+
+/// The window of [`FailedAuth`].
+const AUTH_WINDOW: Duration = Duration::from_secs(60);
+
+impl FailedAuth {
+    /// Seconds until `ip` may try again, when it made `limit` failed requests this window.
+    fn blocked(&self, ip: std::net::IpAddr, limit: u32) -> Option<u64> {
+        let now = Instant::now();
+        let map = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let (start, count) = map.get(&ip)?;
+        let elapsed = now.duration_since(*start);
+        (elapsed < AUTH_WINDOW && *count >= limit)
+            .then(|| (AUTH_WINDOW - elapsed).as_secs_f64().ceil().max(1.0) as u64)
+    }
+
+    /// One more failed request from `ip`.
+    fn failed(&self, ip: std::net::IpAddr) {
+        let now = Instant::now();
+        let mut map = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if map.len() >= 10_000 && !map.contains_key(&ip) {
+            map.retain(|_, (start, _)| now.duration_since(*start) < AUTH_WINDOW);
+            if map.len() >= 10_000 {
+                map.clear();
+            }
+        }
+        let entry = map.entry(ip).or_insert((now, 0));
+        if now.duration_since(entry.0) >= AUTH_WINDOW {
+            *entry = (now, 0);
+        }
+        entry.1 = entry.1.saturating_add(1);
+    }
 }
 
 /// A place in the queue, given back when dropped.

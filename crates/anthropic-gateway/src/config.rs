@@ -274,6 +274,9 @@ pub struct Limits {
     pub body_timeout_secs: Secs,
     /// After SIGTERM, how long running requests and streams may go on, in seconds.
     pub shutdown_grace_secs: Secs,
+    /// Requests without a valid key an address may make in a minute; past it, its requests
+    /// get a 429 at once (no key looked up) for the rest of the minute.
+    pub failed_auth_per_minute: NonZeroU32,
 }
 
 impl Default for Limits {
@@ -284,6 +287,7 @@ impl Default for Limits {
             header_timeout_secs: Secs(10.0),
             body_timeout_secs: Secs(30.0),
             shutdown_grace_secs: Secs(30.0),
+            failed_auth_per_minute: NonZeroU32::new(30).expect("not zero"),
         }
     }
 }

@@ -55,6 +55,8 @@ pub struct Record {
     pub start: Instant,
     /// This gateway's id of the request (`x-request-id`, the caller's when it sent one).
     pub request_id: String,
+    /// The address the request came from (its IP).
+    pub client: Option<String>,
     /// The method.
     pub method: String,
     /// The path (without the query).
@@ -73,6 +75,7 @@ struct Line<'a> {
     ts: f64,
     request_id: &'a str,
     upstream_request_id: Option<&'a str>,
+    client: Option<&'a str>,
     method: &'a str,
     path: &'a str,
     key: Option<&'a str>,
@@ -160,6 +163,7 @@ impl Telemetry {
             ts: (ts * 1000.0).round() / 1000.0,
             request_id: &record.request_id,
             upstream_request_id: outcome.upstream_request_id,
+            client: record.client.as_deref(),
             method: &record.method,
             path: &record.path,
             key: record.key.as_deref(),

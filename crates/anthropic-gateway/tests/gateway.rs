@@ -603,3 +603,29 @@ async fn a_reload_replaces_keys_and_limits() {
     let a = send("POST", &url, Some("sk-gw-erin"), &request(SONNET, false)).await;
     assert_eq!(a.status, 413, "the new body bound: {}", a.body);
 }
+
+#[tokio::test(start_paused = true)]
+async fn an_address_trying_keys_is_throttled_for_the_rest_of_its_minute() {
+    let toml = format!("{}\n[limits]\nfailed_auth_per_minute = 3\n", keys());
+    let gw = start(&toml, MockConfig::default()).await;
+    let url = format!("{}/v1/messages", gw.url);
+    for i in 0..3 {
+        let a = send("POST", &url, Some(&format!("sk-gw-guess-{i}")), "{}").await;
+        assert_eq!(a.status, 401);
+    }
+    // The fourth try, and then even a valid key from the same address: 429, no lookup.
+    let a = send("POST", &url, Some("sk-gw-guess-3"), "{}").await;
+    assert_eq!(
+        (a.status, a.error_type().as_str()),
+        (429, "rate_limit_error")
+    );
+    let wait = a.retry_after().unwrap();
+    assert!((1..=60).contains(&wait), "{wait}");
+    let a = send("POST", &url, Some(ALICE), &request(SONNET, false)).await;
+    assert_eq!(a.status, 429);
+    assert_eq!(upstream_calls(&gw.mock), 0);
+    // The next minute, the address starts afresh.
+    tokio::time::sleep(Duration::from_secs(wait)).await;
+    let a = send("POST", &url, Some(ALICE), &request(SONNET, false)).await;
+    assert_eq!(a.status, 200, "{}", a.body);
+}

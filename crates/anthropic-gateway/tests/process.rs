@@ -197,6 +197,7 @@ async fn a_process_logs_reloads_and_ends_gracefully() {
     let line = gw.wait_for("\"request_id\"").await;
     let log: serde_json::Value = serde_json::from_str(&line).unwrap();
     assert_eq!(log["key"], "alice");
+    assert_eq!(log["client"], "127.0.0.1");
     assert_eq!(log["status"], 200);
     assert_eq!(log["model"], SONNET);
     assert!(log["output_tokens"].as_u64().unwrap() > 0);
