@@ -438,12 +438,12 @@ impl Gateway {
     fn enqueue(&self, record: &Record, model: &str) -> Result<QueueSlot, Response> {
         let max = self.settings().max_queued;
         let before = self.inner.queued.fetch_add(1, Ordering::SeqCst);
-        let slot = QueueSlot(self.clone());
-        metrics::gauge!("anthropic_gateway_queue_depth").set((before + 1) as f64);
         if before < max {
-            return Ok(slot);
+            metrics::gauge!("anthropic_gateway_queue_depth").set((before + 1) as f64);
+            return Ok(QueueSlot(self.clone()));
         }
-        drop(slot);
+        // Refused: it never was in the queue (and does not count as having left it).
+        self.inner.queued.fetch_sub(1, Ordering::SeqCst);
         // The time the requests ahead need to leave: at the rate the queue has been emptying,
         // else at the quota's rate (this process's pacer), else a second.
         let per_sec = self.inner.drain.per_sec().or_else(|| {
