@@ -710,9 +710,12 @@ fn stream_ended(
         spend_micros: spend,
     };
     gw.inner.telemetry.finish(&record, &o);
-    if let (Some(model), Some((i, o))) = (model, usage) {
-        // Counted off the response's task (which may be ending).
-        tokio::spawn(async move { gw.inner.accounts.answered(&caller, &model, i, o).await });
+    // Counted off the response's task (which may be ending), where a runtime is at hand (the
+    // body may be dropped elsewhere: then the usage is logged above, and not counted).
+    if let (Some(model), Some((i, o)), Ok(rt)) =
+        (model, usage, tokio::runtime::Handle::try_current())
+    {
+        rt.spawn(async move { gw.inner.accounts.answered(&caller, &model, i, o).await });
     }
 }
 
