@@ -836,7 +836,7 @@ async fn forward(State(gw): State<Gateway>, req: Request) -> Response {
             let o = Outcome {
                 status: parts.status.as_u16(),
                 upstream_request_id: upstream_id.as_deref(),
-                attempts: 1,
+                attempts: 0,
                 outcome: "ok",
                 ..Outcome::default()
             };

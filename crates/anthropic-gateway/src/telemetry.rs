@@ -101,7 +101,7 @@ pub struct Outcome<'a> {
     pub answered_by: Option<&'a str>,
     /// Usage, when an answer reported it.
     pub usage: Option<(u64, u64)>,
-    /// Attempts upstream (0: none was made).
+    /// Attempts upstream (0: none was made, or not known: the models and batches routes).
     pub attempts: u32,
     /// `ok`, `error`, `stream_failed`, `caller_hung_up`.
     pub outcome: &'a str,
