@@ -310,26 +310,18 @@ impl Gateway {
                 );
                 return Err(self.end(&record, r, "key_store_down"));
             }
-            Some(Lookup::Unknown) => {
+            Some(Lookup::Unknown) | None => {
                 if let Some(ip) = peer {
                     self.inner.failed_auth.failed(ip);
                 }
+                let message = match lookup {
+                    None => "x-api-key header is required",
+                    _ => "invalid x-api-key",
+                };
                 let r = reply(
                     StatusCode::UNAUTHORIZED,
                     "authentication_error",
-                    "invalid x-api-key",
-                    None,
-                );
-                return Err(self.end(&record, r, "unauthenticated"));
-            }
-            None => {
-                if let Some(ip) = peer {
-                    self.inner.failed_auth.failed(ip);
-                }
-                let r = reply(
-                    StatusCode::UNAUTHORIZED,
-                    "authentication_error",
-                    "x-api-key header is required",
+                    message,
                     None,
                 );
                 return Err(self.end(&record, r, "unauthenticated"));

@@ -144,18 +144,22 @@ async fn models_budgets_and_per_minute_limits_refuse_in_the_api_shape() {
     }
 }
 
+/// A mock whose quota is `rpm` requests a minute.
+fn mock_allowing(rpm: u64) -> MockConfig {
+    MockConfig {
+        limits: RateLimits {
+            requests_per_minute: rpm,
+            ..RateLimits::default()
+        },
+        ..MockConfig::default()
+    }
+}
+
 #[tokio::test(start_paused = true)]
 async fn a_full_quota_makes_requests_wait_instead_of_failing() {
     // The API allows 60 requests a minute.
-    let limits = RateLimits {
-        requests_per_minute: 60,
-        ..RateLimits::default()
-    };
-    let mock = MockConfig {
-        limits,
-        ..MockConfig::default()
-    };
-    let gw = start(&format!("{}\n[pacing]\nmax_wait_secs = 60\n", keys()), mock).await;
+    let toml = format!("{}\n[pacing]\nmax_wait_secs = 60\n", keys());
+    let gw = start(&toml, mock_allowing(60)).await;
     let url = format!("{}/v1/messages", gw.url);
     // 90 at once: a minute's burst of 60, then one a second.
     let started = tokio::time::Instant::now();
@@ -192,14 +196,7 @@ async fn burst(url: &str, key: &'static str, n: usize) -> Vec<Answer> {
 #[tokio::test(start_paused = true)]
 async fn past_its_wait_or_the_queue_a_request_gets_a_429_with_an_honest_retry_after() {
     // 6 requests a minute (a burst of 6, then one every 10 s), known from the start.
-    let limits = RateLimits {
-        requests_per_minute: 6,
-        ..RateLimits::default()
-    };
-    let mock = MockConfig {
-        limits,
-        ..MockConfig::default()
-    };
+    let mock = mock_allowing(6);
     let toml = format!(
         "{}\n[pacing]\nmax_wait_secs = 15\nmax_queued = 4\nrequests_per_minute = 6\n",
         keys()
