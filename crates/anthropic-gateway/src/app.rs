@@ -343,6 +343,13 @@ impl Gateway {
         })
     }
 
+    /// Steps 1 and 2: the caller's key, then its body.
+    async fn receive(&self, req: Request) -> Result<(Incoming, Bytes), Response> {
+        let mut inc = self.authenticate(req).await?;
+        let body = self.read_body(&mut inc).await?;
+        Ok((inc, body))
+    }
+
     /// Step 2: the body, bounded in size and time.
     async fn read_body(&self, inc: &mut Incoming) -> Result<Bytes, Response> {
         let settings = self.settings();
@@ -599,12 +606,8 @@ impl Drop for QueueSlot {
 
 /// `POST /v1/messages`.
 async fn messages(State(gw): State<Gateway>, req: Request) -> Response {
-    let mut inc = match gw.authenticate(req).await {
-        Ok(i) => i,
-        Err(r) => return r,
-    };
-    let body = match gw.read_body(&mut inc).await {
-        Ok(b) => b,
+    let (mut inc, body) = match gw.receive(req).await {
+        Ok(received) => received,
         Err(r) => return r,
     };
     let mut req: CreateMessageRequest = match serde_json::from_slice(&body) {
@@ -713,12 +716,8 @@ fn stream_ended(
 
 /// `POST /v1/messages/count_tokens`.
 async fn count_tokens(State(gw): State<Gateway>, req: Request) -> Response {
-    let mut inc = match gw.authenticate(req).await {
-        Ok(i) => i,
-        Err(r) => return r,
-    };
-    let body = match gw.read_body(&mut inc).await {
-        Ok(b) => b,
+    let (mut inc, body) = match gw.receive(req).await {
+        Ok(received) => received,
         Err(r) => return r,
     };
     let req: CountTokensRequest = match serde_json::from_slice(&body) {
@@ -776,12 +775,8 @@ fn batch_models(body: &[u8]) -> Option<Vec<String>> {
 /// The models and batches routes: passed through the stack as they are (a batch's results
 /// as they arrive).
 async fn forward(State(gw): State<Gateway>, req: Request) -> Response {
-    let mut inc = match gw.authenticate(req).await {
-        Ok(i) => i,
-        Err(r) => return r,
-    };
-    let body = match gw.read_body(&mut inc).await {
-        Ok(b) => b,
+    let (inc, body) = match gw.receive(req).await {
+        Ok(received) => received,
         Err(r) => return r,
     };
     let creates_batch = inc.method == Method::POST && inc.record.path == "/v1/messages/batches";

@@ -125,6 +125,17 @@ fn config_for(mock: &MockServer, extra: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn check_names_the_line_and_field_and_exits_2() {
+    /// `anthropic-gateway --check --config FILE`, with the upstream key set when `key`.
+    async fn check(file: &Path, key: bool) -> std::process::Output {
+        let mut cmd = Command::new(BIN);
+        cmd.args(["--check", "--config"]).arg(file);
+        if key {
+            cmd.env("ANTHROPIC_API_KEY", "sk-ant-x");
+        } else {
+            cmd.env_remove("ANTHROPIC_API_KEY");
+        }
+        cmd.output().await.unwrap()
+    }
     let dir = tempdir("check");
     let bad = dir.join("bad.toml");
     std::fs::write(
@@ -132,13 +143,7 @@ async fn check_names_the_line_and_field_and_exits_2() {
         "listen = \"127.0.0.1:8080\"\n\n[pacing]\nmax_queued = -3\n",
     )
     .unwrap();
-    let out = Command::new(BIN)
-        .args(["--check", "--config"])
-        .arg(&bad)
-        .env("ANTHROPIC_API_KEY", "sk-ant-x")
-        .output()
-        .await
-        .unwrap();
+    let out = check(&bad, true).await;
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{err}");
     assert!(
@@ -148,13 +153,7 @@ async fn check_names_the_line_and_field_and_exits_2() {
 
     let good = dir.join("good.toml");
     std::fs::write(&good, keys_toml()).unwrap();
-    let out = Command::new(BIN)
-        .args(["--check", "--config"])
-        .arg(&good)
-        .env("ANTHROPIC_API_KEY", "sk-ant-x")
-        .output()
-        .await
-        .unwrap();
+    let out = check(&good, true).await;
     assert!(
         out.status.success(),
         "{}",
@@ -163,13 +162,7 @@ async fn check_names_the_line_and_field_and_exits_2() {
     assert!(String::from_utf8_lossy(&out.stdout).contains("configuration OK"));
 
     // No upstream key: said, with where to put one.
-    let out = Command::new(BIN)
-        .args(["--check", "--config"])
-        .arg(&good)
-        .env_remove("ANTHROPIC_API_KEY")
-        .output()
-        .await
-        .unwrap();
+    let out = check(&good, false).await;
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("no API key"));
 }
